@@ -1,0 +1,1 @@
+//! Shared dataset builders for the benches.
