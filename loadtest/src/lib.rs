@@ -1,0 +1,7 @@
+//! checkin-loadtest as a library: the seeded dataset generator ([`gen`]), the dataset writers
+//! ([`dataset`]), the loopback-only target parsing ([`net`]), the HTTP load drivers ([`load`])
+//! and their latency/error report ([`report`]). The `checkin-loadtest` binary is a thin CLI over
+//! these; benches and end-to-end tests call them in-process.
+
+pub mod gen;
+pub mod rng;
