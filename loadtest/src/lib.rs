@@ -3,5 +3,8 @@
 //! and their latency/error report ([`report`]). The `checkin-loadtest` binary is a thin CLI over
 //! these; benches and end-to-end tests call them in-process.
 
+pub mod dataset;
 pub mod gen;
+pub mod net;
+pub mod report;
 pub mod rng;
