@@ -10,14 +10,26 @@
 //! purges data older than the retention period. Readers take a shared lock on the indexes.
 #![deny(unsafe_code)]
 
+mod audit;
 mod clock;
 mod engine;
 mod error;
+mod index;
+mod intern;
+mod journal;
+mod log;
+mod mmap;
+mod occupancy;
+mod registry;
+mod trace;
 mod types;
+mod visits;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Completion, Config, DroppedTail, Durability, Engine, EventListener, PurgeReport, RecoveryReport,
+    Completion, Config, DroppedTail, Durability, Engine, EventListener, PurgeReport,
+    RecoveryReport, SyncObserver,
 };
 pub use error::{Error, Result};
+pub use log::{decode_record_for_fuzzing, inspect_segment, SegmentSummary};
 pub use types::*;

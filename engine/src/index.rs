@@ -1,0 +1,360 @@
+//! In-memory indexes, rebuilt from the log at open: persons, their scans, venues' in-scans,
+//! occupancy and the recent-events window.
+//!
+//! - Per person: every scan as a sorted `u64` key (see `visits::person_key`), 8 bytes a scan.
+//! - Per venue: every `"in"` scan as a sorted `ts << 32 | person` key, 8 bytes a scan. A visit at
+//!   venue V overlapping `[a, b)` always has an in-scan at V in `(a - stay(V), b)`, so a range of
+//!   this index finds every candidate contact.
+//!
+//! Late scans are inserted in place (a binary search and a move of the newer tail, which is short
+//! for the usual minutes-to-hours lateness). An exact duplicate is found by the same search and
+//! stored nowhere. The whole `Index` sits behind one `RwLock`: the writer thread takes it once per
+//! batch, readers share it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::intern::Interner;
+use crate::occupancy::{Occupancy, View};
+use crate::types::{Action, ScanEvent, Visit};
+use crate::visits::{self, key_ts, person_key, RawVisit};
+
+/// One entry of the recent-events window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventRec {
+    pub seq: u64,
+    pub person: u32,
+    pub venue: u32,
+    pub ts: u32,
+    pub out: bool,
+}
+
+/// The indexes.
+pub(crate) struct Index {
+    pub persons: Interner,
+    pub person_keys: Vec<Vec<u64>>,
+    pub venue_ins: Vec<Vec<u64>>,
+    /// Venue ids and effective stays by venue number (copied from the registry).
+    pub venue_ids: Vec<Arc<str>>,
+    pub stays: Vec<u32>,
+    pub occupancy: Occupancy,
+    pub scans: u64,
+    /// Persons with at least one stored scan.
+    pub active_persons: u64,
+    pub recent: VecDeque<EventRec>,
+    pub recent_cap: usize,
+    /// Oldest seq that is still (or was never evicted from) the window.
+    pub recent_floor: u64,
+}
+
+impl Index {
+    pub(crate) fn new(now: i64, recent_cap: usize) -> Index {
+        Index {
+            persons: Interner::default(),
+            person_keys: Vec::new(),
+            venue_ins: Vec::new(),
+            venue_ids: Vec::new(),
+            stays: Vec::new(),
+            occupancy: Occupancy::new(now),
+            scans: 0,
+            active_persons: 0,
+            recent: VecDeque::new(),
+            recent_cap,
+            recent_floor: 0,
+        }
+    }
+
+    /// Sets a venue's id and effective stay (registration).
+    pub(crate) fn set_venue(&mut self, venue: u32, id: Arc<str>, stay: u32) {
+        let i = venue as usize;
+        if i >= self.venue_ids.len() {
+            self.venue_ids.resize(i + 1, Arc::from(""));
+            self.stays.resize(i + 1, 0);
+            self.venue_ins.resize_with(i + 1, Vec::new);
+        }
+        self.venue_ids[i] = id;
+        self.stays[i] = stay;
+    }
+
+    /// Interns a person id.
+    pub(crate) fn intern(&mut self, person: &str) -> u32 {
+        let (id, new) = self.persons.intern(person);
+        if new {
+            self.person_keys.push(Vec::new());
+        }
+        id
+    }
+
+    /// Stores one scan in the person and venue indexes. Returns its key, or `None` for an exact
+    /// duplicate of a stored scan.
+    pub(crate) fn insert(&mut self, person: u32, venue: u32, ts: u32, out: bool) -> Option<u64> {
+        let key = person_key(ts, venue, out);
+        let keys = &mut self.person_keys[person as usize];
+        match keys.last() {
+            None => {
+                keys.push(key);
+                self.active_persons += 1;
+            }
+            Some(&last) if last < key => keys.push(key),
+            Some(_) => match keys.binary_search(&key) {
+                Ok(_) => return None,
+                Err(pos) => keys.insert(pos, key),
+            },
+        }
+        if !out {
+            let vkey = ((ts as u64) << 32) | person as u64;
+            let ins = &mut self.venue_ins[venue as usize];
+            match ins.last() {
+                Some(&last) if last >= vkey => {
+                    let pos = ins.partition_point(|&k| k < vkey);
+                    ins.insert(pos, vkey);
+                }
+                _ => ins.push(vkey),
+            }
+        }
+        self.scans += 1;
+        Some(key)
+    }
+
+    /// Appends a scan during recovery, without ordering (see [`Index::finish_recovery`]).
+    pub(crate) fn push_unordered(&mut self, person: u32, venue: u32, ts: u32, out: bool) {
+        let key = person_key(ts, venue, out);
+        self.person_keys[person as usize].push(key);
+        if !out {
+            if let Some(ins) = self.venue_ins.get_mut(venue as usize) {
+                ins.push(((ts as u64) << 32) | person as u64);
+            }
+        }
+    }
+
+    /// Sorts and deduplicates what recovery pushed, drops scans older than `cutoff`, trims spare
+    /// capacity, and computes occupancy at `now`.
+    pub(crate) fn finish_recovery(&mut self, cutoff: i64, now: i64) {
+        let mut scans = 0u64;
+        let mut active = 0u64;
+        for keys in &mut self.person_keys {
+            if !keys.is_sorted() {
+                keys.sort_unstable();
+            }
+            keys.dedup();
+            let drop_n = keys.partition_point(|&k| (key_ts(k) as i64) < cutoff);
+            keys.drain(..drop_n);
+            keys.shrink_to_fit();
+            scans += keys.len() as u64;
+            active += u64::from(!keys.is_empty());
+        }
+        for ins in &mut self.venue_ins {
+            if !ins.is_sorted() {
+                ins.sort_unstable();
+            }
+            ins.dedup();
+            let drop_n = ins.partition_point(|&k| ((k >> 32) as i64) < cutoff);
+            ins.drain(..drop_n);
+            ins.shrink_to_fit();
+        }
+        self.scans = scans;
+        self.active_persons = active;
+        self.occupancy = Occupancy::new(now);
+        for p in 0..self.person_keys.len() as u32 {
+            self.recompute_occupancy(p, now);
+        }
+    }
+
+    /// Replays one person's occupancy state from scratch.
+    pub(crate) fn recompute_occupancy(&mut self, person: u32, now: i64) {
+        let Index {
+            person_keys,
+            stays,
+            venue_ids,
+            occupancy,
+            ..
+        } = self;
+        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
+        let view = View {
+            keys: &person_keys[person as usize],
+            stays,
+            name: &name,
+        };
+        occupancy.replay(person, &view, now);
+        occupancy.refresh(person, now);
+    }
+
+    /// Updates occupancy for a newly stored scan.
+    pub(crate) fn occupancy_on_scan(&mut self, person: u32, key: u64, now: i64) {
+        let Index {
+            person_keys,
+            stays,
+            venue_ids,
+            occupancy,
+            ..
+        } = self;
+        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
+        let view = View {
+            keys: &person_keys[person as usize],
+            stays,
+            name: &name,
+        };
+        occupancy.on_scan(person, key, &view, now);
+    }
+
+    /// Expires deadlines and activates future-stamped scans due by `now`.
+    pub(crate) fn tick(&mut self, now: i64) {
+        let due = self.occupancy.due(now);
+        let Index {
+            person_keys,
+            stays,
+            venue_ids,
+            occupancy,
+            ..
+        } = self;
+        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
+        for p in due {
+            let Some(keys) = person_keys.get(p as usize) else {
+                continue;
+            };
+            let view = View {
+                keys,
+                stays,
+                name: &name,
+            };
+            occupancy.tick_person(p, &view, now);
+        }
+    }
+
+    /// Removes every scan with `ts < cutoff`. Returns how many were removed.
+    pub(crate) fn prune_before(&mut self, cutoff: i64) -> u64 {
+        let mut removed = 0u64;
+        for keys in &mut self.person_keys {
+            let n = keys.partition_point(|&k| (key_ts(k) as i64) < cutoff);
+            if n > 0 {
+                keys.drain(..n);
+                removed += n as u64;
+                if keys.is_empty() {
+                    self.active_persons = self.active_persons.saturating_sub(1);
+                    keys.shrink_to_fit();
+                }
+            }
+        }
+        for ins in &mut self.venue_ins {
+            let n = ins.partition_point(|&k| ((k >> 32) as i64) < cutoff);
+            if n > 0 {
+                ins.drain(..n);
+            }
+        }
+        self.scans = self.scans.saturating_sub(removed);
+        removed
+    }
+
+    /// The person's number if they have stored scans.
+    pub(crate) fn person(&self, id: &str) -> Option<u32> {
+        let p = self.persons.find(id)?;
+        (!self.person_keys[p as usize].is_empty()).then_some(p)
+    }
+
+    pub(crate) fn stay(&self, venue: u32) -> i64 {
+        self.stays.get(venue as usize).copied().unwrap_or(0) as i64
+    }
+
+    pub(crate) fn venue_name(&self, venue: u32) -> &str {
+        self.venue_ids.get(venue as usize).map_or("", |s| s)
+    }
+
+    /// All visits of a person, in the contract's emission order (ascending by start).
+    pub(crate) fn raw_visits(&self, person: u32, out: &mut Vec<RawVisit>) {
+        out.clear();
+        visits::derive(
+            &self.person_keys[person as usize],
+            |v| self.stay(v),
+            |v| self.venue_name(v),
+            |r| out.push(r),
+        );
+    }
+
+    /// Visits with `start < to` and `end >= from`, unclipped.
+    pub(crate) fn visits(&self, person: u32, from: i64, to: i64) -> Vec<Visit> {
+        let mut raw = Vec::new();
+        self.raw_visits(person, &mut raw);
+        raw.into_iter()
+            .filter(|v| v.start < to && v.end >= from)
+            .map(|v| self.visit(v))
+            .collect()
+    }
+
+    pub(crate) fn visit(&self, v: RawVisit) -> Visit {
+        Visit {
+            venue: self.venue_ids[v.venue as usize].clone(),
+            start: v.start,
+            end: v.end,
+        }
+    }
+
+    /// Records an accepted scan in the recent-events window.
+    pub(crate) fn push_recent(&mut self, ev: EventRec) {
+        if self.recent_cap == 0 {
+            return;
+        }
+        if self.recent.len() == self.recent_cap {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_floor = old.seq + 1;
+            }
+        }
+        self.recent.push_back(ev);
+    }
+
+    pub(crate) fn event(&self, e: &EventRec) -> ScanEvent {
+        ScanEvent {
+            seq: e.seq,
+            person: Arc::from(self.persons.get(e.person)),
+            venue: self.venue_ids[e.venue as usize].clone(),
+            ts: e.ts as i64,
+            action: if e.out { Action::Out } else { Action::In },
+        }
+    }
+
+    /// The latest `n` events at `venue`, oldest first.
+    pub(crate) fn recent_at(&self, venue: u32, n: usize) -> Vec<ScanEvent> {
+        let mut out: Vec<ScanEvent> = self
+            .recent
+            .iter()
+            .rev()
+            .filter(|e| e.venue == venue)
+            .take(n)
+            .map(|e| self.event(e))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Events at `venue` with `seq > after`, and whether none older than the window were asked for.
+    pub(crate) fn events_after(&self, venue: u32, after: u64) -> (Vec<ScanEvent>, bool) {
+        let complete = after.saturating_add(1) >= self.recent_floor;
+        let start = self.recent.partition_point(|e| e.seq <= after);
+        let out = self
+            .recent
+            .range(start..)
+            .filter(|e| e.venue == venue)
+            .map(|e| self.event(e))
+            .collect();
+        (out, complete)
+    }
+
+    /// Approximate heap bytes of the indexes (for memory reports).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let keys: usize = self
+            .person_keys
+            .iter()
+            .map(|k| k.capacity() * 8)
+            .sum::<usize>()
+            + self.person_keys.capacity() * 24;
+        let ins: usize = self
+            .venue_ins
+            .iter()
+            .map(|k| k.capacity() * 8)
+            .sum::<usize>()
+            + self.venue_ins.capacity() * 24;
+        keys + ins
+            + self.persons.heap_bytes()
+            + self.occupancy.heap_bytes()
+            + self.recent.capacity() * std::mem::size_of::<EventRec>()
+    }
+}

@@ -1,0 +1,199 @@
+//! Contact tracing (contract section 5): F1 and F2 exactly as defined, over the indexes.
+//!
+//! For each case visit `c` at venue V, the venue index yields every person with an in-scan at V in
+//! `[c.start - stay(V), c.end]` (a superset of those with a visit overlapping `c`); their visits
+//! are derived once per trace and cached, and overlaps at V are summed. F2 repeats the step with
+//! each F1 person's visits clipped to `[first_contact, to]` as the case visits.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::index::Index;
+use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult};
+use crate::visits::RawVisit;
+
+/// Exposure of one contact to one source.
+#[derive(Debug, Clone, Default)]
+struct Exposure {
+    total: i64,
+    first_contact: i64,
+    venues: Vec<u32>,
+}
+
+struct Tracer<'a> {
+    index: &'a Index,
+    visits: FxHashMap<u32, Vec<RawVisit>>,
+}
+
+impl<'a> Tracer<'a> {
+    fn visits_of(&mut self, person: u32) -> &[RawVisit] {
+        let index = self.index;
+        self.visits.entry(person).or_insert_with(|| {
+            let mut v = Vec::new();
+            index.raw_visits(person, &mut v);
+            v
+        })
+    }
+
+    /// Exposures of every other person to the `sources` visits (the case's, or an F1's), keyed by
+    /// person. `skip(q)` excludes persons up front.
+    fn exposures(
+        &mut self,
+        sources: &[RawVisit],
+        skip: impl Fn(u32) -> bool,
+    ) -> FxHashMap<u32, Exposure> {
+        let mut out: FxHashMap<u32, Exposure> = FxHashMap::default();
+        let mut candidates: Vec<u32> = Vec::new();
+        for c in sources {
+            let ins = &self.index.venue_ins[c.venue as usize];
+            let lo_ts = (c.start - self.index.stay(c.venue)).max(0) as u64;
+            let hi_ts = c.end.max(0) as u64;
+            let lo = ins.partition_point(|&k| (k >> 32) < lo_ts);
+            let hi = ins.partition_point(|&k| (k >> 32) <= hi_ts);
+            candidates.clear();
+            candidates.extend(ins[lo..hi].iter().map(|&k| k as u32));
+            candidates.sort_unstable();
+            candidates.dedup();
+            for &q in &candidates {
+                if skip(q) {
+                    continue;
+                }
+                let mut sum = 0i64;
+                let mut first = i64::MAX;
+                for v in self.visits_of(q) {
+                    if v.venue != c.venue {
+                        continue;
+                    }
+                    let ov = v.end.min(c.end) - v.start.max(c.start);
+                    if ov > 0 {
+                        sum += ov;
+                        first = first.min(v.start.max(c.start));
+                    }
+                }
+                if sum > 0 {
+                    let e = out.entry(q).or_default();
+                    if e.total == 0 {
+                        e.first_contact = first;
+                    } else {
+                        e.first_contact = e.first_contact.min(first);
+                    }
+                    e.total += sum;
+                    if !e.venues.contains(&c.venue) {
+                        e.venues.push(c.venue);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Clips visits to `[from, to]`, dropping those of zero length.
+fn clip(visits: &[RawVisit], from: i64, to: i64) -> Vec<RawVisit> {
+    visits
+        .iter()
+        .filter_map(|v| {
+            let start = v.start.max(from);
+            let end = v.end.min(to);
+            (end > start).then_some(RawVisit {
+                venue: v.venue,
+                start,
+                end,
+            })
+        })
+        .collect()
+}
+
+/// Runs a trace; `None` if the case person has no stored scan.
+pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
+    let case = index.person(&req.person)?;
+    let threshold = req.min_overlap_s.max(1);
+    let mut tracer = Tracer {
+        index,
+        visits: FxHashMap::default(),
+    };
+    let mut case_visits = clip(tracer.visits_of(case), req.from, req.to);
+    case_visits.sort_by_key(|v| v.start);
+
+    let f1_map = tracer.exposures(&case_visits, |q| q == case);
+    let mut f1: Vec<(u32, Exposure)> = f1_map
+        .into_iter()
+        .filter(|(_, e)| e.total >= threshold)
+        .collect();
+    let name = |p: u32| index.persons.get(p);
+    f1.sort_by(|a, b| {
+        b.1.total
+            .cmp(&a.1.total)
+            .then_with(|| name(a.0).cmp(name(b.0)))
+    });
+
+    let mut f2_out = Vec::new();
+    if req.depth >= 2 && !f1.is_empty() {
+        let in_f1: FxHashMap<u32, ()> = f1.iter().map(|(q, _)| (*q, ())).collect();
+        // Best source per F2 person: (exposure, via, first_contact).
+        let mut best: FxHashMap<u32, (i64, u32, i64)> = FxHashMap::default();
+        for (q, e) in &f1 {
+            let sources = clip(tracer.visits_of(*q), e.first_contact, req.to);
+            let exposures =
+                tracer.exposures(&sources, |r| r == case || r == *q || in_f1.contains_key(&r));
+            for (r, x) in exposures {
+                if x.total < threshold {
+                    continue;
+                }
+                let better = match best.get(&r) {
+                    None => true,
+                    Some(&(bt, bq, _)) => x.total > bt || (x.total == bt && name(*q) < name(bq)),
+                };
+                if better {
+                    best.insert(r, (x.total, *q, x.first_contact));
+                }
+            }
+        }
+        let mut f2: Vec<(u32, (i64, u32, i64))> = best.into_iter().collect();
+        f2.sort_by(|a, b| {
+            Reverse(a.1 .0)
+                .cmp(&Reverse(b.1 .0))
+                .then_with(|| name(a.0).cmp(name(b.0)))
+        });
+        f2_out = f2
+            .into_iter()
+            .map(|(r, (total, via, first))| F2Contact {
+                person: Arc::from(name(r)),
+                via: Arc::from(name(via)),
+                exposure_s: total,
+                first_contact: first,
+            })
+            .collect();
+    }
+
+    let f1_out = f1
+        .into_iter()
+        .map(|(q, e)| {
+            let mut venues: Vec<Arc<str>> = e
+                .venues
+                .iter()
+                .map(|&v| index.venue_ids[v as usize].clone())
+                .collect();
+            venues.sort();
+            venues.dedup();
+            F1Contact {
+                person: Arc::from(name(q)),
+                exposure_s: e.total,
+                first_contact: e.first_contact,
+                venues,
+            }
+        })
+        .collect();
+
+    Some(TraceResult {
+        case: Arc::from(name(case)),
+        from: req.from,
+        to: req.to,
+        min_overlap_s: req.min_overlap_s,
+        visits: case_visits.into_iter().map(|v| index.visit(v)).collect(),
+        f1: f1_out,
+        f2: f2_out,
+    })
+}

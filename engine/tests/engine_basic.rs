@@ -1,0 +1,268 @@
+//! End-to-end checks of the engine through its public API: ingestion rules, visits, occupancy,
+#![allow(clippy::unwrap_used)]
+//! trace, duplicates, retention, segment rollover and the directory lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::*;
+
+const T0: i64 = 1_800_000_000;
+
+fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Engine {
+    let mut c = Config::new(dir);
+    c.durability = Durability::Os;
+    c.clock = clock.clone();
+    c.segment_bytes = 1 << 20;
+    Engine::open(c).expect("open")
+}
+
+fn venue(id: &str, stay: Option<u32>) -> VenueSpec {
+    VenueSpec {
+        id: id.into(),
+        name: format!("Venue {id}"),
+        province: Some("Soc Trang".into()),
+        default_stay_s: stay,
+    }
+}
+
+fn scan(p: &str, v: &str, ts: i64, action: Action) -> ScanItem {
+    Ok(ScanInput {
+        person: p.into(),
+        venue: v.into(),
+        ts: Some(ts),
+        action,
+    })
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn rejects_with_the_contract_reasons_and_stores_nothing_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", None)]).unwrap();
+    let out = e
+        .ingest(vec![
+            scan("p1", "A", T0, Action::In),
+            scan("bad person", "A", T0, Action::In),
+            scan("p1", "B", T0, Action::In),
+            scan("p1", "a/b", T0, Action::In),
+            scan("p1", "A", T0 - 22 * 86_400, Action::In),
+            scan("p1", "A", T0 + 301, Action::In),
+            Err(RejectReason::InvalidTs),
+            scan("p2", "A", T0 + 300, Action::Out),
+        ])
+        .unwrap();
+    assert_eq!(out.accepted_in, 1);
+    assert_eq!(out.accepted_out, 1);
+    let reasons: Vec<(usize, &str)> = out
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.code()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, "invalid_person"),
+            (2, "unknown_venue"),
+            (3, "invalid_venue"),
+            (4, "too_old"),
+            (5, "in_future"),
+            (6, "invalid_ts"),
+        ]
+    );
+    assert_eq!(e.stats().scans, 2);
+}
+
+#[test]
+fn visits_occupancy_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", Some(600)), venue("B", None)])
+        .unwrap();
+    // Out of order on purpose: the out first, then the in.
+    e.ingest(vec![scan("p1", "A", T0 - 100, Action::Out)])
+        .unwrap();
+    e.ingest(vec![
+        scan("p1", "A", T0 - 500, Action::In),
+        scan("p2", "A", T0 - 10, Action::In),
+    ])
+    .unwrap();
+    let v = e.visits("p1", 0, i64::MAX).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        (&*v[0].venue, v[0].start, v[0].end),
+        ("A", T0 - 500, T0 - 100)
+    );
+    assert_eq!(e.occupancy("A"), Some(1), "p1 left, p2 is inside");
+    assert_eq!(e.occupancy("B"), Some(0));
+    assert_eq!(e.occupancy("nope"), None);
+    assert_eq!(e.visits("nobody", 0, i64::MAX), None);
+
+    // A retry changes nothing and is acknowledged.
+    let again = e
+        .ingest(vec![scan("p2", "A", T0 - 10, Action::In)])
+        .unwrap();
+    assert_eq!((again.accepted_in, again.duplicates), (1, 1));
+    assert_eq!(e.stats().scans, 3);
+    assert_eq!(e.occupancy("A"), Some(1));
+
+    // Auto check-out at the deadline (T0 - 10 + 600), seen within a second.
+    clock.set(T0 + 590);
+    assert!(wait_for(|| e.occupancy("A") == Some(1)));
+    clock.set(T0 + 591);
+    assert!(
+        wait_for(|| e.occupancy("A") == Some(0)),
+        "auto check-out not reflected"
+    );
+    assert_eq!(e.stats().present, 0);
+    let top = e.top_occupancy(5);
+    assert_eq!(top.len(), 2);
+}
+
+#[test]
+fn future_scans_count_once_their_time_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", None)]).unwrap();
+    e.ingest(vec![scan("p1", "A", T0 + 200, Action::In)])
+        .unwrap();
+    assert_eq!(e.occupancy("A"), Some(0));
+    clock.set(T0 + 200);
+    assert!(wait_for(|| e.occupancy("A") == Some(1)));
+}
+
+#[test]
+fn trace_finds_f1_and_f2() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", Some(3600)), venue("B", Some(3600))])
+        .unwrap();
+    let h = 3600;
+    e.ingest(vec![
+        // Case at A for an hour; q at A overlapping 30 min; r meets q later at B.
+        scan("case", "A", T0 - 10 * h, Action::In),
+        scan("case", "A", T0 - 9 * h, Action::Out),
+        scan("q", "A", T0 - 10 * h + 1800, Action::In),
+        scan("q", "A", T0 - 9 * h + 1800, Action::Out),
+        scan("q", "B", T0 - 5 * h, Action::In),
+        scan("r", "B", T0 - 5 * h + 600, Action::In),
+        scan("brief", "A", T0 - 10 * h, Action::In),
+        scan("brief", "A", T0 - 10 * h + 60, Action::Out),
+    ])
+    .unwrap();
+    let req = TraceRequest::new("case".into(), None, None, None, None, T0).unwrap();
+    let t = e.trace(&req).unwrap();
+    assert_eq!(t.visits.len(), 1);
+    assert_eq!(t.f1.len(), 1, "brief contact is under 900 s");
+    assert_eq!(&*t.f1[0].person, "q");
+    assert_eq!(t.f1[0].exposure_s, 1800);
+    assert_eq!(t.f1[0].first_contact, T0 - 10 * h + 1800);
+    assert_eq!(t.f2.len(), 1);
+    assert_eq!((&*t.f2[0].person, &*t.f2[0].via), ("r", "q"));
+    assert_eq!(t.f2[0].exposure_s, 3000);
+    let d1 = TraceRequest::new("case".into(), None, None, Some(0), Some(1), T0).unwrap();
+    let t1 = e.trace(&d1).unwrap();
+    assert_eq!(t1.f1.len(), 2, "min_overlap 0 means 1 s");
+    assert!(t1.f2.is_empty());
+    assert!(e
+        .trace(&TraceRequest::new("ghost".into(), None, None, None, None, T0).unwrap())
+        .is_none());
+}
+
+#[test]
+fn reopen_recovers_everything_and_lock_refuses_a_second_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    {
+        let e = open(dir.path(), &clock);
+        e.register_venues(vec![venue("A", None), venue("B", Some(60))])
+            .unwrap();
+        let mut batch = Vec::new();
+        for i in 0..5_000 {
+            batch.push(scan(
+                &format!("p{}", i % 700),
+                if i % 3 == 0 { "A" } else { "B" },
+                T0 - 5_000 + i,
+                Action::In,
+            ));
+        }
+        // Small segments force rollovers.
+        for chunk in batch.chunks(500) {
+            e.ingest(chunk.to_vec()).unwrap();
+        }
+        assert!(matches!(
+            Engine::open(Config::new(dir.path())),
+            Err(Error::Locked(_))
+        ));
+        e.audit_append(AuditEntry {
+            ts: T0,
+            who: "open".into(),
+            action: "/v1/trace".into(),
+            subject: "p1".into(),
+        })
+        .unwrap();
+        e.shutdown().unwrap();
+    }
+    let before;
+    {
+        let e = open(dir.path(), &clock);
+        assert!(
+            e.recovery_report().dropped.is_empty(),
+            "{:?}",
+            e.recovery_report()
+        );
+        before = (e.stats(), e.visits("p5", 0, i64::MAX), e.occupancy("A"));
+        assert_eq!(before.0.scans, 5_000);
+        assert_eq!(before.0.venues, 2);
+        assert_eq!(before.0.persons, 700);
+        assert_eq!(e.audit_since(0).unwrap().len(), 1);
+        // Appends continue after recovery, with fresh sequence numbers.
+        e.ingest(vec![scan("late", "A", T0, Action::In)]).unwrap();
+        let ev = e.recent_events("A", 1);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].seq, 5_001);
+    }
+    let e = open(dir.path(), &clock);
+    assert_eq!(e.stats().scans, 5_001);
+    assert_eq!(e.visits("p5", 0, i64::MAX), before.1);
+}
+
+#[test]
+fn retention_removes_old_segments_and_rejects_old_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", None)]).unwrap();
+    let mut n = 0;
+    while e.stats().log_bytes < 3 << 20 {
+        let batch: Vec<ScanItem> = (0..2000)
+            .map(|i| scan(&format!("p{n}-{i}"), "A", T0 - 86_400, Action::In))
+            .collect();
+        e.ingest(batch).unwrap();
+        n += 1;
+    }
+    let scans = e.stats().scans;
+    clock.set(T0 + 21 * 86_400);
+    let r = e.purge_expired().unwrap();
+    assert!(r.segments_removed >= 2, "{r:?}");
+    assert_eq!(r.scans_pruned, scans);
+    assert_eq!(e.stats().scans, 0);
+    assert_eq!(e.stats().persons, 0);
+    let out = e.ingest(vec![scan("x", "A", T0 - 1, Action::In)]).unwrap();
+    assert_eq!(out.rejected[0].reason, RejectReason::TooOld);
+}
