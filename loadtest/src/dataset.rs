@@ -87,7 +87,7 @@ pub fn write_dataset(
             w.write_all(b"\n")?;
         }
         n += 1;
-        if n % 65_536 == 0 {
+        if n & 0xFFFF == 0 {
             progress(n);
         }
     }

@@ -653,7 +653,7 @@ impl Generator {
         let outings_planned = (planned + 4.0 * planned.sqrt() + 8.0).ceil() as u64;
         Ok(Generator {
             ids: Ids::new(p.persons, p.venues),
-            rng: Rng::new(mix(p.seed, 0x5343_414E_53)),
+            rng: Rng::new(mix(p.seed, 0x0053_4341_4E53)),
             busy: vec![0; p.persons as usize],
             table,
             start,

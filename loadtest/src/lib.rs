@@ -5,6 +5,11 @@
 
 pub mod dataset;
 pub mod gen;
+pub mod http;
+pub mod load;
 pub mod net;
 pub mod report;
 pub mod rng;
+
+pub use load::{run_ingest, run_trace, IngestOptions, TraceOptions};
+pub use report::Report;

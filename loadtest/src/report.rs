@@ -278,11 +278,16 @@ pub fn fmt_ms(ms: f64) -> String {
 pub fn fmt_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+    let mut until_comma = s.len() % 3;
+    for c in s.chars() {
+        if until_comma == 0 && !out.is_empty() {
             out.push(',');
         }
+        if until_comma == 0 {
+            until_comma = 3;
+        }
         out.push(c);
+        until_comma -= 1;
     }
     out
 }
