@@ -1,1 +1,41 @@
-//! placeholder
+//! `checkin-server` as a library: the HTTP service of the check-in contract over the engine.
+//!
+//! The binary (`main.rs`) only parses flags, opens the engine and calls [`serve`]; tests start the
+//! same server in-process on port 0. This crate owns everything about the wire: routes, JSON and
+//! NDJSON decoding, problem+json errors, bearer tokens and roles, Server-Sent Events, Prometheus
+//! metrics and the connection lifecycle. It never decides what a scan means: validation beyond
+//! JSON types, visits, occupancy and traces are the engine's.
+//!
+//! Module map:
+//! - [`routes`]: the route table ([`ROUTES`]) and path/query parsing.
+//! - `app`: shared state and the request pipeline (404/405, 401/403, dispatch, metrics).
+//! - `handlers`: one function per route.
+//! - [`decode`]: request bodies to engine inputs (the scan decoder is the hot path).
+//! - `body`: media types, size caps and read deadlines.
+//! - [`access`]: tokens file, authentication, role rules.
+//! - `sse`: live venue feeds.
+//! - `metrics`: the Prometheus families.
+//! - [`problem`]: errors as `application/problem+json`.
+//! - `server`: accept loop, connection limit, graceful shutdown.
+//! - [`cli`]: flags of the binary.
+#![deny(unsafe_code)]
+
+pub mod access;
+mod app;
+mod body;
+pub mod cli;
+pub mod decode;
+mod handlers;
+mod metrics;
+pub mod problem;
+pub mod routes;
+mod server;
+mod sse;
+
+pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};
+pub use app::{App, ServerOptions};
+pub use decode::{decode_scans, DecodeError, ScanFormat, MAX_BODY_BYTES, MAX_SCANS};
+pub use metrics::{Metrics, MetricsError};
+pub use problem::ApiError;
+pub use routes::{RouteSpec, ROUTES};
+pub use server::{serve, ServeError};

@@ -1,1 +1,106 @@
-fn main() {}
+//! `checkin-server`: parses flags, opens the store and serves until SIGTERM/SIGINT.
+//! Everything else lives in the `api` library so tests can run the same server in-process.
+
+use anyhow::Context;
+use api::cli::{resolve_listen, Cli};
+use api::{Access, App, TokenSet};
+use clap::Parser;
+use engine::Engine;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let access = match &cli.tokens {
+        Some(path) => {
+            let tokens = TokenSet::load(path)?;
+            tracing::info!(path = %path.display(), tokens = tokens.len(), "tokens file loaded");
+            Access::Tokens(tokens)
+        }
+        None => Access::Open,
+    };
+    let addrs = resolve_listen(&cli.listen, access.is_open())?;
+    if access.is_open() {
+        tracing::warn!(
+            "OPEN MODE: no --tokens file, so every request is allowed without authentication \
+             (audit name 'open'); listening on loopback only. Pass --tokens FILE in production."
+        );
+    }
+
+    let config = cli.engine_config();
+    let data = config.data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await?
+        .with_context(|| format!("cannot open the data directory {}", data.display()))?;
+    let report = engine.recovery_report();
+    tracing::info!(
+        data = %data.display(),
+        segments = report.segments,
+        records = report.records,
+        scans = report.scans,
+        venues = report.venues,
+        dropped_tails = report.dropped.len(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "recovered the store"
+    );
+    for tail in &report.dropped {
+        tracing::warn!(
+            path = %tail.path.display(),
+            offset = tail.offset,
+            bytes = tail.bytes,
+            reason = %tail.reason,
+            "dropped a torn or corrupt log tail (never acknowledged, never served)"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(&addrs[..])
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let app = App::new(engine, access, cli.server_options())?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        durability = ?cli.durability,
+        default_stay_s = cli.default_stay,
+        retention_days = cli.retention_days,
+        open_mode = app.is_open(),
+        "checkin-server started"
+    );
+    api::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,193 @@
+//! The application state shared by every connection, and the request pipeline around the
+//! handlers: route lookup (404/405), authentication and role checks (401/403), dispatch, and the
+//! per-request metrics. Handlers never see a request the table or the access rules refused.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::Engine;
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Request, Response};
+use tokio::sync::watch;
+
+use crate::access::{Access, Principal, Who};
+use crate::body::BodyTimeouts;
+use crate::handlers;
+use crate::metrics::{Metrics, MetricsError};
+use crate::problem::{ApiError, Body};
+use crate::routes::{self, Match, RouteId, RouteSpec, UNMATCHED};
+use crate::sse::Hub;
+
+/// Limits and timeouts of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Open connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest time to receive a request head, including the idle wait on a keep-alive
+    /// connection before the next request.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next chunk of a request body.
+    pub body_idle_timeout: Duration,
+    /// Longest time to receive a whole request body.
+    pub body_total_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before closing their connections.
+    pub drain_timeout: Duration,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keepalive: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(15),
+            body_idle_timeout: Duration::from_secs(15),
+            body_total_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
+            sse_keepalive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The server's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) access: Access,
+    pub(crate) metrics: Metrics,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) options: ServerOptions,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// Builds the state and hooks the engine's live feed and sync timings into it. Call it once
+    /// per engine (each call adds a listener).
+    pub fn new(
+        engine: Engine,
+        access: Access,
+        options: ServerOptions,
+    ) -> Result<App, MetricsError> {
+        let metrics = Metrics::new()?;
+        let hub = Arc::new(Hub::default());
+        {
+            let hub = Arc::clone(&hub);
+            engine.subscribe(Box::new(move |events| hub.publish(events)));
+        }
+        {
+            let metrics = metrics.clone();
+            engine.on_sync(Box::new(move |elapsed| metrics.observe_sync(elapsed)));
+        }
+        let (shutdown, _) = watch::channel(false);
+        Ok(App {
+            inner: Arc::new(Inner {
+                engine,
+                access,
+                metrics,
+                hub,
+                options,
+                shutdown,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The limits and timeouts.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    /// True without a tokens file.
+    pub fn is_open(&self) -> bool {
+        self.inner.access.is_open()
+    }
+
+    /// Ends every live feed (at shutdown, so their connections can close).
+    pub(crate) fn end_feeds(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn body_timeouts(&self) -> BodyTimeouts {
+        BodyTimeouts {
+            idle: self.inner.options.body_idle_timeout,
+            total: self.inner.options.body_total_timeout,
+        }
+    }
+
+    /// Answers one request. Never fails: every error is a problem+json response.
+    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let (route, resp) = match routes::find(method.as_str(), req.uri().path()) {
+            Match::NotFound => (
+                UNMATCHED,
+                ApiError::NotFound(format!("no route for {}", req.uri().path())).into_response(),
+            ),
+            Match::WrongMethod(pattern, allow) => (
+                pattern,
+                ApiError::MethodNotAllowed { allow }.into_response(),
+            ),
+            Match::Found(spec, param) => (
+                spec.pattern,
+                self.route(spec, param, req)
+                    .await
+                    .unwrap_or_else(ApiError::into_response),
+            ),
+        };
+        self.inner.metrics.observe_request(
+            route,
+            method.as_str(),
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        Ok(resp)
+    }
+
+    async fn route(
+        &self,
+        spec: &'static RouteSpec,
+        param: Option<String>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let principal = match spec.who {
+            Who::Anyone => Arc::new(Principal::open()),
+            who => {
+                let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+                let principal = self.inner.access.authenticate(auth)?;
+                who.check(&principal, param.as_deref())?;
+                principal
+            }
+        };
+        let query = routes::parse_query(req.uri().query());
+        let ctx = handlers::Ctx {
+            spec,
+            param: param.unwrap_or_default(),
+            principal,
+            query,
+        };
+        match spec.id {
+            RouteId::Healthz => handlers::healthz(self),
+            RouteId::Metrics => handlers::metrics(self),
+            RouteId::RegisterVenues => handlers::register_venues(self, req).await,
+            RouteId::Venue => handlers::venue(self, &ctx),
+            RouteId::VenueOccupancy => handlers::venue_occupancy(self, &ctx),
+            RouteId::VenueEvents => handlers::venue_events(self, &ctx, &req),
+            RouteId::TopOccupancy => handlers::top_occupancy(self, &ctx).await,
+            RouteId::Scans => handlers::scans(self, req).await,
+            RouteId::PersonVisits => handlers::person_visits(self, &ctx).await,
+            RouteId::Trace => handlers::trace(self, &ctx, req).await,
+            RouteId::Stats => handlers::stats(self),
+            RouteId::Audit => handlers::audit(self, &ctx).await,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The command line of `checkin-server` (contract section 9): flags, their `CHECKIN_*`
+//! environment variables and defaults, and the rule that open mode stays on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use engine::{Config, Durability};
+
+use crate::app::ServerOptions;
+
+/// The HTTP server of the national QR check-in system.
+///
+/// Stores every acknowledged scan durably in the data directory, derives visits and live
+/// occupancy, and answers contact traces. Without --tokens it runs in open mode (no
+/// authentication) and then listens on loopback addresses only.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "checkin-server", version, about, long_about)]
+pub struct Cli {
+    /// Address to listen on (host:port). Without --tokens it must be a loopback address.
+    #[arg(long, env = "CHECKIN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Data directory: the scan log, venues and audit log. Created if missing; one server per
+    /// directory at a time.
+    #[arg(long, env = "CHECKIN_DATA", default_value = "./checkin-data")]
+    pub data: PathBuf,
+
+    /// Tokens file (TOML, [[tokens]] with name, role, sha256 and, for role "venue", venues).
+    /// Without it the server runs open: no authentication, loopback only.
+    #[arg(long, env = "CHECKIN_TOKENS")]
+    pub tokens: Option<PathBuf>,
+
+    /// When a scan is acknowledged: "fsync" = after it is synced to disk (survives power loss,
+    /// group committed); "os" = once it is in the OS page cache (survives a crash of the server,
+    /// not of the machine).
+    #[arg(long, env = "CHECKIN_DURABILITY", value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+
+    /// Stay in seconds of venues that do not set their own default_stay_s: a visit without a
+    /// check-out ends this long after the last check-in.
+    #[arg(long, env = "CHECKIN_DEFAULT_STAY", default_value_t = engine::DEFAULT_STAY_S,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(engine::MAX_STAY_S)))]
+    pub default_stay: u32,
+
+    /// Days of scans kept: older scans are rejected as too_old and purged, whole log segments
+    /// at a time.
+    #[arg(long, env = "CHECKIN_RETENTION_DAYS", default_value_t = engine::DEFAULT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retention_days: u32,
+
+    /// Open connections at most; further connections are answered 503 and closed.
+    #[arg(long, env = "CHECKIN_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledge after fsync (default).
+    Fsync,
+    /// Acknowledge once in the OS page cache.
+    Os,
+}
+
+impl Cli {
+    /// The engine settings these flags ask for.
+    pub fn engine_config(&self) -> Config {
+        let mut config = Config::new(&self.data);
+        config.durability = match self.durability {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::Os => Durability::Os,
+        };
+        config.default_stay_s = self.default_stay;
+        config.retention_days = self.retention_days;
+        config
+    }
+
+    /// The HTTP limits these flags ask for.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            max_connections: self.max_connections as usize,
+            ..ServerOptions::default()
+        }
+    }
+}
+
+/// Why the server refuses an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("--listen {0}: not an address this host can resolve")]
+    Unresolvable(String),
+    #[error(
+        "refusing to listen on {0} without --tokens: open mode (no authentication) is for local \
+         use only; listen on 127.0.0.1 / [::1] or pass --tokens FILE"
+    )]
+    OpenModeNotLoopback(SocketAddr),
+}
+
+/// Resolves `--listen`; in open mode every resolved address must be loopback.
+pub fn resolve_listen(listen: &str, open_mode: bool) -> Result<Vec<SocketAddr>, ListenError> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|_| ListenError::Unresolvable(listen.to_owned()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ListenError::Unresolvable(listen.to_owned()));
+    }
+    if open_mode {
+        if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(ListenError::OpenModeNotLoopback(*bad));
+        }
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["checkin-server"]).unwrap();
+        assert_eq!(cli.listen, "127.0.0.1:8080");
+        assert_eq!(cli.data, PathBuf::from("./checkin-data"));
+        assert_eq!(cli.tokens, None);
+        assert_eq!(cli.durability, DurabilityArg::Fsync);
+        let cfg = cli.engine_config();
+        assert_eq!(cfg.durability, Durability::Fsync);
+        assert_eq!(cfg.default_stay_s, 7200);
+        assert_eq!(cfg.retention_days, 21);
+    }
+
+    #[test]
+    fn flags_parse_and_are_checked() {
+        let cli = Cli::try_parse_from([
+            "checkin-server",
+            "--durability",
+            "os",
+            "--default-stay",
+            "600",
+            "--retention-days",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(cli.engine_config().durability, Durability::Os);
+        assert_eq!(cli.engine_config().default_stay_s, 600);
+        assert!(Cli::try_parse_from(["checkin-server", "--durability", "never"]).is_err());
+        assert!(Cli::try_parse_from(["checkin-server", "--default-stay", "0"]).is_err());
+        assert!(Cli::try_parse_from(["checkin-server", "--default-stay", "86401"]).is_err());
+    }
+
+    #[test]
+    fn open_mode_stays_on_loopback() {
+        assert!(resolve_listen("127.0.0.1:0", true).is_ok());
+        assert!(resolve_listen("[::1]:0", true).is_ok());
+        assert!(matches!(
+            resolve_listen("0.0.0.0:8080", true),
+            Err(ListenError::OpenModeNotLoopback(_))
+        ));
+        assert!(resolve_listen("0.0.0.0:8080", false).is_ok());
+        assert!(matches!(
+            resolve_listen("no port", true),
+            Err(ListenError::Unresolvable(_))
+        ));
+    }
+}

@@ -1,0 +1,510 @@
+//! One function per route: parse the request's query and body, call the engine, shape the JSON.
+//!
+//! Anything that may wait on the disk (ingestion acknowledgement, venue registration, audit
+//! appends, traces) runs off the tokio workers: ingestion through the engine's completion
+//! callback and a oneshot, the rest in `spawn_blocking`. Every person lookup and trace is written
+//! to the audit log, durably, before the answer is computed; if the audit entry cannot be stored
+//! the lookup is refused (503).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, Visit};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::access::Principal;
+use crate::app::App;
+use crate::body::{body_format, read_body};
+use crate::decode::{self, DecodeError};
+use crate::problem::{ApiError, Body};
+use crate::routes::{query_param, RouteSpec};
+use crate::sse::{self, Start, MAX_REPLAY};
+
+/// Bodies larger than this are decoded on the blocking pool rather than a tokio worker.
+const DECODE_INLINE_MAX: usize = 1 << 20;
+/// Default and largest `?top=N`.
+const TOP_DEFAULT: usize = 10;
+const TOP_MAX: usize = 1000;
+
+/// What the pipeline learned about a request before its handler runs.
+pub(crate) struct Ctx {
+    pub spec: &'static RouteSpec,
+    /// The decoded `{id}` segment (empty for routes without one).
+    pub param: String,
+    pub principal: Arc<Principal>,
+    pub query: Vec<(String, String)>,
+}
+
+type Answer = Result<Response<Body>, ApiError>;
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| ApiError::Internal(format!("could not encode the answer: {e}")))?;
+    Ok(raw(status, "application/json", Bytes::from(bytes)))
+}
+
+fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))
+}
+
+fn engine_err(e: engine::Error) -> ApiError {
+    ApiError::from_engine(&e)
+}
+
+/// An integer query parameter, or `None` when absent.
+fn int_param(ctx: &Ctx, name: &str) -> Result<Option<i64>, ApiError> {
+    match query_param(&ctx.query, name) {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "query parameter '{name}' must be an integer, got '{v}'"
+            ))
+        }),
+    }
+}
+
+fn unknown_venue(id: &str) -> ApiError {
+    ApiError::NotFound(format!("venue '{id}' is not registered"))
+}
+
+pub(crate) fn healthz(app: &App) -> Answer {
+    match app.engine().health() {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "the store is not healthy: {e}"
+        ))),
+    }
+}
+
+pub(crate) fn metrics(app: &App) -> Answer {
+    let stats = app.engine().stats();
+    let text = app
+        .inner
+        .metrics
+        .render(&stats)
+        .map_err(|e| ApiError::Internal(format!("could not render metrics: {e}")))?;
+    Ok(raw(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(text),
+    ))
+}
+
+pub(crate) async fn register_venues(app: &App, req: Request<Incoming>) -> Answer {
+    body_format(req.headers(), false)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
+    let specs = decode::decode_venues(&body).map_err(ApiError::BadRequest)?;
+    let engine = app.engine().clone();
+    let n = blocking(move || engine.register_venues(specs))
+        .await?
+        .map_err(engine_err)?;
+    json(StatusCode::OK, &serde_json::json!({ "registered": n }))
+}
+
+#[derive(Serialize)]
+struct VenueOut<'a> {
+    id: &'a str,
+    name: &'a str,
+    province: Option<&'a str>,
+    default_stay_s: u32,
+    present: u32,
+}
+
+pub(crate) fn venue(app: &App, ctx: &Ctx) -> Answer {
+    let v = app
+        .engine()
+        .venue(&ctx.param)
+        .ok_or_else(|| unknown_venue(&ctx.param))?;
+    json(
+        StatusCode::OK,
+        &VenueOut {
+            id: &v.id,
+            name: &v.name,
+            province: v.province.as_deref(),
+            default_stay_s: v.default_stay_s,
+            present: v.present,
+        },
+    )
+}
+
+pub(crate) fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
+    let engine = app.engine();
+    let present = engine
+        .occupancy(&ctx.param)
+        .ok_or_else(|| unknown_venue(&ctx.param))?;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"venue": ctx.param, "present": present, "as_of": engine.now()}),
+    )
+}
+
+pub(crate) fn venue_events(app: &App, ctx: &Ctx, req: &Request<Incoming>) -> Answer {
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Last-Event-ID must be an event id (a seq) this server sent".into(),
+                    )
+                })
+        })
+        .transpose()?;
+    let last = match int_param(ctx, "last")? {
+        None => None,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n <= MAX_REPLAY => Some(n),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter 'last' must be an integer in 0..={MAX_REPLAY}"
+                )))
+            }
+        },
+    };
+    if app.engine().venue(&ctx.param).is_none() {
+        return Err(unknown_venue(&ctx.param));
+    }
+    let start = match (last_event_id, last) {
+        (Some(seq), _) => Start::After(seq),
+        (None, Some(n)) if n > 0 => Start::Last(n),
+        _ => Start::Live,
+    };
+    let body = sse::open_feed(
+        app.engine().clone(),
+        &app.inner.hub,
+        ctx.param.clone(),
+        start,
+        app.options().sse_keepalive,
+        app.inner.shutdown.subscribe(),
+    );
+    let mut resp = Response::new(Either::Right(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+#[derive(Serialize)]
+struct TopEntry<'a> {
+    venue: &'a str,
+    present: u32,
+}
+
+#[derive(Serialize)]
+struct TopOut<'a> {
+    venues: Vec<TopEntry<'a>>,
+}
+
+pub(crate) async fn top_occupancy(app: &App, ctx: &Ctx) -> Answer {
+    let n = match int_param(ctx, "top")? {
+        None => TOP_DEFAULT,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n <= TOP_MAX => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter 'top' must be an integer in 0..={TOP_MAX}"
+                )))
+            }
+        },
+    };
+    let engine = app.engine().clone();
+    let top = blocking(move || engine.top_occupancy(n)).await?;
+    json(
+        StatusCode::OK,
+        &TopOut {
+            venues: top
+                .iter()
+                .map(|(venue, present)| TopEntry {
+                    venue,
+                    present: *present,
+                })
+                .collect(),
+        },
+    )
+}
+
+pub(crate) async fn scans(app: &App, req: Request<Incoming>) -> Answer {
+    let format = body_format(req.headers(), true)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
+    let items = if body.len() <= DECODE_INLINE_MAX {
+        decode::decode_scans(&body, format)
+    } else {
+        blocking(move || decode::decode_scans(&body, format)).await?
+    }
+    .map_err(|e| match e {
+        DecodeError::TooMany => ApiError::TooLarge(e.to_string()),
+        DecodeError::Malformed(m) => ApiError::BadRequest(m),
+    })?;
+    let outcome = if items.is_empty() {
+        IngestOutcome::default()
+    } else {
+        submit(app.engine(), items).await?
+    };
+    app.inner.metrics.record_outcome(&outcome);
+    let mut out = String::with_capacity(40 + outcome.rejected.len() * 40);
+    let _ = write!(out, "{{\"accepted\":{},\"rejected\":[", outcome.accepted());
+    for (i, r) in outcome.rejected.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"index\":{},\"reason\":\"{}\"}}",
+            r.index,
+            r.reason.code()
+        );
+    }
+    out.push_str("]}");
+    Ok(raw(StatusCode::OK, "application/json", Bytes::from(out)))
+}
+
+/// Hands a batch to the engine and waits, without holding a worker, until it is durable.
+async fn submit(engine: &Engine, items: Vec<engine::ScanItem>) -> Result<IngestOutcome, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    engine.submit(
+        items,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    rx.await
+        .map_err(|_| {
+            ApiError::Unavailable("the store stopped before acknowledging the scans".into())
+        })?
+        .map_err(engine_err)
+}
+
+/// Resolves `from`/`to` as the contract's trace defaults do: `to = now`, `from = to - 14 days`.
+fn window(ctx: &Ctx, now: i64) -> Result<(i64, i64), ApiError> {
+    let to = int_param(ctx, "to")?.unwrap_or(now);
+    let from = int_param(ctx, "from")?.unwrap_or(to.saturating_sub(engine::DEFAULT_TRACE_WINDOW_S));
+    if from > to {
+        return Err(ApiError::BadRequest("'from' must not be after 'to'".into()));
+    }
+    Ok((from, to))
+}
+
+#[derive(Serialize)]
+struct VisitOut<'a> {
+    venue: &'a str,
+    start: i64,
+    end: i64,
+}
+
+fn visits_out(visits: &[Visit]) -> Vec<VisitOut<'_>> {
+    visits
+        .iter()
+        .map(|v| VisitOut {
+            venue: &v.venue,
+            start: v.start,
+            end: v.end,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct PersonVisitsOut<'a> {
+    person: &'a str,
+    visits: Vec<VisitOut<'a>>,
+}
+
+fn audit_entry(engine: &Engine, ctx: &Ctx, subject: &str) -> AuditEntry {
+    AuditEntry {
+        ts: engine.now(),
+        who: ctx.principal.name.to_string(),
+        action: ctx.spec.pattern.to_string(),
+        subject: subject.to_string(),
+    }
+}
+
+pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
+    let engine = app.engine().clone();
+    let (from, to) = window(ctx, engine.now())?;
+    let person = ctx.param.clone();
+    if !engine::is_valid_person_id(&person) {
+        return Err(ApiError::NotFound(format!(
+            "'{}' is not a person id (1-64 bytes of [A-Za-z0-9._:+-])",
+            person.escape_debug()
+        )));
+    }
+    let entry = audit_entry(&engine, ctx, &person);
+    let visits = blocking(move || {
+        engine.audit_append(entry)?;
+        Ok::<_, engine::Error>(engine.visits(&person, from, to))
+    })
+    .await?
+    .map_err(engine_err)?
+    .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", ctx.param)))?;
+    json(
+        StatusCode::OK,
+        &PersonVisitsOut {
+            person: &ctx.param,
+            visits: visits_out(&visits),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct F1Out<'a> {
+    person: &'a str,
+    exposure_s: i64,
+    first_contact: i64,
+    venues: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct F2Out<'a> {
+    person: &'a str,
+    via: &'a str,
+    exposure_s: i64,
+    first_contact: i64,
+}
+
+#[derive(Serialize)]
+struct TraceOut<'a> {
+    case: &'a str,
+    from: i64,
+    to: i64,
+    min_overlap_s: i64,
+    visits: Vec<VisitOut<'a>>,
+    f1: Vec<F1Out<'a>>,
+    f2: Vec<F2Out<'a>>,
+}
+
+pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
+    body_format(req.headers(), false)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
+    let t = decode::decode_trace(&body).map_err(ApiError::BadRequest)?;
+    if !engine::is_valid_person_id(&t.person) {
+        return Err(ApiError::BadRequest(
+            "person must be 1-64 bytes of [A-Za-z0-9._:+-]".into(),
+        ));
+    }
+    let depth = match t.depth {
+        None => None,
+        Some(d) => Some(
+            u8::try_from(d)
+                .ok()
+                .filter(|d| (1..=2).contains(d))
+                .ok_or_else(|| ApiError::BadRequest("depth must be 1 or 2".into()))?,
+        ),
+    };
+    let engine = app.engine().clone();
+    let request = TraceRequest::new(t.person, t.from, t.to, t.min_overlap_s, depth, engine.now())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let entry = audit_entry(&engine, ctx, &request.person);
+    let metrics = app.inner.metrics.clone();
+    let result = blocking(move || {
+        engine.audit_append(entry)?;
+        let started = Instant::now();
+        let result = engine.trace(&request);
+        metrics.observe_trace(request.depth, started.elapsed());
+        Ok::<_, engine::Error>((result, request.person))
+    })
+    .await?
+    .map_err(engine_err)?;
+    let (result, person) = result;
+    let r = result.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
+    json(
+        StatusCode::OK,
+        &TraceOut {
+            case: &r.case,
+            from: r.from,
+            to: r.to,
+            min_overlap_s: r.min_overlap_s,
+            visits: visits_out(&r.visits),
+            f1: r
+                .f1
+                .iter()
+                .map(|c| F1Out {
+                    person: &c.person,
+                    exposure_s: c.exposure_s,
+                    first_contact: c.first_contact,
+                    venues: c.venues.iter().map(|v| &**v).collect(),
+                })
+                .collect(),
+            f2: r
+                .f2
+                .iter()
+                .map(|c| F2Out {
+                    person: &c.person,
+                    via: &c.via,
+                    exposure_s: c.exposure_s,
+                    first_contact: c.first_contact,
+                })
+                .collect(),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct StatsOut {
+    scans: u64,
+    venues: u64,
+    persons: u64,
+    log_bytes: u64,
+}
+
+pub(crate) fn stats(app: &App) -> Answer {
+    let s = app.engine().stats();
+    json(
+        StatusCode::OK,
+        &StatsOut {
+            scans: s.scans,
+            venues: s.venues,
+            persons: s.persons,
+            log_bytes: s.log_bytes,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct AuditOut<'a> {
+    ts: i64,
+    who: &'a str,
+    action: &'a str,
+    subject: &'a str,
+}
+
+pub(crate) async fn audit(app: &App, ctx: &Ctx) -> Answer {
+    let since = int_param(ctx, "since")?.unwrap_or(0);
+    let engine = app.engine().clone();
+    let entries = blocking(move || engine.audit_since(since))
+        .await?
+        .map_err(engine_err)?;
+    let entries: Vec<AuditOut<'_>> = entries
+        .iter()
+        .map(|e| AuditOut {
+            ts: e.ts,
+            who: &e.who,
+            action: &e.action,
+            subject: &e.subject,
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "entries": entries }))
+}

@@ -1,0 +1,294 @@
+//! The Prometheus families of contract section 7, and nothing else but `process_*`.
+//!
+//! Series are bounded by design: labels are actions, reason codes, route patterns, methods,
+//! statuses and trace depths, never a person or venue id. Store-wide gauges are refreshed from
+//! `engine.stats()` at scrape time instead of being kept up to date on the ingest path.
+
+use std::time::Duration;
+
+use engine::{IngestOutcome, RejectReason, Stats};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::routes::{ROUTES, UNMATCHED};
+
+/// The server's metrics registry and handles.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    scans_accepted: IntCounterVec,
+    scans_rejected: IntCounterVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    visitors_present: IntGauge,
+    venues: IntGauge,
+    persons: IntGauge,
+    scans_stored: IntGauge,
+    log_bytes: IntGauge,
+    log_sync: Histogram,
+    trace_duration: HistogramVec,
+}
+
+/// A metric could not be registered (a programming error caught at start-up).
+pub type MetricsError = prometheus::Error;
+
+impl Metrics {
+    /// Registers every family (and the process collector) in a fresh registry.
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let scans_accepted = IntCounterVec::new(
+            Opts::new(
+                "checkin_scans_accepted_total",
+                "Scans accepted (durable when counted), by action.",
+            ),
+            &["action"],
+        )?;
+        let scans_rejected = IntCounterVec::new(
+            Opts::new(
+                "checkin_scans_rejected_total",
+                "Scans rejected, by reason code.",
+            ),
+            &["reason"],
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "checkin_http_requests_total",
+                "HTTP requests answered, by route pattern, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "checkin_http_request_duration_seconds",
+                "Time from request head to response head, by route pattern.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )?;
+        let visitors_present = IntGauge::new(
+            "checkin_visitors_present",
+            "People present now, all venues together.",
+        )?;
+        let venues = IntGauge::new("checkin_venues", "Registered venues.")?;
+        let persons = IntGauge::new("checkin_persons", "Distinct persons with a stored scan.")?;
+        let scans_stored = IntGauge::new("checkin_scans_stored", "Accepted scans stored.")?;
+        let log_bytes = IntGauge::new("checkin_log_bytes", "Bytes of log segments on disk.")?;
+        let log_sync = Histogram::with_opts(
+            HistogramOpts::new(
+                "checkin_log_sync_duration_seconds",
+                "Duration of one group commit (sync of appended scans).",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0,
+            ]),
+        )?;
+        let trace_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "checkin_trace_duration_seconds",
+                "Duration of contact traces, by depth.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["depth"],
+        )?;
+        registry.register(Box::new(scans_accepted.clone()))?;
+        registry.register(Box::new(scans_rejected.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(visitors_present.clone()))?;
+        registry.register(Box::new(venues.clone()))?;
+        registry.register(Box::new(persons.clone()))?;
+        registry.register(Box::new(scans_stored.clone()))?;
+        registry.register(Box::new(log_bytes.clone()))?;
+        registry.register(Box::new(log_sync.clone()))?;
+        registry.register(Box::new(trace_duration.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        // Pre-create the bounded series so dashboards see zeros, not gaps.
+        for action in ["in", "out"] {
+            scans_accepted.with_label_values(&[action]);
+        }
+        for reason in RejectReason::ALL {
+            scans_rejected.with_label_values(&[reason.code()]);
+        }
+        for depth in ["1", "2"] {
+            trace_duration.with_label_values(&[depth]);
+        }
+        for route in ROUTES {
+            http_duration.with_label_values(&[route.pattern]);
+        }
+        http_duration.with_label_values(&[UNMATCHED]);
+
+        Ok(Metrics {
+            registry,
+            scans_accepted,
+            scans_rejected,
+            http_requests,
+            http_duration,
+            visitors_present,
+            venues,
+            persons,
+            scans_stored,
+            log_bytes,
+            log_sync,
+            trace_duration,
+        })
+    }
+
+    /// Counts one answered request. `route` is a pattern or [`UNMATCHED`].
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let mut buf = itoa_buf(status);
+        self.http_requests
+            .with_label_values(&[route, method_label(method), status_str(&mut buf)])
+            .inc();
+        self.http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts the accepted and rejected scans of one durable batch.
+    pub fn record_outcome(&self, outcome: &IngestOutcome) {
+        self.scans_accepted
+            .with_label_values(&["in"])
+            .inc_by(u64::from(outcome.accepted_in));
+        self.scans_accepted
+            .with_label_values(&["out"])
+            .inc_by(u64::from(outcome.accepted_out));
+        if outcome.rejected.is_empty() {
+            return;
+        }
+        let mut counts = [0u64; RejectReason::ALL.len()];
+        for r in &outcome.rejected {
+            if let Some(i) = RejectReason::ALL.iter().position(|x| *x == r.reason) {
+                counts[i] += 1;
+            }
+        }
+        for (reason, n) in RejectReason::ALL.iter().zip(counts) {
+            if n > 0 {
+                self.scans_rejected
+                    .with_label_values(&[reason.code()])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Records one group commit.
+    pub fn observe_sync(&self, elapsed: Duration) {
+        self.log_sync.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one trace.
+    pub fn observe_trace(&self, depth: u8, elapsed: Duration) {
+        let label = if depth == 1 { "1" } else { "2" };
+        self.trace_duration
+            .with_label_values(&[label])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with the store gauges set from `stats`.
+    pub fn render(&self, stats: &Stats) -> Result<String, MetricsError> {
+        self.visitors_present.set(clamp_i64(stats.present));
+        self.venues.set(clamp_i64(stats.venues));
+        self.persons.set(clamp_i64(stats.persons));
+        self.scans_stored.set(clamp_i64(stats.scans));
+        self.log_bytes.set(clamp_i64(stats.log_bytes));
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Methods as labels: the standard ones, everything else `other` (bounded series).
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn itoa_buf(status: u16) -> [u8; 3] {
+    let s = status.clamp(100, 999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+fn status_str(buf: &mut [u8; 3]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_contract_family() {
+        let m = Metrics::new().unwrap();
+        m.observe_request("/v1/scans", "POST", 200, Duration::from_millis(3));
+        m.observe_request(UNMATCHED, "BREW", 404, Duration::from_millis(1));
+        m.observe_sync(Duration::from_micros(300));
+        m.observe_trace(2, Duration::from_millis(2));
+        m.record_outcome(&IngestOutcome {
+            accepted_in: 2,
+            accepted_out: 1,
+            duplicates: 0,
+            rejected: vec![engine::Rejection {
+                index: 1,
+                reason: RejectReason::TooOld,
+            }],
+        });
+        let text = m
+            .render(&Stats {
+                scans: 3,
+                venues: 1,
+                persons: 2,
+                log_bytes: 4096,
+                present: 1,
+            })
+            .unwrap();
+        for family in [
+            "# TYPE checkin_scans_accepted_total counter",
+            "# TYPE checkin_scans_rejected_total counter",
+            "# TYPE checkin_http_requests_total counter",
+            "# TYPE checkin_http_request_duration_seconds histogram",
+            "# TYPE checkin_visitors_present gauge",
+            "# TYPE checkin_venues gauge",
+            "# TYPE checkin_persons gauge",
+            "# TYPE checkin_scans_stored gauge",
+            "# TYPE checkin_log_bytes gauge",
+            "# TYPE checkin_log_sync_duration_seconds histogram",
+            "# TYPE checkin_trace_duration_seconds histogram",
+            "checkin_scans_accepted_total{action=\"in\"} 2",
+            "checkin_scans_rejected_total{reason=\"too_old\"} 1",
+            "checkin_scans_rejected_total{reason=\"unknown_venue\"} 0",
+            "checkin_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 1",
+            "checkin_log_bytes 4096",
+            "checkin_visitors_present 1",
+        ] {
+            assert!(text.contains(family), "missing {family}\n{text}");
+        }
+    }
+}

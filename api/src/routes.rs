@@ -1,0 +1,281 @@
+//! The route table: every method, path pattern and access rule the server answers, in one `pub`
+//! list ([`ROUTES`]) that the dispatcher, the metrics labels and the OpenAPI test all read.
+//!
+//! Matching is by path segments; `{id}` matches one non-empty, percent-decoded segment. A path
+//! that matches no pattern is 404 (metrics label `route="unmatched"`), a path that matches with
+//! another method is 405 with `Allow`.
+
+use crate::access::{Role, Who};
+
+/// Which handler serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteId {
+    Healthz,
+    Metrics,
+    RegisterVenues,
+    Venue,
+    VenueOccupancy,
+    VenueEvents,
+    TopOccupancy,
+    Scans,
+    PersonVisits,
+    Trace,
+    Stats,
+    Audit,
+}
+
+/// One routed method and path pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path pattern, as in the contract and OpenAPI (`/v1/venues/{id}`). Also the `route`
+    /// label of the HTTP metrics and the `action` of audit entries.
+    pub pattern: &'static str,
+    /// Who may call it.
+    pub who: Who,
+    /// The handler.
+    pub id: RouteId,
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const EPI_ADMIN: &[Role] = &[Role::Epidemiologist, Role::Admin];
+const SCANNER_ADMIN: &[Role] = &[Role::Scanner, Role::Admin];
+const METRICS_ADMIN: &[Role] = &[Role::Metrics, Role::Admin];
+
+/// Every route the server answers (contract section 6).
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "GET",
+        pattern: "/healthz",
+        who: Who::Anyone,
+        id: RouteId::Healthz,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/metrics",
+        who: Who::Roles(METRICS_ADMIN),
+        id: RouteId::Metrics,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/venues",
+        who: Who::Roles(ADMIN),
+        id: RouteId::RegisterVenues,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/venues/{id}",
+        who: Who::VenueOwnerOr(EPI_ADMIN),
+        id: RouteId::Venue,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/venues/{id}/occupancy",
+        who: Who::VenueOwnerOr(EPI_ADMIN),
+        id: RouteId::VenueOccupancy,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/venues/{id}/events",
+        who: Who::VenueOwnerOr(EPI_ADMIN),
+        id: RouteId::VenueEvents,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/occupancy",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::TopOccupancy,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/scans",
+        who: Who::Roles(SCANNER_ADMIN),
+        id: RouteId::Scans,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/visits",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::PersonVisits,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/trace",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::Trace,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/stats",
+        who: Who::Roles(METRICS_ADMIN),
+        id: RouteId::Stats,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/audit",
+        who: Who::Roles(ADMIN),
+        id: RouteId::Audit,
+    },
+];
+
+/// The metrics label of requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// What the table says about a request path and method.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match {
+    /// A route, and its `{id}` segment if it has one.
+    Found(&'static RouteSpec, Option<String>),
+    /// The path exists with other methods: the pattern (for metrics) and the `Allow` value.
+    WrongMethod(&'static str, String),
+    /// No route has this path.
+    NotFound,
+}
+
+/// Looks a request up in [`ROUTES`].
+pub fn find(method: &str, path: &str) -> Match {
+    let mut allow: Vec<&str> = Vec::new();
+    let mut pattern = None;
+    for spec in ROUTES {
+        let Some(param) = match_pattern(spec.pattern, path) else {
+            continue;
+        };
+        if spec.method == method {
+            return Match::Found(spec, param);
+        }
+        pattern.get_or_insert(spec.pattern);
+        if !allow.contains(&spec.method) {
+            allow.push(spec.method);
+        }
+    }
+    match pattern {
+        Some(p) => Match::WrongMethod(p, allow.join(", ")),
+        None => Match::NotFound,
+    }
+}
+
+/// `Some(param)` if `path` matches `pattern` (`param` is the decoded `{id}` segment, if any).
+fn match_pattern(pattern: &str, path: &str) -> Option<Option<String>> {
+    let mut param = None;
+    let mut pat = pattern.split('/');
+    let mut segs = path.split('/');
+    loop {
+        match (pat.next(), segs.next()) {
+            (None, None) => return Some(param),
+            (Some(p), Some(s)) if p.starts_with('{') => {
+                if s.is_empty() {
+                    return None;
+                }
+                param = Some(percent_decode(s, false)?);
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, for query strings). Malformed
+/// escapes are kept literally; `None` if the result is not UTF-8.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+    if !s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(b) = hex {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The decoded `name=value` pairs of a query string (later duplicates win when looked up with
+/// [`query_param`]).
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            Some((percent_decode(k, true)?, percent_decode(v, true)?))
+        })
+        .collect()
+}
+
+/// The last value of a query parameter.
+pub fn query_param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_by_segment() {
+        let Match::Found(spec, param) = find("GET", "/v1/venues/ST%3AM-3/occupancy") else {
+            panic!("no match");
+        };
+        assert_eq!(spec.id, RouteId::VenueOccupancy);
+        assert_eq!(param.as_deref(), Some("ST:M-3"));
+        assert!(
+            matches!(find("GET", "/v1/stats"), Match::Found(s, None) if s.id == RouteId::Stats)
+        );
+        assert_eq!(find("GET", "/v1/stats/"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/venues//occupancy"), Match::NotFound);
+        assert_eq!(find("GET", "/nope"), Match::NotFound);
+        assert_eq!(
+            find("DELETE", "/v1/venues"),
+            Match::WrongMethod("/v1/venues", "POST".into())
+        );
+        assert_eq!(
+            find("POST", "/v1/venues/x"),
+            Match::WrongMethod("/v1/venues/{id}", "GET".into())
+        );
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(a.method != b.method || a.pattern != b.pattern);
+            }
+        }
+    }
+
+    #[test]
+    fn queries_decode() {
+        let q = parse_query(Some("top=5&x&from=1%2B2&to=a+b&top=7"));
+        assert_eq!(query_param(&q, "top"), Some("7"));
+        assert_eq!(query_param(&q, "from"), Some("1+2"));
+        assert_eq!(query_param(&q, "to"), Some("a b"));
+        assert_eq!(query_param(&q, "x"), Some(""));
+        assert_eq!(query_param(&q, "y"), None);
+        assert_eq!(percent_decode("100%", false).as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz", false).as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%ff", false), None);
+    }
+}
