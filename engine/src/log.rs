@@ -130,6 +130,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> std::result::Result<SegmentHeader, 
 
 /// One record read back from a segment.
 pub(crate) struct ReadRecord<'a> {
+    pub payload_len: usize,
     pub base_seq: u64,
     pub batch: &'a ArchivedBatchRecord,
 }
@@ -172,7 +173,11 @@ pub(crate) fn read_record(
     }
     let batch = rkyv::access::<ArchivedBatchRecord, rancor::Error>(payload)
         .map_err(|e| format!("record does not validate: {e}"))?;
-    Ok(Some(ReadRecord { base_seq, batch }))
+    Ok(Some(ReadRecord {
+        payload_len: len as usize,
+        base_seq,
+        batch,
+    }))
 }
 
 /// Iterates the records of a segment body, calling `f` for each, and says where and why it
@@ -342,6 +347,8 @@ pub struct SegmentSummary {
     pub scans: u64,
     /// Offset of the end of valid records.
     pub valid_end: u64,
+    /// Offset of the last valid record, if any.
+    pub last_record: Option<u64>,
     /// Why reading stopped early, if it did.
     pub damage: Option<String>,
 }
@@ -353,9 +360,13 @@ pub fn inspect_segment(path: &Path) -> std::io::Result<SegmentSummary> {
     let bytes = map.bytes();
     let id = decode_header(bytes).ok().map(|h| h.id);
     let (mut records, mut scans) = (0u64, 0u64);
+    let mut last_record = None;
+    let mut next = HEADER_LEN as u64;
     let stop = read_records(bytes, |rec| {
         records += 1;
         scans += rec.batch.scans.len() as u64;
+        last_record = Some(next);
+        next += record_size(rec.payload_len) as u64;
         Ok(())
     });
     let (valid_end, damage) = match stop {
@@ -367,6 +378,7 @@ pub fn inspect_segment(path: &Path) -> std::io::Result<SegmentSummary> {
         records,
         scans,
         valid_end,
+        last_record,
         damage,
     })
 }

@@ -1,6 +1,6 @@
 //! End-to-end checks of the engine through its public API: ingestion rules, visits, occupancy,
-#![allow(clippy::unwrap_used)]
 //! trace, duplicates, retention, segment rollover and the directory lock.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
