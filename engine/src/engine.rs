@@ -258,7 +258,13 @@ impl Engine {
                 WriterState::resume(active, recovered.next_seq, recovered.active_locals)
             }
             None => {
-                let seg = Arc::new(Segment::create(&dir, 1, config.segment_bytes, now)?);
+                let seg = Arc::new(Segment::create(
+                    &dir,
+                    1,
+                    config.segment_bytes,
+                    now,
+                    recovered.next_seq,
+                )?);
                 recovered.segments_push(&seg);
                 WriterState::resume(
                     Active {
@@ -696,7 +702,7 @@ fn recover_segments(
         }
         let seg = Segment::open(&path, id)?;
         match log::decode_header(seg.map.bytes()) {
-            Ok(h) if h.id == id => {}
+            Ok(h) if h.id == id => next_seq = next_seq.max(h.base_seq),
             Ok(h) => {
                 return Err(Error::Corrupt {
                     path,
@@ -710,7 +716,7 @@ fn recover_segments(
                 tracing::warn!(path = %path.display(), %reason, "segment header damaged; rewriting it from the file name");
                 seg.map.write_at(
                     0,
-                    &log::encode_header(id, seg.capacity() as u64, config.clock.now()),
+                    &log::encode_header(id, seg.capacity() as u64, config.clock.now(), next_seq),
                 );
                 seg.map
                     .sync_range(0, log::HEADER_LEN)
@@ -990,6 +996,7 @@ impl WriterState {
             id,
             config.segment_bytes,
             config.clock.now(),
+            self.next_seq,
         )?);
         if bound + log::HEADER_LEN > new.capacity() {
             return Err(Error::NoSpace(format!(

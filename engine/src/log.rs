@@ -81,13 +81,19 @@ pub(crate) fn segment_id(path: &Path) -> Option<u64> {
 }
 
 /// Encodes a segment header.
-pub(crate) fn encode_header(id: u64, capacity: u64, created_ts: i64) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(
+    id: u64,
+    capacity: u64,
+    created_ts: i64,
+    base_seq: u64,
+) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&id.to_le_bytes());
     h[24..32].copy_from_slice(&capacity.to_le_bytes());
     h[32..40].copy_from_slice(&created_ts.to_le_bytes());
+    h[40..48].copy_from_slice(&base_seq.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..60]);
     h[60..64].copy_from_slice(&crc.to_le_bytes());
     h
@@ -99,6 +105,9 @@ pub(crate) struct SegmentHeader {
     pub id: u64,
     pub capacity: u64,
     pub created_ts: i64,
+    /// Sequence number of the first scan the segment was opened for (so numbers are never
+    /// reused, even after retention removed every older segment).
+    pub base_seq: u64,
 }
 
 pub(crate) fn decode_header(bytes: &[u8]) -> std::result::Result<SegmentHeader, String> {
@@ -125,6 +134,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> std::result::Result<SegmentHeader, 
         id: le64(16..24),
         capacity: le64(24..32),
         created_ts: le64(32..40) as i64,
+        base_seq: le64(40..48),
     })
 }
 
@@ -252,7 +262,13 @@ impl Segment {
 
     /// Creates, preallocates and maps a new segment, writes and syncs its header, and syncs the
     /// directory so the file itself survives power loss.
-    pub(crate) fn create(dir: &Path, id: u64, capacity: u64, now: i64) -> Result<Segment> {
+    pub(crate) fn create(
+        dir: &Path,
+        id: u64,
+        capacity: u64,
+        now: i64,
+        base_seq: u64,
+    ) -> Result<Segment> {
         let path = segment_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
@@ -270,7 +286,7 @@ impl Segment {
         }
         let map = MappedFile::map(file)
             .map_err(|e| Error::io(format!("mapping segment {}", path.display()), e))?;
-        map.write_at(0, &encode_header(id, capacity, now));
+        map.write_at(0, &encode_header(id, capacity, now, base_seq));
         map.sync_range(0, HEADER_LEN)
             .map_err(|e| Error::io(format!("syncing header of {}", path.display()), e))?;
         sync_dir(dir)?;
@@ -422,7 +438,7 @@ mod tests {
         rec.extend_from_slice(&payload);
         rec.resize(record_size(payload.len()), 0);
         let mut seg = AlignedVec::<16>::new();
-        seg.extend_from_slice(&encode_header(7, 4096, 0));
+        seg.extend_from_slice(&encode_header(7, 4096, 0, 1));
         seg.extend_from_slice(&rec);
         seg.resize(4096, 0);
         let mut seen = Vec::new();
@@ -462,13 +478,14 @@ mod tests {
 
     #[test]
     fn header_roundtrip() {
-        let h = encode_header(9, 1 << 20, 123);
+        let h = encode_header(9, 1 << 20, 123, 77);
         assert_eq!(
             decode_header(&h),
             Ok(SegmentHeader {
                 id: 9,
                 capacity: 1 << 20,
-                created_ts: 123
+                created_ts: 123,
+                base_seq: 77
             })
         );
         let mut z = h;
