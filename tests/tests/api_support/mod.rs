@@ -1,0 +1,409 @@
+//! Shared harness of the HTTP tests: a `checkin-server` started in-process on port 0 over a
+//! temporary data directory (engine durability `Os` for speed, a `ManualClock`), and a minimal
+//! HTTP/1.1 client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{Access, App, ServeError, ServerOptions, TokenSet};
+use bytes::Bytes;
+use engine::{Config, Durability, Engine, ManualClock};
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::Request;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The manual clock's start: 2027-01-15.
+pub const T0: i64 = 1_800_000_000;
+
+/// Bearer tokens of the test tokens file, one per role.
+pub const ADMIN: &str = "admin-token";
+pub const SCANNER: &str = "scanner-token";
+pub const EPI: &str = "epi-token";
+pub const METRICS: &str = "metrics-token";
+/// Owns venue `V1` only.
+pub const OWNER: &str = "owner-token";
+
+/// The test tokens file: one token per role; the venue token owns `V1`.
+pub fn tokens_toml() -> String {
+    let entry = |name: &str, role: &str, token: &str, venues: &str| {
+        format!(
+            "[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n{venues}\n",
+            api::token_digest_hex(token)
+        )
+    };
+    [
+        entry("root", "admin", ADMIN, ""),
+        entry("gateway-1", "scanner", SCANNER, ""),
+        entry("cdc", "epidemiologist", EPI, ""),
+        entry("prometheus", "metrics", METRICS, ""),
+        entry("v1-owner", "venue", OWNER, "venues = [\"V1\"]"),
+    ]
+    .concat()
+}
+
+/// How to start a test server.
+pub struct Opts {
+    pub tokens: bool,
+    pub options: ServerOptions,
+    pub default_stay_s: u32,
+    /// Engine durability `Fsync` instead of `Os`.
+    pub fsync: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            tokens: false,
+            options: ServerOptions::default(),
+            default_stay_s: engine::DEFAULT_STAY_S,
+            fsync: false,
+        }
+    }
+}
+
+/// A running in-process server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+pub fn open_engine(dir: &Path, clock: &Arc<ManualClock>, opts: &Opts) -> Engine {
+    let mut c = Config::new(dir);
+    c.durability = if opts.fsync {
+        Durability::Fsync
+    } else {
+        Durability::Os
+    };
+    c.clock = clock.clone();
+    c.segment_bytes = 1 << 20;
+    c.default_stay_s = opts.default_stay_s;
+    Engine::open(c).expect("open engine")
+}
+
+impl Server {
+    /// Open mode, default options.
+    pub async fn start() -> Server {
+        Server::start_with(Opts::default()).await
+    }
+
+    /// With the test tokens file.
+    pub async fn start_with_tokens() -> Server {
+        Server::start_with(Opts {
+            tokens: true,
+            ..Opts::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: Opts) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        Server::start_in(dir, clock, opts).await
+    }
+
+    /// Starts over an existing data directory.
+    pub async fn start_in(dir: tempfile::TempDir, clock: Arc<ManualClock>, opts: Opts) -> Server {
+        let engine = {
+            let path = dir.path().to_owned();
+            let clock = clock.clone();
+            let eopts = Opts {
+                options: ServerOptions::default(),
+                ..opts
+            };
+            let engine =
+                tokio::task::spawn_blocking(move || open_engine(&path, &clock, &eopts)).await;
+            engine.unwrap()
+        };
+        let access = if opts.tokens {
+            Access::Tokens(TokenSet::parse(&tokens_toml()).unwrap())
+        } else {
+            Access::Open
+        };
+        let app = App::new(engine, access, opts.options).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::serve(listener, app.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            app,
+            clock,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for `serve` to return; gives the data directory back.
+    pub async fn stop(mut self) -> (Result<(), ServeError>, tempfile::TempDir) {
+        let res = self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (res, dir)
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn shutdown(&mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("serve did not return")
+                .unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.app.engine()
+    }
+
+    /// Sends one request on a fresh connection.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        send(self.addr, method, path, token, headers, body.into()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, None, &[], Bytes::new()).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> Resp {
+        self.send("GET", path, Some(token), &[], Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send(
+            "POST",
+            path,
+            None,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.send(
+            "POST",
+            path,
+            Some(token),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Registers venues `ids` (open mode or admin token).
+    pub async fn venues(&self, ids: &[&str]) {
+        let body: Vec<Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "name": format!("Venue {id}"), "province": "Soc Trang"}))
+            .collect();
+        let token = ADMIN;
+        let r = self
+            .send(
+                "POST",
+                "/v1/venues",
+                Some(token),
+                &[],
+                Value::Array(body).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// Posts scans as a JSON array (admin token, which open mode ignores).
+    pub async fn scans(&self, scans: &Value) -> Resp {
+        self.post_as("/v1/scans", ADMIN, scans).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status.
+    pub fn assert_problem(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text()
+        );
+        let v = self.json();
+        assert_eq!(v["status"], status);
+        assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
+        v
+    }
+}
+
+/// Sends one request on a fresh connection and reads the whole response.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An open streaming response (SSE): read chunks as they come.
+pub struct Stream {
+    pub status: u16,
+    pub headers: HeaderMap,
+    body: hyper::body::Incoming,
+    pub buf: String,
+}
+
+impl Stream {
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Stream {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .uri(path)
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {ADMIN}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        Stream {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    /// Reads until `buf` contains `needle` (or the timeout passes); true if found.
+    pub async fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.buf.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads until the stream ends (or the timeout passes); true if it ended.
+    pub async fn wait_end(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The `data:` payloads received so far, parsed.
+    pub fn events(&self) -> Vec<Value> {
+        self.buf
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+}
+
+/// A scan object.
+pub fn scan(person: &str, venue: &str, ts: i64, action: &str) -> Value {
+    serde_json::json!({"person": person, "venue": venue, "ts": ts, "action": action})
+}
