@@ -334,18 +334,46 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Opens a stream with the admin token (ignored in open mode).
     pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Stream {
+        Stream::open_as(addr, path, Some(ADMIN), headers).await
+    }
+
+    pub async fn open_as(
+        addr: SocketAddr,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Stream {
         let stream = TcpStream::connect(addr).await.unwrap();
+        Stream::open_on(stream, addr, path, token, headers).await
+    }
+
+    /// Opens a stream over a socket with a tiny receive buffer (a subscriber that stalls fast).
+    pub async fn open_small_buffer(addr: SocketAddr, path: &str) -> Stream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        Stream::open_on(stream, addr, path, Some(ADMIN), &[]).await
+    }
+
+    async fn open_on(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Stream {
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
             hyper_util::rt::TokioIo::new(stream),
         )
         .await
         .unwrap();
         tokio::spawn(conn);
-        let mut req = Request::builder()
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("authorization", format!("Bearer {ADMIN}"));
+        let mut req = Request::builder().uri(path).header("host", addr.to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

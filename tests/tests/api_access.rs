@@ -1,0 +1,265 @@
+//! Contract section 8: every role against every route (200, 401 or 403), venue ownership, the
+//! audit `who`, tokens-file errors and the open-mode loopback rule.
+#![allow(clippy::unwrap_used)]
+
+mod api_support;
+
+use api_support::*;
+use bytes::Bytes;
+use serde_json::json;
+
+/// The callers of the matrix, in column order.
+const CALLERS: [Option<&str>; 7] = [
+    None,
+    Some("not-a-known-token"),
+    Some(ADMIN),
+    Some(SCANNER),
+    Some(EPI),
+    Some(METRICS),
+    Some(OWNER),
+];
+
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    /// The route pattern it exercises (to check the matrix covers the table).
+    pattern: &'static str,
+    body: Option<serde_json::Value>,
+    /// Expected status for each caller of [`CALLERS`].
+    want: [u16; 7],
+}
+
+fn matrix() -> Vec<Case> {
+    let venue_v1 = [401, 401, 200, 403, 200, 403, 200];
+    let venue_v2 = [401, 401, 200, 403, 200, 403, 403];
+    vec![
+        Case {
+            method: "GET",
+            path: "/healthz",
+            pattern: "/healthz",
+            body: None,
+            want: [200; 7],
+        },
+        Case {
+            method: "GET",
+            path: "/metrics",
+            pattern: "/metrics",
+            body: None,
+            want: [401, 401, 200, 403, 403, 200, 403],
+        },
+        Case {
+            method: "POST",
+            path: "/v1/venues",
+            pattern: "/v1/venues",
+            body: Some(json!({"id": "V3", "name": "Clinic"})),
+            want: [401, 401, 200, 403, 403, 403, 403],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V1",
+            pattern: "/v1/venues/{id}",
+            body: None,
+            want: venue_v1,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V2",
+            pattern: "/v1/venues/{id}",
+            body: None,
+            want: venue_v2,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V1/occupancy",
+            pattern: "/v1/venues/{id}/occupancy",
+            body: None,
+            want: venue_v1,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V2/occupancy",
+            pattern: "/v1/venues/{id}/occupancy",
+            body: None,
+            want: venue_v2,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V1/events",
+            pattern: "/v1/venues/{id}/events",
+            body: None,
+            want: venue_v1,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/venues/V2/events",
+            pattern: "/v1/venues/{id}/events",
+            body: None,
+            want: venue_v2,
+        },
+        Case {
+            method: "GET",
+            path: "/v1/occupancy?top=5",
+            pattern: "/v1/occupancy",
+            body: None,
+            want: [401, 401, 200, 403, 200, 403, 403],
+        },
+        Case {
+            method: "POST",
+            path: "/v1/scans",
+            pattern: "/v1/scans",
+            body: Some(json!([scan("p9", "V1", T0, "in")])),
+            want: [401, 401, 200, 200, 403, 403, 403],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/persons/p1/visits",
+            pattern: "/v1/persons/{id}/visits",
+            body: None,
+            want: [401, 401, 200, 403, 200, 403, 403],
+        },
+        Case {
+            method: "POST",
+            path: "/v1/trace",
+            pattern: "/v1/trace",
+            body: Some(json!({"person": "p1"})),
+            want: [401, 401, 200, 403, 200, 403, 403],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/stats",
+            pattern: "/v1/stats",
+            body: None,
+            want: [401, 401, 200, 403, 403, 200, 403],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/audit?since=0",
+            pattern: "/v1/audit",
+            body: None,
+            want: [401, 401, 200, 403, 403, 403, 403],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_role_against_every_route() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["V1", "V2"]).await;
+    s.scans(&json!([scan("p1", "V1", T0 - 60, "in")])).await;
+
+    let cases = matrix();
+    for route in api::ROUTES {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c.method == route.method && c.pattern == route.pattern),
+            "the matrix misses {} {}",
+            route.method,
+            route.pattern
+        );
+    }
+    for case in &cases {
+        for (caller, want) in CALLERS.iter().zip(case.want) {
+            let status = if case.path.ends_with("/events") {
+                Stream::open_as(s.addr, case.path, *caller, &[]).await.status
+            } else {
+                let body = case.body.as_ref().map_or(String::new(), |b| b.to_string());
+                let r = s.send(case.method, case.path, *caller, &[], body).await;
+                if r.status != 200 {
+                    r.assert_problem(r.status);
+                }
+                if r.status == 401 {
+                    assert!(r.header("www-authenticate").is_some());
+                }
+                r.status
+            };
+            assert_eq!(
+                status, want,
+                "{} {} as {:?}",
+                case.method, case.path, caller
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_authorization_headers_are_401() {
+    let s = Server::start_with_tokens().await;
+    for value in [
+        "Basic YWRtaW46YWRtaW4=",
+        "Bearer",
+        "Bearer ",
+        "admin-token",
+        "Token admin-token",
+    ] {
+        let r = s
+            .send("GET", "/v1/stats", None, &[("authorization", value)], Bytes::new())
+            .await;
+        r.assert_problem(401);
+    }
+    let r = s
+        .send(
+            "GET",
+            "/v1/stats",
+            None,
+            &[("authorization", "bearer admin-token")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn audit_names_the_token() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["V1"]).await;
+    s.scans(&json!([scan("p1", "V1", T0 - 60, "in")])).await;
+    assert_eq!(s.get_as("/v1/persons/p1/visits", EPI).await.status, 200);
+    assert_eq!(
+        s.post_as("/v1/trace", ADMIN, &json!({"person": "p1", "depth": 1}))
+            .await
+            .status,
+        200
+    );
+    // Refused lookups are not audited: nobody was looked up.
+    assert_eq!(s.get_as("/v1/persons/p1/visits", SCANNER).await.status, 403);
+    let entries = s.get_as("/v1/audit", ADMIN).await.json()["entries"].clone();
+    assert_eq!(
+        entries,
+        json!([
+            {"ts": T0, "who": "cdc", "action": "/v1/persons/{id}/visits", "subject": "p1"},
+            {"ts": T0, "who": "root", "action": "/v1/trace", "subject": "p1"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_bad_tokens_file_stops_the_server_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.toml");
+    std::fs::write(&path, "[[tokens]]\nname = \"x\"\nrole = \"superuser\"\nsha256 = \"00\"\n").unwrap();
+    let err = api::TokenSet::load(&path).unwrap_err().to_string();
+    assert!(err.contains("tokens.toml") && err.contains("superuser"), "{err}");
+    let err = api::TokenSet::load(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read tokens file"), "{err}");
+    std::fs::write(&path, tokens_toml()).unwrap();
+    assert_eq!(api::TokenSet::load(&path).unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn open_mode_refuses_addresses_outside_loopback() {
+    use api::cli::{resolve_listen, ListenError};
+    assert!(resolve_listen("127.0.0.1:8080", true).is_ok());
+    assert!(resolve_listen("localhost:8080", true).is_ok());
+    assert!(matches!(
+        resolve_listen("0.0.0.0:8080", true),
+        Err(ListenError::OpenModeNotLoopback(_))
+    ));
+    assert!(matches!(
+        resolve_listen("[::]:8080", true),
+        Err(ListenError::OpenModeNotLoopback(_))
+    ));
+    assert!(resolve_listen("0.0.0.0:8080", false).is_ok());
+}
