@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{de::IgnoredAny, Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::gen::{self, Generator, Ids, Params};
 use crate::http::{Answer, Conn, ConnSettings, TransportError};
@@ -48,6 +48,9 @@ pub struct Common {
     pub progress: bool,
     /// Set to stop the run early (the report covers what was done).
     pub stop: Arc<AtomicBool>,
+    /// How long requests in flight at the end of `duration` may still take before they are
+    /// abandoned (reported as [`CUT_OFF`]).
+    pub grace: Duration,
 }
 
 impl Common {
@@ -62,6 +65,7 @@ impl Common {
             timeout: Duration::from_secs(30),
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
+            grace: CUT_GRACE,
         }
     }
 }
@@ -318,7 +322,19 @@ struct Ctx {
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
     live: Live,
+    /// Turns `true` when requests still in flight must be abandoned.
+    cut: watch::Receiver<bool>,
+    grace: Duration,
 }
+
+/// Default [`Common::grace`]; after a stop request (Ctrl-C) requests in flight get
+/// [`STOP_GRACE`].
+pub const CUT_GRACE: Duration = Duration::from_secs(5);
+/// See [`CUT_GRACE`].
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Label of requests abandoned at the end of a run.
+pub const CUT_OFF: &str = "cut off at end of run";
 
 impl Ctx {
     fn should_stop(&self) -> bool {
@@ -340,6 +356,14 @@ impl Ctx {
                 None
             }
         }
+    }
+
+    fn record_cut(&self, rec: &mut Recorder, job: &Job) {
+        rec.requests += 1;
+        rec.scans_sent += job.scans;
+        *rec.transport.entry(CUT_OFF.to_string()).or_default() += 1;
+        self.live.requests.fetch_add(1, Ordering::Relaxed);
+        self.live.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(
@@ -415,20 +439,35 @@ struct TraceAnswer {
     f2: Vec<IgnoredAny>,
 }
 
+/// Sends `job` on `conn`; `None` if the run is cut off first (see [`Common::grace`]).
+async fn send(ctx: &Ctx, conn: &mut Conn, job: &Job) -> Option<Result<Answer, TransportError>> {
+    let mut cut = ctx.cut.clone();
+    let request = conn.request(
+        Method::POST,
+        job.route,
+        Some(job.content_type),
+        job.body.clone(),
+    );
+    tokio::select! {
+        res = request => Some(res),
+        _ = async {
+            if cut.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => None,
+    }
+}
+
 async fn closed_worker(ctx: Arc<Ctx>) -> Recorder {
     let mut rec = Recorder::default();
     let mut conn = Conn::new(ctx.settings.clone());
     while !ctx.should_stop() {
         let Some(job) = ctx.next_job() else { break };
         let t0 = Instant::now();
-        let res = conn
-            .request(
-                Method::POST,
-                job.route,
-                Some(job.content_type),
-                job.body.clone(),
-            )
-            .await;
+        let Some(res) = send(&ctx, &mut conn, &job).await else {
+            ctx.record_cut(&mut rec, &job);
+            break;
+        };
         ctx.record(&mut rec, &job, res, t0.elapsed());
     }
     rec
@@ -442,14 +481,10 @@ async fn open_worker(ctx: Arc<Ctx>, queue: Queue) -> Recorder {
     loop {
         let next = { queue.lock().await.recv().await };
         let Some((due, job)) = next else { break };
-        let res = conn
-            .request(
-                Method::POST,
-                job.route,
-                Some(job.content_type),
-                job.body.clone(),
-            )
-            .await;
+        let Some(res) = send(&ctx, &mut conn, &job).await else {
+            ctx.record_cut(&mut rec, &job);
+            break;
+        };
         // Latency from the scheduled start: time spent queued behind a slow server counts.
         ctx.record(&mut rec, &job, res, due.elapsed());
     }
@@ -555,6 +590,25 @@ async fn ticker(ctx: Arc<Ctx>, pb: ProgressBar, bound: Bound, done: Arc<AtomicBo
     }
 }
 
+/// Signals `cut` once requests in flight have had their grace after the deadline or a stop.
+async fn cut_off(ctx: Arc<Ctx>, cut: watch::Sender<bool>, done: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        if ctx.stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(STOP_GRACE).await;
+            break;
+        }
+        if ctx
+            .deadline
+            .is_some_and(|d| Instant::now() >= d + ctx.grace)
+        {
+            break;
+        }
+    }
+    let _ = cut.send(true);
+}
+
 /// Runs the workers over `source` until a bound is hit; returns the merged recorder and the
 /// elapsed time.
 async fn drive(
@@ -576,6 +630,7 @@ async fn drive(
         timeout: common.timeout,
     });
     let start = Instant::now();
+    let (cut_tx, cut_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         settings,
         source: Mutex::new(source),
@@ -583,10 +638,13 @@ async fn drive(
         stop: common.stop.clone(),
         deadline: common.duration.map(|d| start + d),
         live: Live::default(),
+        cut: cut_rx,
+        grace: common.grace,
     });
     let pb = progress_bar(common.progress, bound);
     let done = Arc::new(AtomicBool::new(false));
     let tick = tokio::spawn(ticker(ctx.clone(), pb.clone(), bound, done.clone()));
+    let cutter = tokio::spawn(cut_off(ctx.clone(), cut_tx, done.clone()));
     let mut workers = Vec::with_capacity(common.connections);
     let mut dispatcher = None;
     match common.rate {
@@ -614,6 +672,7 @@ async fn drive(
     let elapsed = start.elapsed();
     done.store(true, Ordering::Relaxed);
     let _ = tick.await;
+    let _ = cutter.await;
     pb.finish_and_clear();
     let err = ctx.source_error.lock().ok().and_then(|mut e| e.take());
     if let Some(e) = err {

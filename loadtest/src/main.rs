@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +169,10 @@ struct LoadArgs {
     /// Per-request timeout (connect, send and the whole answer).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     timeout: Duration,
+    /// Requests still in flight when --duration ends get this long to finish; then they are
+    /// abandoned and reported as "cut off at end of run".
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    grace: Duration,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -299,6 +304,7 @@ fn common(load: &LoadArgs, quiet: bool, default_duration: Option<Duration>) -> R
         timeout: load.timeout,
         progress: show_progress(quiet),
         stop,
+        grace: load.grace,
     })
 }
 
@@ -435,12 +441,19 @@ async fn trace(args: TraceArgs, quiet: bool) -> Result<()> {
     finish(&report, args.load.json.as_ref())
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
+    let res = match cli.cmd {
         Cmd::Generate(a) => generate(a, cli.quiet),
-        Cmd::Ingest(a) => runtime()?.block_on(ingest(a, cli.quiet)),
-        Cmd::Trace(a) => runtime()?.block_on(trace(a, cli.quiet)),
+        Cmd::Ingest(a) => runtime().and_then(|rt| rt.block_on(ingest(a, cli.quiet))),
+        Cmd::Trace(a) => runtime().and_then(|rt| rt.block_on(trace(a, cli.quiet))),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use checkin_loadtest::gen::{now_unix, Params};
 use checkin_loadtest::load::{
-    run_ingest, run_trace, Common, DepthMode, IngestOptions, Persons, Source, TraceOptions,
+    run_ingest, run_trace, Common, DepthMode, IngestOptions, Persons, Source, TraceOptions, CUT_OFF,
 };
 use checkin_loadtest::net::Target;
 
@@ -123,6 +123,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             let Ok(v) = serde_json::from_slice::<Value>(&body) else {
                 return reply(StatusCode::BAD_REQUEST, json!({}));
             };
+            if v["person"] == "slow" {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
             let depth = v["depth"].as_i64().unwrap_or(2);
             if !(1..=2).contains(&depth) || v["person"].as_str().is_none() {
                 return reply(StatusCode::BAD_REQUEST, json!({}));
@@ -332,6 +335,27 @@ async fn errors_are_counted_not_fatal() {
     .expect("run");
     assert_eq!(report.errors_by_status.get("401"), Some(&10));
     assert_eq!(report.failed_requests(), 10);
+
+    // A server that never answers: the run still ends, soon after its duration.
+    let mut c = common(addr);
+    c.duration = Some(Duration::from_millis(300));
+    c.grace = Duration::from_millis(200);
+    let t0 = std::time::Instant::now();
+    let report = run_trace(TraceOptions {
+        common: c,
+        persons: Persons::List(vec!["slow".into()]),
+        depth: DepthMode::Two,
+        requests: None,
+        seed: 1,
+        from: None,
+        to: None,
+        min_overlap_s: None,
+    })
+    .await
+    .expect("run");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(report.transport_errors.get(CUT_OFF), Some(&3), "{report}");
+    assert_eq!(report.requests_ok, 0);
 
     // Nothing listening: a clear error before any load.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
