@@ -161,7 +161,9 @@ async fn every_role_against_every_route() {
     for case in &cases {
         for (caller, want) in CALLERS.iter().zip(case.want) {
             let status = if case.path.ends_with("/events") {
-                Stream::open_as(s.addr, case.path, *caller, &[]).await.status
+                Stream::open_as(s.addr, case.path, *caller, &[])
+                    .await
+                    .status
             } else {
                 let body = case.body.as_ref().map_or(String::new(), |b| b.to_string());
                 let r = s.send(case.method, case.path, *caller, &[], body).await;
@@ -193,7 +195,13 @@ async fn malformed_authorization_headers_are_401() {
         "Token admin-token",
     ] {
         let r = s
-            .send("GET", "/v1/stats", None, &[("authorization", value)], Bytes::new())
+            .send(
+                "GET",
+                "/v1/stats",
+                None,
+                &[("authorization", value)],
+                Bytes::new(),
+            )
             .await;
         r.assert_problem(401);
     }
@@ -237,9 +245,16 @@ async fn audit_names_the_token() {
 async fn a_bad_tokens_file_stops_the_server_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.toml");
-    std::fs::write(&path, "[[tokens]]\nname = \"x\"\nrole = \"superuser\"\nsha256 = \"00\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[[tokens]]\nname = \"x\"\nrole = \"superuser\"\nsha256 = \"00\"\n",
+    )
+    .unwrap();
     let err = api::TokenSet::load(&path).unwrap_err().to_string();
-    assert!(err.contains("tokens.toml") && err.contains("superuser"), "{err}");
+    assert!(
+        err.contains("tokens.toml") && err.contains("superuser"),
+        "{err}"
+    );
     let err = api::TokenSet::load(&dir.path().join("missing.toml"))
         .unwrap_err()
         .to_string();

@@ -20,7 +20,14 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let s = Server::start().await;
-    for path in ["/", "/v1", "/v1/stats/", "/v1/venues//occupancy", "/v2/scans", "/nope?x=1"] {
+    for path in [
+        "/",
+        "/v1",
+        "/v1/stats/",
+        "/v1/venues//occupancy",
+        "/v2/scans",
+        "/nope?x=1",
+    ] {
         s.get(path).await.assert_problem(404);
     }
     let r = s.send("DELETE", "/v1/scans", None, &[], Bytes::new()).await;
@@ -32,7 +39,9 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let r = s.post("/v1/stats", &json!({})).await;
     r.assert_problem(405);
     assert_eq!(r.header("allow"), Some("GET"));
-    let r = s.send("PUT", "/v1/venues/V1", None, &[], Bytes::new()).await;
+    let r = s
+        .send("PUT", "/v1/venues/V1", None, &[], Bytes::new())
+        .await;
     assert_eq!(r.header("allow"), Some("GET"));
 }
 
@@ -40,7 +49,10 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
 async fn venues_register_read_update_and_refuse_invalid_batches_whole() {
     let s = Server::start().await;
     let r = s
-        .post("/v1/venues", &json!({"id": "V1", "name": "Market 3", "future_field": [1]}))
+        .post(
+            "/v1/venues",
+            &json!({"id": "V1", "name": "Market 3", "future_field": [1]}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"registered": 1}));
@@ -81,7 +93,13 @@ async fn venues_register_read_update_and_refuse_invalid_batches_whole() {
     }
     s.get("/v1/venues/V3").await.assert_problem(404);
     let r = s
-        .send("POST", "/v1/venues", None, &[], Bytes::from_static(b"{not json"))
+        .send(
+            "POST",
+            "/v1/venues",
+            None,
+            &[],
+            Bytes::from_static(b"{not json"),
+        )
         .await;
     r.assert_problem(400);
     let r = s
@@ -200,7 +218,11 @@ async fn malformed_scan_bodies_store_nothing() {
             400,
         ),
         (vec![("content-type", "text/plain")], good.to_string(), 415),
-        (vec![("content-type", "application/xml")], good.to_string(), 415),
+        (
+            vec![("content-type", "application/xml")],
+            good.to_string(),
+            415,
+        ),
         (
             vec![("content-type", "application/x-www-form-urlencoded")],
             good.to_string(),
@@ -208,7 +230,9 @@ async fn malformed_scan_bodies_store_nothing() {
         ),
     ];
     for (headers, body, status) in cases {
-        let r = s.send("POST", "/v1/scans", None, &headers, body.clone()).await;
+        let r = s
+            .send("POST", "/v1/scans", None, &headers, body.clone())
+            .await;
         r.assert_problem(status);
     }
     assert_eq!(s.get("/v1/stats").await.json()["scans"], 0);
@@ -319,7 +343,10 @@ async fn person_visits_with_window_defaults_and_audit() {
     );
     // Percent-encoded ids and explicit windows.
     let all = s
-        .get(&format!("/v1/persons/p%2B1/visits?from={}", T0 - 30 * 86_400))
+        .get(&format!(
+            "/v1/persons/p%2B1/visits?from={}",
+            T0 - 30 * 86_400
+        ))
         .await
         .json();
     assert_eq!(all["visits"].as_array().unwrap().len(), 3);
@@ -330,7 +357,9 @@ async fn person_visits_with_window_defaults_and_audit() {
     assert_eq!(early["visits"].as_array().unwrap().len(), 1);
 
     s.get("/v1/persons/nobody/visits").await.assert_problem(404);
-    s.get("/v1/persons/p+1/visits?from=abc").await.assert_problem(400);
+    s.get("/v1/persons/p+1/visits?from=abc")
+        .await
+        .assert_problem(400);
     s.get(&format!("/v1/persons/p+1/visits?from={}&to={}", T0, T0 - 1))
         .await
         .assert_problem(400);
@@ -372,7 +401,9 @@ async fn trace_fixture(s: &Server) {
 async fn trace_finds_f1_and_f2_and_is_audited() {
     let s = Server::start().await;
     trace_fixture(&s).await;
-    let r = s.post("/v1/trace", &json!({"person": "p1", "extra": true})).await;
+    let r = s
+        .post("/v1/trace", &json!({"person": "p1", "extra": true}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
@@ -387,7 +418,10 @@ async fn trace_finds_f1_and_f2_and_is_audited() {
         })
     );
     let d1 = s
-        .post("/v1/trace", &json!({"person": "p1", "depth": 1, "min_overlap_s": 0, "from": T0 - 3600, "to": T0}))
+        .post(
+            "/v1/trace",
+            &json!({"person": "p1", "depth": 1, "min_overlap_s": 0, "from": T0 - 3600, "to": T0}),
+        )
         .await
         .json();
     assert_eq!(d1["f2"], json!([]));
@@ -500,7 +534,8 @@ async fn metrics_move_with_traffic() {
     .await;
     s.get("/v1/venues/some-raw-id/occupancy").await;
     s.get("/no/such/route").await;
-    s.post("/v1/trace", &json!({"person": "p1", "depth": 1})).await;
+    s.post("/v1/trace", &json!({"person": "p1", "depth": 1}))
+        .await;
     let after = s.get("/metrics").await.text();
 
     let delta = |series: &str| metric(&after, series) - metric(&before, series);
@@ -597,7 +632,10 @@ fn check_exposition(text: &str) {
 
 #[tokio::test]
 async fn promtool_accepts_the_exposition_when_installed() {
-    let Ok(out) = std::process::Command::new("promtool").arg("--version").output() else {
+    let Ok(out) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
         eprintln!("promtool not installed: skipped (apt-get install prometheus)");
         return;
     };

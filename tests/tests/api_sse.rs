@@ -30,7 +30,11 @@ async fn a_scan_posted_after_subscribing_arrives_live() {
         scan("p1", "V1", T0 - 1, "out"),
     ]))
     .await;
-    assert!(feed.wait_for("\"action\":\"out\"", WAIT).await, "{}", feed.buf);
+    assert!(
+        feed.wait_for("\"action\":\"out\"", WAIT).await,
+        "{}",
+        feed.buf
+    );
     let events = feed.events();
     assert_eq!(events.len(), 2, "{}", feed.buf);
     assert_eq!(events[0]["person"], "p1");
@@ -63,9 +67,16 @@ async fn last_n_replays_then_streams_live() {
     s.venues(&["V1"]).await;
     post_n(&s, "V1", 5, T0 - 100).await;
     let mut feed = Stream::open(s.addr, "/v1/venues/V1/events?last=2", &[]).await;
-    assert!(feed.wait_for("\"person\":\"p4\"", WAIT).await, "{}", feed.buf);
+    assert!(
+        feed.wait_for("\"person\":\"p4\"", WAIT).await,
+        "{}",
+        feed.buf
+    );
     let replay: Vec<Value> = feed.events();
-    let persons: Vec<&str> = replay.iter().map(|e| e["person"].as_str().unwrap()).collect();
+    let persons: Vec<&str> = replay
+        .iter()
+        .map(|e| e["person"].as_str().unwrap())
+        .collect();
     assert_eq!(persons, vec!["p3", "p4"]);
     s.scans(&json!([scan("live", "V1", T0, "in")])).await;
     assert!(feed.wait_for("\"person\":\"live\"", WAIT).await);
@@ -85,7 +96,8 @@ async fn last_event_id_resumes_without_a_gap() {
     drop(first);
 
     // Scans accepted while disconnected.
-    s.scans(&json!([scan("while-away", "V1", T0 - 1, "in")])).await;
+    s.scans(&json!([scan("while-away", "V1", T0 - 1, "in")]))
+        .await;
     let mut again = Stream::open(
         s.addr,
         "/v1/venues/V1/events",
@@ -167,7 +179,9 @@ async fn a_stalled_subscriber_never_slows_ingestion() {
     );
     // Now read: the feed says it dropped events rather than blocking the writer.
     assert!(
-        stalled.wait_for(": dropped ", Duration::from_secs(20)).await,
+        stalled
+            .wait_for(": dropped ", Duration::from_secs(20))
+            .await,
         "read {} bytes",
         stalled.buf.len()
     );

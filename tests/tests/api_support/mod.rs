@@ -370,7 +370,9 @@ impl Stream {
         .await
         .unwrap();
         tokio::spawn(conn);
-        let mut req = Request::builder().uri(path).header("host", addr.to_string());
+        let mut req = Request::builder()
+            .uri(path)
+            .header("host", addr.to_string());
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
