@@ -543,6 +543,9 @@ fn progress_bar(enabled: bool, bound: Bound) -> ProgressBar {
         ProgressDrawTarget::hidden()
     };
     let pb = ProgressBar::with_draw_target(len, target);
+    if enabled {
+        pb.enable_steady_tick(Duration::from_millis(120));
+    }
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
     }
