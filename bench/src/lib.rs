@@ -782,6 +782,30 @@ pub fn percentiles(mut xs: Vec<Duration>) -> [Duration; 4] {
     [at(0.5), at(0.9), at(0.99), xs[xs.len() - 1]]
 }
 
+/// Scan counts from environment variable `var` (comma separated, `_` allowed), else `default`.
+pub fn env_sizes(var: &str, default: &[u64]) -> Vec<u64> {
+    std::env::var(var)
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| s.trim().replace('_', "").parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// A short label for a scan count: `1M`, `10M`, `250k`.
+pub fn size_label(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
