@@ -171,25 +171,35 @@ impl<'de> Visitor<'de> for ScanVisitor {
     }
 }
 
-/// Checks the fields in the engine's order of reasons: person, venue, action, ts.
+/// Checks the fields in the documented order of reasons (docs/decisions.md): first a field of
+/// the wrong JSON type (or a missing id), then the id alphabets, then the action's value. The
+/// engine checks the rest (unknown venue, retention, clock skew).
 fn build_scan(person: Str<'_>, venue: Str<'_>, action: Str<'_>, ts: Ts) -> ScanItem {
-    let person = match person {
-        Str::Value(s) if engine::is_valid_person_id(&s) => s,
-        _ => return Err(RejectReason::InvalidPerson),
+    let Str::Value(person) = person else {
+        return Err(RejectReason::InvalidPerson);
     };
-    let venue = match venue {
-        Str::Value(s) if engine::is_valid_venue_id(&s) => s,
-        _ => return Err(RejectReason::InvalidVenue),
+    let Str::Value(venue) = venue else {
+        return Err(RejectReason::InvalidVenue);
     };
     let action = match action {
-        Str::Absent => Action::In,
-        Str::Value(s) => Action::parse(&s).ok_or(RejectReason::InvalidAction)?,
+        Str::Absent => None,
+        Str::Value(s) => Some(s),
         Str::Wrong => return Err(RejectReason::InvalidAction),
     };
     let ts = match ts {
         Ts::Absent => None,
         Ts::Value(t) => Some(t),
         Ts::Wrong => return Err(RejectReason::InvalidTs),
+    };
+    if !engine::is_valid_person_id(&person) {
+        return Err(RejectReason::InvalidPerson);
+    }
+    if !engine::is_valid_venue_id(&venue) {
+        return Err(RejectReason::InvalidVenue);
+    }
+    let action = match action {
+        None => Action::In,
+        Some(s) => Action::parse(&s).ok_or(RejectReason::InvalidAction)?,
     };
     Ok(ScanInput {
         person: person.into_owned(),
@@ -434,7 +444,9 @@ mod tests {
             {"person":"has space","venue":"V"},
             {"person":"p","venue":"a+b"},
             {"person":"p","venue":"V","ts":null,"action":null,"extra":{"x":[1]}},
-            {"person":"p\u002b1","venue":"V","ts":-3}
+            {"person":"p\u002b1","venue":"V","ts":-3},
+            {"person":"bad person","venue":"V","ts":"x"},
+            {"person":"bad person","venue":"bad/venue","action":"x"}
         ]"#;
         let got = decode_scans(body, ScanFormat::Json).unwrap();
         use RejectReason::*;
@@ -456,6 +468,8 @@ mod tests {
                 Some(InvalidVenue),
                 None,
                 None,
+                Some(InvalidTs),
+                Some(InvalidPerson),
             ]
         );
         assert_eq!(got[12], scan("p", "V", None, Action::In));
