@@ -691,3 +691,90 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
         assert_eq!(v["status"], "ok");
     }
 }
+
+/// Every PromQL expression of docs/grafana/checkin.json, with the dashboard variables resolved.
+fn dashboard_exprs() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/checkin.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().unwrap().replace("$instance", ".*"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_dashboard_queries_only_exported_metrics() {
+    let s = Server::start().await;
+    s.venues(&["V1"]).await;
+    s.scans(&json!([scan("p1", "V1", T0, "in")])).await;
+    s.post("/v1/trace", &json!({"person": "p1"})).await;
+    let text = s.get("/metrics").await.text();
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 10);
+    for expr in &exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("checkin_") || w.starts_with("process_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr}");
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+        }
+    }
+    for family in [
+        "checkin_scans_accepted_total",
+        "checkin_scans_rejected_total",
+        "checkin_http_request_duration_seconds_bucket",
+        "checkin_visitors_present",
+        "checkin_log_bytes",
+        "checkin_log_sync_duration_seconds_bucket",
+        "checkin_trace_duration_seconds_bucket",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(family)),
+            "the dashboard has no panel on {family}"
+        );
+    }
+}
+
+#[test]
+fn promtool_parses_the_dashboard_queries_when_installed() {
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("promtool not installed: skipped (apt-get install prometheus)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules: Vec<Value> = dashboard_exprs()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:q{i}"), "expr": e}))
+        .collect();
+    // JSON is YAML: promtool reads it as a rules file.
+    let file = dir.path().join("rules.yml");
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
