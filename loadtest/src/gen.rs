@@ -92,8 +92,11 @@ pub struct Params {
     pub end_ts: i64,
     /// Seed of everything.
     pub seed: u64,
-    /// Zipf exponent of venue popularity (0 = uniform; 1 = classic Zipf).
+    /// Zipf exponent of venue popularity for errands (0 = uniform; 1 = classic Zipf).
     pub zipf: f64,
+    /// Zipf exponent of workplace size (who works where); milder than errands so the largest
+    /// employer holds about 1% of the workforce rather than a tenth of it.
+    pub work_zipf: f64,
     /// Share of visits whose `out` scan is never made.
     pub forget_out: f64,
     /// Share of visits with an extra `in` scan at the same venue during the stay.
@@ -119,7 +122,8 @@ impl Default for Params {
             days: 14,
             end_ts: now_unix(),
             seed: 42,
-            zipf: 1.0,
+            zipf: 0.8,
+            work_zipf: 0.5,
             forget_out: 0.25,
             rescan: 0.05,
             duplicates: 0.02,
@@ -175,8 +179,8 @@ impl Params {
                 return Err(ParamError(format!("{name} must be a share in 0..=1")));
             }
         }
-        if !(0.0..=5.0).contains(&self.zipf) {
-            return err("zipf exponent must be in 0..=5");
+        if !(0.0..=5.0).contains(&self.zipf) || !(0.0..=5.0).contains(&self.work_zipf) {
+            return err("zipf exponents must be in 0..=5");
         }
         if !(60..=30 * DAY_S).contains(&self.late_max_s) {
             return err("late-max must be between 60 s and 30 days");
@@ -480,6 +484,7 @@ impl VenueTable {
             list.0.push(v);
             list.1.push(acc);
             if k.is_workplace() {
+                let w = ((rank + 1) as f64).powf(-p.work_zipf);
                 let acc = work.1.last().copied().unwrap_or(0.0) + w;
                 work.0.push(v);
                 work.1.push(acc);

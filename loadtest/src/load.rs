@@ -163,7 +163,6 @@ struct ScanSource {
     batch: usize,
     remaining: Option<u64>,
     line: Vec<u8>,
-    line_no: u64,
 }
 
 impl ScanSource {
@@ -185,7 +184,6 @@ impl ScanSource {
                 if n == 0 {
                     return Ok(false);
                 }
-                self.line_no += 1;
                 let trimmed = self.line.trim_ascii();
                 if trimmed.is_empty() {
                     continue;
@@ -803,7 +801,6 @@ pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
         batch: opts.batch,
         remaining: opts.scans,
         line: Vec::new(),
-        line_no: 0,
     };
     let bound = match (opts.scans, c.duration) {
         (Some(n), _) => Bound::Scans(n),

@@ -72,9 +72,14 @@ struct DatasetArgs {
     /// Seed: the same seed and flags give the same dataset, byte for byte.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Zipf exponent of venue popularity (0 = all venues equally popular).
-    #[arg(long, default_value_t = 1.0)]
+    /// Zipf exponent of venue popularity for errands (shops, markets, restaurants, ...;
+    /// 0 = all venues equally popular, 1 = classic Zipf).
+    #[arg(long, default_value_t = 0.8)]
     zipf: f64,
+    /// Zipf exponent of workplace size (offices, factories, schools). At 0.5 the largest
+    /// employer has about 1% of the workforce; raise it for mega-factories.
+    #[arg(long, default_value_t = 0.5)]
+    work_zipf: f64,
     /// Share of visits whose check-out is forgotten (no "out" scan; the server auto-checks-out
     /// after the venue's default stay).
     #[arg(long, default_value_t = 0.25)]
@@ -109,6 +114,7 @@ impl DatasetArgs {
             end_ts: self.end_ts.unwrap_or_else(now_unix),
             seed: self.seed,
             zipf: self.zipf,
+            work_zipf: self.work_zipf,
             forget_out: self.forget_out,
             rescan: self.rescan,
             duplicates: self.duplicates,
