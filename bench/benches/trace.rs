@@ -6,7 +6,7 @@
 //! (default `1000000,10000000`).
 
 use checkin_bench::*;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 
 fn trace(c: &mut Criterion) {
     for n in env_sizes("BENCH_STORE_SCANS", &[1_000_000, 10_000_000]) {
@@ -22,6 +22,10 @@ fn trace(c: &mut Criterion) {
         let persons = pick_persons(&e, &p, 1_000, 7);
         let mut g = c.benchmark_group("trace");
         for depth in [1u8, 2] {
+            if depth == 2 {
+                // Depth 2 takes milliseconds to seconds: few, flat samples.
+                g.sample_size(10).sampling_mode(SamplingMode::Flat);
+            }
             let reqs: Vec<_> = persons
                 .iter()
                 .map(|id| trace_request(id, p.now, depth))
@@ -37,6 +41,8 @@ fn trace(c: &mut Criterion) {
                 },
             );
         }
+        g.finish();
+        let mut g = c.benchmark_group("trace");
         let mut i = 0usize;
         g.bench_function(BenchmarkId::new("visits", size_label(n)), |b| {
             b.iter(|| {

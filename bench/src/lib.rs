@@ -152,8 +152,8 @@ pub fn venue_stay(i: u32) -> Option<u32> {
     match category(i) {
         Category::Home => Some(4 * 3_600),
         Category::Work => Some(9 * 3_600),
-        Category::Shop if i % 3 == 0 => None,
-        Category::Shop => Some(if i % 2 == 0 { 1_800 } else { 2_700 }),
+        Category::Shop if i.is_multiple_of(3) => None,
+        Category::Shop => Some(if i.is_multiple_of(2) { 1_800 } else { 2_700 }),
         Category::Market => Some(3_600),
     }
 }
@@ -797,9 +797,9 @@ pub fn env_sizes(var: &str, default: &[u64]) -> Vec<u64> {
 
 /// A short label for a scan count: `1M`, `10M`, `250k`.
 pub fn size_label(n: u64) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n >= 1_000 && n % 1_000 == 0 {
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
