@@ -199,7 +199,8 @@ async fn malformed_scan_bodies_store_nothing() {
     let s = Server::start().await;
     s.venues(&["V1"]).await;
     let good = scan("p1", "V1", T0, "in");
-    let cases: Vec<(Vec<(&str, &str)>, String, u16)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, String, u16);
+    let cases: Vec<Case> = vec![
         (vec![], "not json".into(), 400),
         (vec![], String::new(), 400),
         (vec![], format!("[{good}, 3]"), 400),
