@@ -467,8 +467,7 @@ impl Engine {
 
     /// Contact trace (contract section 5); `None` if the case person has no stored scan.
     pub fn trace(&self, request: &TraceRequest) -> Option<TraceResult> {
-        let idx = self.shared().index.read();
-        trace::trace(&idx, request)
+        trace::trace(self.shared().index.read(), request)
     }
 
     /// Store-wide counts.

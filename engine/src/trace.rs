@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::sync::Arc;
 
+use parking_lot::RwLockReadGuard;
 use rustc_hash::FxHashMap;
 
 use crate::index::Index;
@@ -23,13 +24,21 @@ struct Exposure {
 }
 
 struct Tracer<'a> {
-    index: &'a Index,
+    /// The shared index lock, held for the whole trace but yielded to a waiting writer between
+    /// F1 persons of a depth-2 trace (`bump`), so a long trace never stalls ingestion for long.
+    guard: RwLockReadGuard<'a, Index>,
     visits: FxHashMap<u32, Vec<RawVisit>>,
 }
 
 impl<'a> Tracer<'a> {
+    /// Lets a waiting writer in. Cached visits may then be slightly older than the index: the
+    /// trace is a consistent answer for the scans stored when each person was first looked at.
+    fn yield_to_writer(&mut self) {
+        RwLockReadGuard::bump(&mut self.guard);
+    }
+
     fn visits_of(&mut self, person: u32) -> &[RawVisit] {
-        let index = self.index;
+        let index = &*self.guard;
         self.visits.entry(person).or_insert_with(|| {
             let mut v = Vec::new();
             index.raw_visits(person, &mut v);
@@ -47,8 +56,11 @@ impl<'a> Tracer<'a> {
         let mut out: FxHashMap<u32, Exposure> = FxHashMap::default();
         let mut candidates: Vec<u32> = Vec::new();
         for c in sources {
-            let ins = &self.index.venue_ins[c.venue as usize];
-            let lo_ts = (c.start - self.index.stay(c.venue)).max(0) as u64;
+            let index = &*self.guard;
+            let Some(ins) = index.venue_ins.get(c.venue as usize) else {
+                continue;
+            };
+            let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
             let hi_ts = c.end.max(0) as u64;
             let lo = ins.partition_point(|&k| (k >> 32) < lo_ts);
             let hi = ins.partition_point(|&k| (k >> 32) <= hi_ts);
@@ -106,12 +118,12 @@ fn clip(visits: &[RawVisit], from: i64, to: i64) -> Vec<RawVisit> {
         .collect()
 }
 
-/// Runs a trace; `None` if the case person has no stored scan.
-pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
-    let case = index.person(&req.person)?;
+/// Runs a trace under the index read lock; `None` if the case person has no stored scan.
+pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Option<TraceResult> {
+    let case = guard.person(&req.person)?;
     let threshold = req.min_overlap_s.max(1);
     let mut tracer = Tracer {
-        index,
+        guard,
         visits: FxHashMap::default(),
     };
     let mut case_visits = clip(tracer.visits_of(case), req.from, req.to);
@@ -122,12 +134,15 @@ pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
         .into_iter()
         .filter(|(_, e)| e.total >= threshold)
         .collect();
-    let name = |p: u32| index.persons.get(p);
-    f1.sort_by(|a, b| {
-        b.1.total
-            .cmp(&a.1.total)
-            .then_with(|| name(a.0).cmp(name(b.0)))
-    });
+    {
+        let index = &*tracer.guard;
+        let name = |p: u32| index.persons.get(p);
+        f1.sort_by(|a, b| {
+            b.1.total
+                .cmp(&a.1.total)
+                .then_with(|| name(a.0).cmp(name(b.0)))
+        });
+    }
 
     let mut f2_out = Vec::new();
     if req.depth >= 2 && !f1.is_empty() {
@@ -135,9 +150,12 @@ pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
         // Best source per F2 person: (exposure, via, first_contact).
         let mut best: FxHashMap<u32, (i64, u32, i64)> = FxHashMap::default();
         for (q, e) in &f1 {
+            tracer.yield_to_writer();
             let sources = clip(tracer.visits_of(*q), e.first_contact, req.to);
             let exposures =
                 tracer.exposures(&sources, |r| r == case || r == *q || in_f1.contains_key(&r));
+            let index = &*tracer.guard;
+            let name = |p: u32| index.persons.get(p);
             for (r, x) in exposures {
                 if x.total < threshold {
                     continue;
@@ -151,6 +169,8 @@ pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
                 }
             }
         }
+        let index = &*tracer.guard;
+        let name = |p: u32| index.persons.get(p);
         let mut f2: Vec<(u32, (i64, u32, i64))> = best.into_iter().collect();
         f2.sort_by(|a, b| {
             Reverse(a.1 .0)
@@ -168,6 +188,8 @@ pub(crate) fn trace(index: &Index, req: &TraceRequest) -> Option<TraceResult> {
             .collect();
     }
 
+    let index = &*tracer.guard;
+    let name = |p: u32| index.persons.get(p);
     let f1_out = f1
         .into_iter()
         .map(|(q, e)| {
