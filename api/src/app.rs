@@ -147,7 +147,7 @@ impl App {
         self.inner.metrics.observe_request(
             route,
             method.as_str(),
-            resp.status().as_u16(),
+            resp.status().as_str(),
             started.elapsed(),
         );
         Ok(resp)

@@ -146,10 +146,9 @@ impl Metrics {
     }
 
     /// Counts one answered request. `route` is a pattern or [`UNMATCHED`].
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let mut buf = itoa_buf(status);
+    pub fn observe_request(&self, route: &str, method: &str, status: &str, elapsed: Duration) {
         self.http_requests
-            .with_label_values(&[route, method_label(method), status_str(&mut buf)])
+            .with_label_values(&[route, method_label(method), status])
             .inc();
         self.http_duration
             .with_label_values(&[route])
@@ -226,19 +225,6 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
-fn itoa_buf(status: u16) -> [u8; 3] {
-    let s = status.clamp(100, 999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
-}
-
-fn status_str(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -247,8 +233,8 @@ mod tests {
     #[test]
     fn exposition_has_every_contract_family() {
         let m = Metrics::new().unwrap();
-        m.observe_request("/v1/scans", "POST", 200, Duration::from_millis(3));
-        m.observe_request(UNMATCHED, "BREW", 404, Duration::from_millis(1));
+        m.observe_request("/v1/scans", "POST", "200", Duration::from_millis(3));
+        m.observe_request(UNMATCHED, "BREW", "404", Duration::from_millis(1));
         m.observe_sync(Duration::from_micros(300));
         m.observe_trace(2, Duration::from_millis(2));
         m.record_outcome(&IngestOutcome {
