@@ -49,6 +49,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
 
+    /// Capacity in bytes of one log segment file (preallocated; at least 65536). Retention frees
+    /// disk a whole segment at a time, so smaller segments free space sooner; larger ones mean
+    /// fewer files. Applies to segments created from now on.
+    #[arg(long, env = "CHECKIN_SEGMENT_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(65_536..=(1 << 40)))]
+    pub segment_bytes: u64,
+
     /// Open connections at most; further connections are answered 503 and closed.
     #[arg(long, env = "CHECKIN_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -74,6 +81,7 @@ impl Cli {
         };
         config.default_stay_s = self.default_stay;
         config.retention_days = self.retention_days;
+        config.segment_bytes = self.segment_bytes;
         config
     }
 
@@ -134,6 +142,7 @@ mod tests {
         assert_eq!(cfg.durability, Durability::Fsync);
         assert_eq!(cfg.default_stay_s, 7200);
         assert_eq!(cfg.retention_days, 21);
+        assert_eq!(cfg.segment_bytes, 64 << 20);
     }
 
     #[test]
@@ -153,6 +162,9 @@ mod tests {
         assert!(Cli::try_parse_from(["checkin-server", "--durability", "never"]).is_err());
         assert!(Cli::try_parse_from(["checkin-server", "--default-stay", "0"]).is_err());
         assert!(Cli::try_parse_from(["checkin-server", "--default-stay", "86401"]).is_err());
+        assert!(Cli::try_parse_from(["checkin-server", "--segment-bytes", "1000"]).is_err());
+        let cli = Cli::try_parse_from(["checkin-server", "--segment-bytes", "65536"]).unwrap();
+        assert_eq!(cli.engine_config().segment_bytes, 65_536);
     }
 
     #[test]

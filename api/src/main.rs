@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         durability = ?cli.durability,
         default_stay_s = cli.default_stay,
         retention_days = cli.retention_days,
+        segment_bytes = cli.segment_bytes,
         open_mode = app.is_open(),
         "checkin-server started"
     );
