@@ -12,7 +12,7 @@ mod model;
 use std::time::{Duration, Instant};
 
 use engine::Action;
-use model::strategies::world;
+use model::strategies::any_world;
 use model::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -136,7 +136,7 @@ proptest! {
     /// the clock to a point in between and to `T1`, ingest late scans at `T1`, move to `T2`.
     #[test]
     fn occupancy_matches_model(
-        w in world(-2000, 1800, 40),
+        w in any_world(-2000, 1800, 40),
         late in prop::collection::vec(prop::bool::weighted(0.3), 40),
         d1 in 0i64..1500,
         mid in 0i64..1500,

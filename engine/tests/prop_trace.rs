@@ -11,7 +11,7 @@
 mod model;
 
 use engine::TraceRequest;
-use model::strategies::world;
+use model::strategies::{any_world, grid_world, world};
 use model::*;
 use proptest::prelude::*;
 
@@ -285,7 +285,7 @@ proptest! {
     /// Property 4: depth 1 and 2 traces equal the model's, field by field and in order.
     #[test]
     fn trace_matches_model(
-        w in world(-3000, 300, 48),
+        w in any_world(-3000, 300, 48),
         seed in any::<u64>(),
         reqs in prop::collection::vec(raw_req(), 1..6),
         full_window_min in prop_oneof![Just(0i64), 1i64..200],
@@ -315,5 +315,82 @@ proptest! {
                 r.person, r.from - T0, r.to - T0, r.min_overlap_s, r.depth
             );
         }
+    }
+}
+
+/// The generators are only useful if they produce the situations the contract singles out; this
+/// checks (on the model alone, deterministically) that a fair share of worlds has each of them.
+#[test]
+fn generators_exercise_the_interesting_cases() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let plain = world(-3000, 300, 48);
+    let grid = grid_world(-3000, 300, 48);
+    let n = 200;
+    let mut seen = [0u32; 8];
+    for i in 0..n {
+        let w = if i % 2 == 0 {
+            plain.new_tree(&mut runner).unwrap().current()
+        } else {
+            grid.new_tree(&mut runner).unwrap().current()
+        };
+        let m = w.model();
+        let mut hit = [false; 8];
+        for p in &w.persons {
+            let visits = m.all_visits(p);
+            hit[0] |= visits.iter().any(|v| v.start == v.end);
+            hit[1] |= visits.iter().any(|v| v.end - v.start > m.stay(&v.venue));
+            hit[2] |= visits.windows(2).any(|x| x[0].end == x[1].start);
+            let mine: Vec<&Scan> = m.scans.iter().filter(|s| &s.person == p).collect();
+            hit[3] |= mine
+                .iter()
+                .any(|a| mine.iter().any(|b| a.ts == b.ts && a != b));
+            let t = m
+                .trace(&request(p, FAR_PAST, FAR_FUTURE, 60, 2))
+                .unwrap_or_else(|| m.trace(&request(p, T0, T0, 0, 2)).unwrap_or_else(empty));
+            hit[4] |= !t.f1.is_empty();
+            hit[5] |= !t.f2.is_empty();
+            hit[6] |= t.f1.windows(2).any(|x| x[0].exposure_s == x[1].exposure_s);
+            // An F2 contact reached with the same largest exposure through two F1 persons.
+            hit[7] |= t.f2.iter().any(|r| {
+                let rv = m.all_visits(&r.person);
+                let ties = t.f1.iter().filter(|q| {
+                    let qv = clip(&m.all_visits(&q.person), q.first_contact, t.to);
+                    exposure(&qv, &rv).0 == r.exposure_s
+                });
+                ties.count() >= 2
+            });
+        }
+        for (s, h) in seen.iter_mut().zip(hit) {
+            *s += u32::from(h);
+        }
+    }
+    let names = [
+        "zero-length visit",
+        "re-scan extension",
+        "back-to-back visits",
+        "equal-ts scans of one person",
+        "F1 contact",
+        "F2 contact",
+        "F1 exposure tie",
+        "F2 via tie",
+    ];
+    for (name, s) in names.iter().zip(seen) {
+        eprintln!("{name}: {s}/{n} worlds (half plain, half grid)");
+        assert!(s * 40 >= n, "{name} in only {s} of {n} worlds");
+    }
+}
+
+fn empty() -> engine::TraceResult {
+    engine::TraceResult {
+        case: "".into(),
+        from: 0,
+        to: 0,
+        min_overlap_s: 0,
+        visits: vec![],
+        f1: vec![],
+        f2: vec![],
     }
 }

@@ -13,7 +13,7 @@
 mod model;
 
 use engine::{Action, RejectReason, ScanInput, ScanItem};
-use model::strategies::world;
+use model::strategies::any_world;
 use model::*;
 use proptest::prelude::*;
 
@@ -348,7 +348,7 @@ proptest! {
     /// and duplicates.
     #[test]
     fn visits_match_model(
-        w in world(-3000, 300, 48),
+        w in any_world(-3000, 300, 48),
         dup_picks in prop::collection::vec(any::<usize>(), 0..8),
         seed in any::<u64>(),
         windows in prop::collection::vec((-3600i64..1200, -3600i64..1200), 1..4),
@@ -386,7 +386,7 @@ proptest! {
     /// Property 2: two engines fed the same scans in different orders and batchings answer alike.
     #[test]
     fn order_independence(
-        w in world(-3000, 300, 48),
+        w in any_world(-3000, 300, 48),
         seeds in (any::<u64>(), any::<u64>()),
         min_overlap in prop_oneof![Just(0i64), 1i64..300],
     ) {
@@ -401,7 +401,7 @@ proptest! {
     /// counted in `duplicates`.
     #[test]
     fn duplicates_change_nothing(
-        w in world(-3000, 300, 40),
+        w in any_world(-3000, 300, 40),
         seed in any::<u64>(),
         picks in prop::collection::vec(any::<usize>(), 1..20),
         min_overlap in prop_oneof![Just(0i64), 1i64..300],

@@ -496,10 +496,19 @@ pub mod strategies {
     use super::*;
     use proptest::prelude::*;
 
-    /// A timestamp offset in `[lo, hi]`: half the time on a 60 s grid (ties are frequent), half
-    /// anywhere.
+    /// A timestamp offset in `[lo, hi]`: often on a 300 s or 60 s grid (ties are frequent),
+    /// otherwise anywhere.
     pub fn ts_offset(lo: i64, hi: i64) -> impl Strategy<Value = i64> {
-        prop_oneof![(lo / 60..=hi / 60).prop_map(|k| k * 60), (lo..=hi),]
+        prop_oneof![
+            1 => (lo / 300..=hi / 300).prop_map(|k| k * 300),
+            2 => (lo / 60..=hi / 60).prop_map(|k| k * 60),
+            2 => (lo..=hi),
+        ]
+    }
+
+    /// A stay of 60–600 s, half the time a whole number of minutes (so exposures tie).
+    pub fn stay() -> impl Strategy<Value = u32> {
+        prop_oneof![(1u32..=10).prop_map(|k| k * 60), 60u32..=600]
     }
 
     /// One raw scan with a timestamp offset in `[lo, hi]`; about one in three is an "out".
@@ -517,11 +526,39 @@ pub mod strategies {
     pub fn world(lo: i64, hi: i64, max_scans: usize) -> impl Strategy<Value = World> {
         (
             3usize..=8,
-            prop::collection::vec(prop_oneof![1 => Just(0u32), 4 => 60u32..=600], 2..=4),
-            60u32..=600,
+            prop::collection::vec(prop_oneof![1 => Just(0u32), 4 => stay()], 2..=4),
+            stay(),
             prop::collection::vec(raw_scan(lo, hi), 0..=max_scans),
         )
             .prop_map(|(n, stays, d, raw)| build_world(n, &stays, d, &raw))
+    }
+
+    /// Like [`world`], with every timestamp and stay on a 60 s (often 300 s) grid and 2 venues:
+    /// exposures tie often, so F1 ordering and F2 `via` tie-breaks are exercised.
+    pub fn grid_world(lo: i64, hi: i64, max_scans: usize) -> impl Strategy<Value = World> {
+        let ts = prop_oneof![
+            (lo / 300..=hi / 300).prop_map(|k| k * 300),
+            (lo / 60..=hi / 60).prop_map(|k| k * 60),
+        ];
+        let grid_stay = prop_oneof![
+            (1u32..=2).prop_map(|k| k * 300),
+            (1u32..=10).prop_map(|k| k * 60)
+        ];
+        (
+            3usize..=8,
+            prop::collection::vec(grid_stay.clone(), 2..=2),
+            grid_stay,
+            prop::collection::vec(
+                (0usize..8, 0usize..4, ts, prop::bool::weighted(0.35)),
+                0..=max_scans,
+            ),
+        )
+            .prop_map(|(n, stays, d, raw)| build_world(n, &stays, d, &raw))
+    }
+
+    /// Either kind of world, half and half.
+    pub fn any_world(lo: i64, hi: i64, max_scans: usize) -> impl Strategy<Value = World> {
+        prop_oneof![world(lo, hi, max_scans), grid_world(lo, hi, max_scans)]
     }
 }
 
