@@ -38,8 +38,14 @@ pub fn body_format(headers: &HeaderMap, ndjson_ok: bool) -> Result<ScanFormat, A
     } else {
         "application/json"
     };
+    // `curl -d` sends this type unless told otherwise: say how to fix it.
+    let hint = if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        " (curl -d sends this type by default: add -H 'Content-Type: application/json')"
+    } else {
+        ""
+    };
     Err(ApiError::UnsupportedMediaType(format!(
-        "Content-Type '{value}' is not accepted here; send {accepted}"
+        "Content-Type '{value}' is not accepted here; send {accepted}{hint}"
     )))
 }
 

@@ -146,6 +146,13 @@ pub(crate) fn venue(app: &App, ctx: &Ctx) -> Answer {
     )
 }
 
+#[derive(Serialize)]
+struct OccupancyOut<'a> {
+    venue: &'a str,
+    present: u32,
+    as_of: i64,
+}
+
 pub(crate) fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
     let engine = app.engine();
     let present = engine
@@ -153,7 +160,11 @@ pub(crate) fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
         .ok_or_else(|| unknown_venue(&ctx.param))?;
     json(
         StatusCode::OK,
-        &serde_json::json!({"venue": ctx.param, "present": present, "as_of": engine.now()}),
+        &OccupancyOut {
+            venue: &ctx.param,
+            present,
+            as_of: engine.now(),
+        },
     )
 }
 
@@ -491,6 +502,11 @@ struct AuditOut<'a> {
     subject: &'a str,
 }
 
+#[derive(Serialize)]
+struct AuditListOut<'a> {
+    entries: Vec<AuditOut<'a>>,
+}
+
 pub(crate) async fn audit(app: &App, ctx: &Ctx) -> Answer {
     let since = int_param(ctx, "since")?.unwrap_or(0);
     let engine = app.engine().clone();
@@ -506,5 +522,5 @@ pub(crate) async fn audit(app: &App, ctx: &Ctx) -> Answer {
             subject: &e.subject,
         })
         .collect();
-    json(StatusCode::OK, &serde_json::json!({ "entries": entries }))
+    json(StatusCode::OK, &AuditListOut { entries })
 }

@@ -13,6 +13,16 @@ use hyper::{Response, StatusCode};
 /// The response body type of every route: a whole body, or a live stream (Server-Sent Events).
 pub type Body = Either<Full<Bytes>, http_body_util::channel::Channel<Bytes>>;
 
+/// The RFC 9457 members, in the RFC's order.
+#[derive(serde::Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_uri: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_S: u32 = 5;
 
@@ -122,13 +132,14 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let detail = self.to_string();
-        let body = serde_json::json!({
-            "type": self.type_uri(),
-            "title": self.title(),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body.to_string()))));
+        let body = serde_json::to_vec(&Problem {
+            type_uri: self.type_uri(),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: &detail,
+        })
+        .unwrap_or_default();
+        let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
         headers.insert(
