@@ -556,6 +556,38 @@ mod tests {
         }
     }
 
+    /// Decoder throughput on NDJSON batches of 1,000 (run with
+    /// `cargo test --release -p checkin-api decode_throughput -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn decode_throughput() {
+        let batch: String = (0..1000)
+            .map(|i| {
+                format!(
+                    "{{\"person\":\"p{:06}\",\"venue\":\"V-{:05}\",\"ts\":{},\"action\":\"{}\"}}\n",
+                    i * 7919 % 100_000,
+                    i * 31 % 10_000,
+                    1_800_000_000 + i,
+                    if i % 2 == 0 { "in" } else { "out" }
+                )
+            })
+            .collect();
+        let rounds = 2000;
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        for _ in 0..rounds {
+            n += decode_scans(batch.as_bytes(), ScanFormat::Ndjson)
+                .unwrap()
+                .len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "decoded {n} scans in {secs:.3} s: {:.0} scans/s on one core ({:.0} MB/s)",
+            n as f64 / secs,
+            (batch.len() * rounds) as f64 / secs / 1e6
+        );
+    }
+
     #[test]
     fn trace_bodies() {
         let t = decode_trace(br#"{"person":"p","depth":1,"x":null}"#).unwrap();
