@@ -113,18 +113,26 @@ impl ApiError {
     }
 
     /// Maps an engine error: retryable conditions are 503, the rest 500 (never the client's fault).
+    /// The detail names the condition without internal paths; the full error goes to the log,
+    /// at most one line every ten seconds so a failing disk cannot flood it.
     pub fn from_engine(err: &engine::Error) -> ApiError {
-        match err {
-            engine::Error::InvalidVenue(e) => ApiError::BadRequest(e.to_string()),
-            engine::Error::InvalidTrace(e) => ApiError::BadRequest(e.to_string()),
-            e if e.is_unavailable() => {
-                tracing::warn!(error = %e, "store unavailable");
-                ApiError::Unavailable(format!("the store cannot serve this request now: {e}"))
+        use engine::Error as E;
+        let detail = match err {
+            E::InvalidVenue(e) => return ApiError::BadRequest(e.to_string()),
+            E::InvalidTrace(e) => return ApiError::BadRequest(e.to_string()),
+            E::NoSpace(_) => "the store is out of disk space; nothing of this request was acknowledged",
+            E::ShuttingDown => "the server is shutting down; retry shortly",
+            E::Poisoned(_) => {
+                "the store stopped acknowledging after a failed disk write; the operator must restart it"
             }
-            e => {
-                tracing::error!(error = %e, "store error");
-                ApiError::Internal("the store failed; the operator has been told in the log".into())
-            }
+            E::Io { .. } => "the store could not write to disk; nothing of this request was acknowledged",
+            _ => "",
+        };
+        log_limited(err);
+        if err.is_unavailable() {
+            ApiError::Unavailable(detail.to_owned())
+        } else {
+            ApiError::Internal("the store failed; the operator has been told in the log".into())
         }
     }
 
@@ -168,6 +176,27 @@ impl ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+/// Logs a store error, at most once every ten seconds.
+fn log_limited(err: &engine::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prev = LAST.load(Ordering::Relaxed);
+    if now >= prev.saturating_add(10)
+        && LAST
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "store unavailable: answering 503 (logged at most every 10 s)");
+        } else {
+            tracing::error!(error = %err, "store error: answering 500 (logged at most every 10 s)");
+        }
     }
 }
 
