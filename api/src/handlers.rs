@@ -88,9 +88,8 @@ fn unknown_venue(id: &str) -> ApiError {
 pub(crate) fn healthz(app: &App) -> Answer {
     match app.engine().health() {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        Err(e) => Err(ApiError::Unavailable(format!(
-            "the store is not healthy: {e}"
-        ))),
+        // The same 503 as ingestion gets, without internal paths (this route needs no token).
+        Err(e) => Err(ApiError::from_engine(&e)),
     }
 }
 
