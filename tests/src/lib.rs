@@ -861,7 +861,9 @@ impl Ingest {
                             k += 1;
                             let venue = format!("V{}", rng.range(0, venues as u64));
                             let ts = t_now - rng.range(ts_age.0 as u64, ts_age.1 as u64) as i64;
-                            let pair = framing != Framing::Object && rng.chance(0.5);
+                            // The check-out must not be in the future (300 s skew allowance).
+                            let pair =
+                                framing != Framing::Object && rng.chance(0.5) && ts + 600 <= t_now;
                             batch.push(Scan {
                                 person: person.clone(),
                                 venue: venue.clone(),
