@@ -23,27 +23,67 @@ struct Exposure {
     venues: Vec<u32>,
 }
 
+/// A person's derived visits in the tracer's arena, and the last source visit that looked at them.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    start: u32,
+    len: u32,
+    stamp: u32,
+}
+
 struct Tracer<'a> {
     /// The shared index lock, held for the whole trace but yielded to a waiting writer between
     /// F1 persons of a depth-2 trace (`bump`), so a long trace never stalls ingestion for long.
     guard: RwLockReadGuard<'a, Index>,
-    visits: FxHashMap<u32, Vec<RawVisit>>,
+    /// Visits of every person looked at so far, derived once per trace, back to back.
+    arena: Vec<RawVisit>,
+    cache: FxHashMap<u32, Cached>,
+    /// Incremented per source visit, so a person with several in-scans in one window is counted
+    /// once for it (instead of sorting and deduplicating the candidates).
+    stamp: u32,
 }
 
 impl<'a> Tracer<'a> {
+    fn new(guard: RwLockReadGuard<'a, Index>) -> Tracer<'a> {
+        Tracer {
+            guard,
+            arena: Vec::new(),
+            cache: FxHashMap::default(),
+            stamp: 0,
+        }
+    }
+
     /// Lets a waiting writer in. Cached visits may then be slightly older than the index: the
     /// trace is a consistent answer for the scans stored when each person was first looked at.
     fn yield_to_writer(&mut self) {
         RwLockReadGuard::bump(&mut self.guard);
     }
 
-    fn visits_of(&mut self, person: u32) -> &[RawVisit] {
+    fn cached(&mut self, person: u32) -> Cached {
+        if let Some(c) = self.cache.get(&person) {
+            return *c;
+        }
+        let start = self.arena.len();
         let index = &*self.guard;
-        self.visits.entry(person).or_insert_with(|| {
-            let mut v = Vec::new();
-            index.raw_visits(person, &mut v);
-            v
-        })
+        let arena = &mut self.arena;
+        crate::visits::derive(
+            &index.person_keys[person as usize],
+            |v| index.stay(v),
+            |v| index.venue_name(v),
+            |r| arena.push(r),
+        );
+        let c = Cached {
+            start: start as u32,
+            len: (self.arena.len() - start) as u32,
+            stamp: 0,
+        };
+        self.cache.insert(person, c);
+        c
+    }
+
+    fn visits_of(&mut self, person: u32) -> &[RawVisit] {
+        let c = self.cached(person);
+        &self.arena[c.start as usize..(c.start + c.len) as usize]
     }
 
     /// Exposures of every other person to the `sources` visits (the case's, or an F1's), keyed by
@@ -54,27 +94,37 @@ impl<'a> Tracer<'a> {
         skip: impl Fn(u32) -> bool,
     ) -> FxHashMap<u32, Exposure> {
         let mut out: FxHashMap<u32, Exposure> = FxHashMap::default();
-        let mut candidates: Vec<u32> = Vec::new();
         for c in sources {
-            let index = &*self.guard;
-            let Some(ins) = index.venue_ins.get(c.venue as usize) else {
-                continue;
+            self.stamp += 1;
+            let stamp = self.stamp;
+            let (lo, hi) = {
+                let index = &*self.guard;
+                let Some(ins) = index.venue_ins.get(c.venue as usize) else {
+                    continue;
+                };
+                let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
+                let hi_ts = c.end.max(0) as u64;
+                (
+                    ins.partition_point(|&k| (k >> 32) < lo_ts),
+                    ins.partition_point(|&k| (k >> 32) <= hi_ts),
+                )
             };
-            let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
-            let hi_ts = c.end.max(0) as u64;
-            let lo = ins.partition_point(|&k| (k >> 32) < lo_ts);
-            let hi = ins.partition_point(|&k| (k >> 32) <= hi_ts);
-            candidates.clear();
-            candidates.extend(ins[lo..hi].iter().map(|&k| k as u32));
-            candidates.sort_unstable();
-            candidates.dedup();
-            for &q in &candidates {
+            for i in lo..hi {
+                let q = self.guard.venue_ins[c.venue as usize][i] as u32;
                 if skip(q) {
                     continue;
                 }
+                let entry = self.cached(q);
+                if entry.stamp == stamp {
+                    continue;
+                }
+                if let Some(e) = self.cache.get_mut(&q) {
+                    e.stamp = stamp;
+                }
                 let mut sum = 0i64;
                 let mut first = i64::MAX;
-                for v in self.visits_of(q) {
+                let visits = &self.arena[entry.start as usize..(entry.start + entry.len) as usize];
+                for v in visits {
                     if v.venue != c.venue {
                         continue;
                     }
@@ -122,10 +172,7 @@ fn clip(visits: &[RawVisit], from: i64, to: i64) -> Vec<RawVisit> {
 pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Option<TraceResult> {
     let case = guard.person(&req.person)?;
     let threshold = req.min_overlap_s.max(1);
-    let mut tracer = Tracer {
-        guard,
-        visits: FxHashMap::default(),
-    };
+    let mut tracer = Tracer::new(guard);
     let mut case_visits = clip(tracer.visits_of(case), req.from, req.to);
     case_visits.sort_by_key(|v| v.start);
 
