@@ -394,7 +394,17 @@ impl Stream {
     /// Reads until `buf` contains `needle` (or the timeout passes); true if found.
     pub async fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.buf.contains(needle) {
+        // Search only what arrived since the last look (the buffer may grow to megabytes).
+        let mut from: usize = 0;
+        loop {
+            let mut start = from.saturating_sub(needle.len());
+            while !self.buf.is_char_boundary(start) {
+                start -= 1;
+            }
+            if self.buf[start..].contains(needle) {
+                return true;
+            }
+            from = self.buf.len();
             match tokio::time::timeout_at(deadline, self.body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
@@ -404,7 +414,6 @@ impl Stream {
                 _ => return false,
             }
         }
-        true
     }
 
     /// Reads until the stream ends (or the timeout passes); true if it ended.
