@@ -2,7 +2,9 @@
 //!
 //! `cargo run --release -p checkin-bench --bin memory -- --scans 10000000`
 //!
-//! 1. Measures the disk's `write + fdatasync` latency (4 KiB and 32 KiB appends, 200 rounds).
+//! 1. Measures the disk's `write + fdatasync` latency (4 KiB and 32 KiB, 200 rounds: appending,
+//!    overwriting written blocks, overwriting `fallocate`d blocks) and the engine's own group-commit
+//!    durations (`on_sync`) over 200,000 scans in Durability::Fsync. `--probe-only` stops there.
 //! 2. Generates the data set (compact, before the baseline), opens a fresh store (Durability::Os)
 //!    in the cache directory of `target/bench-stores`, reads VmRSS/RssAnon/RssFile, ingests every
 //!    scan in batches of 1,000 with 4 in flight, reads them again and reports bytes per stored scan
@@ -25,6 +27,7 @@ struct Args {
     scans: u64,
     reopen: bool,
     skip_load: bool,
+    probe_only: bool,
     traces: usize,
 }
 
@@ -33,6 +36,7 @@ fn parse_args() -> Args {
         scans: 10_000_000,
         reopen: false,
         skip_load: false,
+        probe_only: false,
         traces: 2_000,
     };
     let mut it = std::env::args().skip(1);
@@ -42,6 +46,7 @@ fn parse_args() -> Args {
             "--traces" => a.traces = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.traces),
             "--reopen" => a.reopen = true,
             "--skip-load" => a.skip_load = true,
+            "--probe-only" => a.probe_only = true,
             other => eprintln!("ignoring unknown argument {other}"),
         }
     }
@@ -63,22 +68,89 @@ fn fmt_d(d: Duration) -> String {
     }
 }
 
-/// Median latency of appending `size` bytes and `fdatasync`ing, on the benchmark disk.
-fn fsync_latency(size: usize, rounds: usize) -> std::io::Result<[Duration; 4]> {
+/// How the probe file's blocks exist before the timed writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prep {
+    /// Appending to an empty file (every sync also commits the new size).
+    Append,
+    /// Overwriting blocks written (zeros) and synced beforehand: pure data sync.
+    Prewritten,
+    /// Overwriting blocks preallocated by `fallocate(1)` (unwritten extents, like the engine's
+    /// `posix_fallocate`d segments): every sync also converts extents in the journal.
+    Fallocated,
+}
+
+/// Latency of writing `size` bytes at the next offset and `fdatasync`ing, on the benchmark disk.
+fn fsync_latency(size: usize, rounds: usize, prep: Prep) -> std::io::Result<[Duration; 4]> {
+    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir_in(scratch_root())?;
-    let mut f = OpenOptions::new()
+    let path = dir.path().join("fsync-probe");
+    let total = (size * rounds) as u64;
+    match prep {
+        Prep::Append => {}
+        Prep::Prewritten => {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&vec![0u8; total as usize])?;
+            f.sync_all()?;
+        }
+        Prep::Fallocated => {
+            let ok = Command::new("fallocate")
+                .args(["-l", &total.to_string()])
+                .arg(&path)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(std::io::Error::other("fallocate(1) unavailable"));
+            }
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    let f = OpenOptions::new()
         .create(true)
-        .append(true)
-        .open(dir.path().join("fsync-probe"))?;
+        .write(true)
+        .truncate(false)
+        .open(&path)?;
     let buf = vec![0xA5u8; size];
     let mut times = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    for i in 0..rounds {
         let t = Instant::now();
-        f.write_all(&buf)?;
+        f.write_all_at(&buf, (i * size) as u64)?;
         f.sync_data()?;
         times.push(t.elapsed());
     }
     Ok(percentiles(times))
+}
+
+/// Group-commit durations the engine itself reports (`on_sync`) while ingesting `n` scans in
+/// Durability::Fsync, batches of 1,000, 4 in flight.
+fn engine_sync_times(n: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let p = Params::standard(n);
+    let dir = tempfile::tempdir_in(scratch_root())?;
+    let (e, _clock) = fresh_engine(dir.path(), &p, Durability::Fsync)?;
+    let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = times.clone();
+    e.on_sync(Box::new(move |d| {
+        if let Ok(mut v) = sink.lock() {
+            v.push(d);
+        }
+    }));
+    let t = Instant::now();
+    let totals = ingest_pipelined(&e, ScanStream::new(&p).batches(1_000), 4)?;
+    let took = t.elapsed();
+    e.shutdown()?;
+    let v = times.lock().map(|v| v.clone()).unwrap_or_default();
+    let syncs = v.len();
+    let [p50, p90, p99, max] = percentiles(v);
+    println!(
+        "engine group commits (Fsync, {} scans, b1000, 4 in flight): {:.0} scans/s, {syncs} syncs, sync median {} p90 {} p99 {} max {}",
+        totals.items,
+        totals.items as f64 / took.as_secs_f64(),
+        fmt_d(p50),
+        fmt_d(p90),
+        fmt_d(p99),
+        fmt_d(max)
+    );
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -92,15 +164,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("params: {p:?}");
     println!("store: {}", dir.display());
 
-    for size in [4_096usize, 32_768] {
-        let [p50, p90, p99, max] = fsync_latency(size, 200)?;
-        println!(
-            "disk write+fdatasync {size} B x200: median {} p90 {} p99 {} max {}",
-            fmt_d(p50),
-            fmt_d(p90),
-            fmt_d(p99),
-            fmt_d(max)
-        );
+    for prep in [Prep::Append, Prep::Prewritten, Prep::Fallocated] {
+        for size in [4_096usize, 32_768] {
+            match fsync_latency(size, 200, prep) {
+                Ok([p50, p90, p99, max]) => println!(
+                    "disk write+fdatasync {prep:?} {size} B x200: median {} p90 {} p99 {} max {}",
+                    fmt_d(p50),
+                    fmt_d(p90),
+                    fmt_d(p99),
+                    fmt_d(max)
+                ),
+                Err(e) => println!("disk write+fdatasync {prep:?} {size} B: {e}"),
+            }
+        }
+    }
+    engine_sync_times(200_000)?;
+    if args.probe_only {
+        return Ok(());
     }
 
     if !args.skip_load {
