@@ -502,7 +502,7 @@ pub mod strategies {
         prop_oneof![
             1 => (lo / 300..=hi / 300).prop_map(|k| k * 300),
             2 => (lo / 60..=hi / 60).prop_map(|k| k * 60),
-            2 => (lo..=hi),
+            2 => lo..=hi,
         ]
     }
 
