@@ -830,6 +830,19 @@ impl Ingest {
         seed: u64,
         ts_age: (i64, i64),
     ) -> Ingest {
+        Ingest::start_paced(addr, prefix, threads, venues, seed, ts_age, Duration::ZERO)
+    }
+
+    /// Like [`Ingest::start`], each writer pausing `pause` after every request.
+    pub fn start_paced(
+        addr: SocketAddr,
+        prefix: &str,
+        threads: usize,
+        venues: usize,
+        seed: u64,
+        ts_age: (i64, i64),
+        pause: Duration,
+    ) -> Ingest {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
@@ -878,6 +891,9 @@ impl Ingest {
                                     out: true,
                                 });
                             }
+                        }
+                        if !pause.is_zero() {
+                            std::thread::sleep(pause);
                         }
                         sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         match post_scans(addr, &batch, framing) {

@@ -178,7 +178,16 @@ fn kill9_during_retention_purge_keeps_recent_acknowledged_scans() {
     // pass (about 60 s after start). Keep ingesting and kill -9 the instant a segment goes.
     let launch = launch.arg("--retention-days").arg("2");
     let server = ServerProcess::start(launch.clone());
-    let ingest = Ingest::start(server.addr, "new1", 2, VENUES, seed + 2, (600, 86_400));
+    // Paced: the wait is about a minute, and the point is the kill, not the volume.
+    let ingest = Ingest::start_paced(
+        server.addr,
+        "new1",
+        2,
+        VENUES,
+        seed + 2,
+        (600, 86_400),
+        Duration::from_millis(20),
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let first = segments(&data).first().cloned().unwrap();
     while first.exists() && Instant::now() < deadline {
