@@ -81,6 +81,8 @@ pub struct RecoveryReport {
     pub venues: usize,
     pub dropped: Vec<DroppedTail>,
     pub elapsed: Duration,
+    /// Where the time went: (phase, duration), in order.
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 /// What a retention pass removed.
@@ -247,9 +249,14 @@ impl Engine {
             );
         }
         let cutoff = now - config.retention_days as i64 * 86_400;
+        report
+            .phases
+            .push(("registry and audit", started.elapsed()));
         let recovered =
             recover_segments(&dir, &config, &registry, &mut index, cutoff, &mut report)?;
+        let t = Instant::now();
         index.finish_recovery(cutoff, now);
+        report.phases.push(("sort, prune, occupancy", t.elapsed()));
         report.scans = index.scans;
         report.venues = registry.len();
 
@@ -671,6 +678,7 @@ fn recover_segments(
     cutoff: i64,
     report: &mut RecoveryReport,
 ) -> Result<Recovered> {
+    let started = Instant::now();
     let files = log::list_segments(dir)?;
     let mut out = Recovered {
         segments: Mutex::new(Vec::new()),
@@ -681,6 +689,9 @@ fn recover_segments(
     let venues = registry.len() as u32;
     let count = files.len();
     let mut next_seq = 1u64;
+    let mut person_counts: Vec<u32> = Vec::new();
+    let mut venue_counts: Vec<u32> = vec![0; venues as usize];
+    let mut loaded: Vec<(Arc<Segment>, Vec<u32>, usize)> = Vec::new();
     for (i, (id, path)) in files.into_iter().enumerate() {
         let newest = i + 1 == count;
         let len = fs::metadata(&path)
@@ -730,6 +741,7 @@ fn recover_segments(
         }
         let mut locals: Vec<u32> = Vec::new();
         let mut records = 0u64;
+        let mut max_ts = i64::MIN;
         let stop = log::read_records(seg.map.bytes(), |rec| {
             let b = rec.batch;
             if b.first_new_person.to_native() as usize != locals.len() {
@@ -756,24 +768,20 @@ fn recover_segments(
             for p in b.new_persons.iter() {
                 locals.push(index.intern(p.as_str()));
             }
+            if person_counts.len() < index.person_keys.len() {
+                person_counts.resize(index.person_keys.len(), 0);
+            }
             let base = rec.base_seq;
-            for (k, s) in b.scans.iter().enumerate() {
+            // First pass: count, so the second can size every list exactly once.
+            for s in b.scans.iter() {
                 let ts = s.ts.to_native();
-                let person = locals[s.person.to_native() as usize];
-                let raw_venue = s.venue.to_native();
-                let venue = raw_venue & !log::OUT_BIT;
-                let out = raw_venue & log::OUT_BIT != 0;
-                seg.note_ts(ts);
-                let seq = base + k as u64;
+                max_ts = max_ts.max(ts);
                 if ts >= cutoff {
-                    index.push_unordered(person, venue, ts as u32, out);
-                    index.push_recent(EventRec {
-                        seq,
-                        person,
-                        venue,
-                        ts: ts as u32,
-                        out,
-                    });
+                    let raw_venue = s.venue.to_native();
+                    person_counts[locals[s.person.to_native() as usize] as usize] += 1;
+                    if raw_venue & log::OUT_BIT == 0 {
+                        venue_counts[raw_venue as usize] += 1;
+                    }
                 }
             }
             records += 1;
@@ -781,6 +789,7 @@ fn recover_segments(
             Ok(())
         });
         report.records += records;
+        seg.note_ts(max_ts);
         let end = match stop {
             ReadStop::End { offset } => offset,
             ReadStop::Damaged { offset, reason } => {
@@ -806,13 +815,114 @@ fn recover_segments(
         out.segments_push(&seg);
         if newest {
             out.active = Some(Active {
-                segment: seg,
+                segment: seg.clone(),
                 offset: end,
             });
-            out.active_locals = locals;
+        }
+        loaded.push((seg, locals, end));
+    }
+
+    report
+        .phases
+        .push(("read and validate segments", started.elapsed()));
+    let started = Instant::now();
+    // Second pass: every list has its final size reserved; fill them in log order.
+    for (p, &n) in person_counts.iter().enumerate() {
+        index.person_keys[p].reserve_exact(n as usize);
+    }
+    for (v, &n) in venue_counts.iter().enumerate() {
+        if let Some(ins) = index.venue_ins.get_mut(v) {
+            ins.reserve_exact(n as usize);
         }
     }
+    // Persons on one thread, venues and the recent-events window on this one: both read the
+    // same (mapped, already validated) records and write disjoint lists.
+    let Index {
+        person_keys,
+        venue_ins,
+        ..
+    } = &mut *index;
+    let loaded_ref = &loaded;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for (seg, locals, end) in loaded_ref {
+                log::read_records(&seg.map.bytes()[..*end], |rec| {
+                    for s in rec.batch.scans.iter() {
+                        let ts = s.ts.to_native();
+                        if ts < cutoff {
+                            continue;
+                        }
+                        let person = locals[s.person.to_native() as usize];
+                        let raw_venue = s.venue.to_native();
+                        person_keys[person as usize].push(visits::person_key(
+                            ts as u32,
+                            raw_venue & !log::OUT_BIT,
+                            raw_venue & log::OUT_BIT != 0,
+                        ));
+                    }
+                    Ok(())
+                });
+            }
+        });
+        for (seg, locals, end) in loaded_ref {
+            log::read_records(&seg.map.bytes()[..*end], |rec| {
+                for s in rec.batch.scans.iter() {
+                    let ts = s.ts.to_native();
+                    if ts < cutoff {
+                        continue;
+                    }
+                    let person = locals[s.person.to_native() as usize];
+                    let raw_venue = s.venue.to_native();
+                    if raw_venue & log::OUT_BIT == 0 {
+                        if let Some(ins) = venue_ins.get_mut(raw_venue as usize) {
+                            ins.push(((ts as u64) << 32) | person as u64);
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+    });
+    // The recent-events window: only the newest records matter, so walk back from the end.
+    let want = index.recent_cap;
+    let mut tail: Vec<EventRec> = Vec::new();
+    'segments: for (seg, locals, end) in loaded.iter().rev() {
+        let mut recs: Vec<EventRec> = Vec::new();
+        log::read_records(&seg.map.bytes()[..*end], |rec| {
+            let base = rec.base_seq;
+            for (k, s) in rec.batch.scans.iter().enumerate() {
+                let ts = s.ts.to_native();
+                if ts < cutoff {
+                    continue;
+                }
+                let raw_venue = s.venue.to_native();
+                recs.push(EventRec {
+                    seq: base + k as u64,
+                    person: locals[s.person.to_native() as usize],
+                    venue: raw_venue & !log::OUT_BIT,
+                    ts: ts as u32,
+                    out: raw_venue & log::OUT_BIT != 0,
+                });
+            }
+            Ok(())
+        });
+        recs.append(&mut tail);
+        tail = recs;
+        if tail.len() >= want {
+            break 'segments;
+        }
+    }
+    let skip = tail.len().saturating_sub(want);
+    // Events before the window are not replayable: say so to resuming clients.
+    index.recent_floor = tail.get(skip).map_or(next_seq, |e| e.seq);
+    for ev in tail.into_iter().skip(skip) {
+        index.push_recent(ev);
+    }
+    if let Some((_, locals, _)) = loaded.pop().filter(|_| out.active.is_some()) {
+        out.active_locals = locals;
+    }
     out.next_seq = next_seq;
+    report.phases.push(("fill indexes", started.elapsed()));
     Ok(out)
 }
 
@@ -1021,6 +1131,9 @@ impl WriterState {
     ) -> Vec<ScanEvent> {
         let now = shared.config.clock.now();
         let mut idx = shared.index.write();
+        // Catch up on deadlines and future scans due by now, so that occupancy right after this
+        // batch is exact rather than up to one ticker period behind.
+        idx.tick(now);
         let mut record = std::mem::take(&mut self.record);
         record.first_new_person = self.local_count;
         record.new_persons.clear();

@@ -116,17 +116,6 @@ impl Index {
         Some(key)
     }
 
-    /// Appends a scan during recovery, without ordering (see [`Index::finish_recovery`]).
-    pub(crate) fn push_unordered(&mut self, person: u32, venue: u32, ts: u32, out: bool) {
-        let key = person_key(ts, venue, out);
-        self.person_keys[person as usize].push(key);
-        if !out {
-            if let Some(ins) = self.venue_ins.get_mut(venue as usize) {
-                ins.push(((ts as u64) << 32) | person as u64);
-            }
-        }
-    }
-
     /// Sorts and deduplicates what recovery pushed, drops scans older than `cutoff`, trims spare
     /// capacity, and computes occupancy at `now`.
     pub(crate) fn finish_recovery(&mut self, cutoff: i64, now: i64) {

@@ -25,13 +25,18 @@ impl Interner {
         self.ends.len()
     }
 
-    /// The string of number `id`. Panics on a number this interner never gave out.
-    pub(crate) fn get(&self, id: u32) -> &str {
+    /// The bytes of number `id` (comparisons and hashing need no UTF-8 check; byte order is
+    /// the contract's order). Panics on a number this interner never gave out.
+    pub(crate) fn bytes(&self, id: u32) -> &[u8] {
         let i = id as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let end = self.ends[i] as usize;
+        &self.arena[start..self.ends[i] as usize]
+    }
+
+    /// The string of number `id`. Panics on a number this interner never gave out.
+    pub(crate) fn get(&self, id: u32) -> &str {
         // Only whole `&str`s are pushed into the arena, so every range is valid UTF-8.
-        std::str::from_utf8(&self.arena[start..end]).unwrap_or("")
+        std::str::from_utf8(self.bytes(id)).unwrap_or("")
     }
 
     fn hash(&self, s: &str) -> u64 {
@@ -42,17 +47,14 @@ impl Interner {
     pub(crate) fn find(&self, s: &str) -> Option<u32> {
         let hash = self.hash(s);
         self.table
-            .find(hash, |&id| self.get(id).as_bytes() == s.as_bytes())
+            .find(hash, |&id| self.bytes(id) == s.as_bytes())
             .copied()
     }
 
     /// The number of `s`, interning it if new. Returns `(id, was_new)`.
     pub(crate) fn intern(&mut self, s: &str) -> (u32, bool) {
         let hash = self.hash(s);
-        if let Some(&id) = self
-            .table
-            .find(hash, |&id| self.get(id).as_bytes() == s.as_bytes())
-        {
+        if let Some(&id) = self.table.find(hash, |&id| self.bytes(id) == s.as_bytes()) {
             return (id, false);
         }
         let id = self.ends.len() as u32;

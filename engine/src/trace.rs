@@ -183,8 +183,8 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         .collect();
     {
         let index = &*tracer.guard;
-        let name = |p: u32| index.persons.get(p);
-        f1.sort_by(|a, b| {
+        let name = |p: u32| index.persons.bytes(p);
+        f1.sort_unstable_by(|a, b| {
             b.1.total
                 .cmp(&a.1.total)
                 .then_with(|| name(a.0).cmp(name(b.0)))
@@ -202,7 +202,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
             let exposures =
                 tracer.exposures(&sources, |r| r == case || r == *q || in_f1.contains_key(&r));
             let index = &*tracer.guard;
-            let name = |p: u32| index.persons.get(p);
+            let name = |p: u32| index.persons.bytes(p);
             for (r, x) in exposures {
                 if x.total < threshold {
                     continue;
@@ -218,11 +218,12 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         }
         let index = &*tracer.guard;
         let name = |p: u32| index.persons.get(p);
+        let key = |p: u32| index.persons.bytes(p);
         let mut f2: Vec<(u32, (i64, u32, i64))> = best.into_iter().collect();
-        f2.sort_by(|a, b| {
+        f2.sort_unstable_by(|a, b| {
             Reverse(a.1 .0)
                 .cmp(&Reverse(b.1 .0))
-                .then_with(|| name(a.0).cmp(name(b.0)))
+                .then_with(|| key(a.0).cmp(key(b.0)))
         });
         f2_out = f2
             .into_iter()
