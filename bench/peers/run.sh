@@ -9,6 +9,8 @@
 #   TRACE_SECS=60           duration of each trace run
 #   CHECK_N=20              random persons in the correctness check (plus busiest persons etc.)
 #   PG_INDEX=btree          btree (venue, vstart, vend) or gist (venue, int8range) for the trace
+#   TRACE_DURABILITY=fsync  --durability of our server for the trace run (every trace appends a
+#                           durable audit entry first; "os" shows what that fsync costs)
 #   FSYNC_SECS=2            seconds per pg_test_fsync test
 #   WORK=                   work directory (default: a fresh mktemp -d, removed at the end)
 #   KEEP=0                  1: keep the work directory (data, logs, JSON reports)
@@ -24,6 +26,7 @@ INGEST_ROWS=${INGEST_ROWS:-0}
 TRACE_SECS=${TRACE_SECS:-60}
 CHECK_N=${CHECK_N:-20}
 PG_INDEX=${PG_INDEX:-btree}
+TRACE_DURABILITY=${TRACE_DURABILITY:-fsync}
 FSYNC_SECS=${FSYNC_SECS:-2}
 KEEP=${KEEP:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -107,7 +110,7 @@ echo "nproc: $(nproc)"
 free -g
 "$PGBIN/postgres" --version
 git -C "$ROOT" log -1 --format='checkin commit: %h %s'
-echo "settings: SCANS=$SCANS PERSONS=$PERSONS VENUES=$VENUES SEED=$SEED C=$C INGEST_ROWS=$INGEST_ROWS TRACE_SECS=$TRACE_SECS PG_INDEX=$PG_INDEX"
+echo "settings: SCANS=$SCANS PERSONS=$PERSONS VENUES=$VENUES SEED=$SEED C=$C INGEST_ROWS=$INGEST_ROWS TRACE_SECS=$TRACE_SECS PG_INDEX=$PG_INDEX TRACE_DURABILITY=$TRACE_DURABILITY"
 log "disk fsync latency (pg_test_fsync -s $FSYNC_SECS, file in $WORK)"
 "$PGBIN/pg_test_fsync" -s "$FSYNC_SECS" -f "$WORK/fsync.probe" | tee "$WORK/pg_test_fsync.txt"
 rm -f "$WORK/fsync.probe"
@@ -150,8 +153,8 @@ DSN="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres"
 "$PGBIN/psql" -X -At "$DSN" -c "SELECT 'postgres: ' || version() || '; wal_sync_method=' || current_setting('wal_sync_method') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')"
 
 # --- our server --------------------------------------------------------------------------------
-start_server() {
-    "$BIN/checkin-server" --listen "127.0.0.1:$SPORT" --data "$WORK/ours-data" \
+start_server() { # $1: durability
+    "$BIN/checkin-server" --listen "127.0.0.1:$SPORT" --data "$WORK/ours-data" --durability "$1" \
         >>"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 600); do
@@ -164,7 +167,7 @@ start_server() {
 SPORT=$(free_port)
 URL=http://127.0.0.1:$SPORT
 log "starting checkin-server (release, fsync durability, fresh data dir) on $URL"
-start_server
+start_server fsync
 
 ROWS_FLAG=()
 [[ $INGEST_ROWS != 0 ]] && ROWS_FLAG=(--scans "$INGEST_ROWS")
@@ -187,8 +190,8 @@ cp -a "$WORK/ours-data" "$WORK/ours-data-copy"
     --out "$WORK/visits.csv"
 rm -rf "$WORK/ours-data-copy"
 "$PY" "$HERE/peer.py" load-visits --dsn "$DSN" --csv "$WORK/visits.csv" --index "$PG_INDEX"
-log "restarting checkin-server on its data dir"
-start_server
+log "restarting checkin-server on its data dir (durability $TRACE_DURABILITY)"
+start_server "$TRACE_DURABILITY"
 
 # One fixed window for both systems: the contract's default (the last 14 days), fixed now.
 TO=$(date +%s)
