@@ -3,8 +3,9 @@
 //! Anything that may wait on the disk (ingestion acknowledgement, venue registration, audit
 //! appends, traces) runs off the tokio workers: ingestion through the engine's completion
 //! callback and a oneshot, the rest in `spawn_blocking`. Every person lookup and trace is written
-//! to the audit log, durably, before the answer is computed; if the audit entry cannot be stored
-//! the lookup is refused (503).
+//! to the audit log, durably, before the answer is sent: the audit append (an fsync) and the
+//! computation run side by side and the answer waits for both; if the audit entry cannot be
+//! stored the lookup is refused (503) and its result discarded.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -362,13 +363,13 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
         )));
     }
     let entry = audit_entry(&engine, ctx, &person);
-    let visits = blocking(move || {
-        engine.audit_append(entry)?;
-        Ok::<_, engine::Error>(engine.visits(&person, from, to))
-    })
-    .await?
-    .map_err(engine_err)?
-    .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", ctx.param)))?;
+    let audit_engine = engine.clone();
+    let audited = blocking(move || audit_engine.audit_append(entry));
+    let looked_up = blocking(move || engine.visits(&person, from, to));
+    let (audited, looked_up) = tokio::join!(audited, looked_up);
+    audited?.map_err(engine_err)?;
+    let visits = looked_up?
+        .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", ctx.param)))?;
     json(
         StatusCode::OK,
         &PersonVisitsOut {
@@ -429,16 +430,17 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let entry = audit_entry(&engine, ctx, &request.person);
     let metrics = app.inner.metrics.clone();
-    let result = blocking(move || {
-        engine.audit_append(entry)?;
+    let audit_engine = engine.clone();
+    let audited = blocking(move || audit_engine.audit_append(entry));
+    let traced = blocking(move || {
         let started = Instant::now();
         let result = engine.trace(&request);
         metrics.observe_trace(request.depth, started.elapsed());
-        Ok::<_, engine::Error>((result, request.person))
-    })
-    .await?
-    .map_err(engine_err)?;
-    let (result, person) = result;
+        (result, request.person)
+    });
+    let (audited, traced) = tokio::join!(audited, traced);
+    audited?.map_err(engine_err)?;
+    let (result, person) = traced?;
     let r = result.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
     json(
         StatusCode::OK,

@@ -1,0 +1,50 @@
+//! Runs depth-1 (or depth-2) traces for many persons of a store, for profiling:
+//! `cargo run --release -p checkin-engine --example trace_loop -- DIR NOW DEPTH COUNT`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::{Config, Durability, Engine, ManualClock, TraceRequest};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, now, depth, count] = args.as_slice() else {
+        return Err("usage: trace_loop DIR NOW DEPTH COUNT".into());
+    };
+    let now: i64 = now.parse()?;
+    let mut config = Config::new(dir);
+    config.durability = Durability::Os;
+    config.clock = Arc::new(ManualClock::new(now));
+    let engine = Engine::open(config)?;
+    let depth: u8 = depth.parse()?;
+    let count: usize = count.parse()?;
+    // The bench crate's person ids: "vn" and a scramble of the person number.
+    let persons: Vec<String> = (0..count as u64)
+        .map(|i| {
+            let n = (i * 7919) % 1_000_000;
+            format!("vn{:010x}", n.wrapping_mul(0x5_DEEC_E66D) & ((1 << 40) - 1))
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut f1 = 0usize;
+    for p in &persons {
+        let req = TraceRequest::new(p.clone(), None, None, None, Some(depth), now)?;
+        let t = Instant::now();
+        if let Some(r) = engine.trace(&req) {
+            f1 += r.f1.len();
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    if times.is_empty() {
+        return Err("no person found".into());
+    }
+    println!(
+        "{} traces, median {:?}, p90 {:?}, mean F1 {:.1}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        f1 as f64 / times.len() as f64
+    );
+    Ok(())
+}
