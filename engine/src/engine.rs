@@ -846,70 +846,43 @@ fn recover_segments(
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for (seg, locals, end) in loaded_ref {
-                log::read_records(&seg.map.bytes()[..*end], |rec| {
-                    for s in rec.batch.scans.iter() {
-                        let ts = s.ts.to_native();
-                        if ts < cutoff {
-                            continue;
-                        }
-                        let person = locals[s.person.to_native() as usize];
-                        let raw_venue = s.venue.to_native();
-                        person_keys[person as usize].push(visits::person_key(
-                            ts as u32,
-                            raw_venue & !log::OUT_BIT,
-                            raw_venue & log::OUT_BIT != 0,
-                        ));
-                    }
-                    Ok(())
+                for_each_loaded_scan(seg, locals, *end, cutoff, |_, person, raw_venue, ts| {
+                    person_keys[person as usize].push(visits::person_key(
+                        ts as u32,
+                        raw_venue & !log::OUT_BIT,
+                        raw_venue & log::OUT_BIT != 0,
+                    ));
                 });
             }
         });
         for (seg, locals, end) in loaded_ref {
-            log::read_records(&seg.map.bytes()[..*end], |rec| {
-                for s in rec.batch.scans.iter() {
-                    let ts = s.ts.to_native();
-                    if ts < cutoff {
-                        continue;
-                    }
-                    let person = locals[s.person.to_native() as usize];
-                    let raw_venue = s.venue.to_native();
-                    if raw_venue & log::OUT_BIT == 0 {
-                        if let Some(ins) = venue_ins.get_mut(raw_venue as usize) {
-                            ins.push(((ts as u64) << 32) | person as u64);
-                        }
+            for_each_loaded_scan(seg, locals, *end, cutoff, |_, person, raw_venue, ts| {
+                if raw_venue & log::OUT_BIT == 0 {
+                    if let Some(ins) = venue_ins.get_mut(raw_venue as usize) {
+                        ins.push(((ts as u64) << 32) | person as u64);
                     }
                 }
-                Ok(())
             });
         }
     });
     // The recent-events window: only the newest records matter, so walk back from the end.
     let want = index.recent_cap;
     let mut tail: Vec<EventRec> = Vec::new();
-    'segments: for (seg, locals, end) in loaded.iter().rev() {
+    for (seg, locals, end) in loaded.iter().rev() {
         let mut recs: Vec<EventRec> = Vec::new();
-        log::read_records(&seg.map.bytes()[..*end], |rec| {
-            let base = rec.base_seq;
-            for (k, s) in rec.batch.scans.iter().enumerate() {
-                let ts = s.ts.to_native();
-                if ts < cutoff {
-                    continue;
-                }
-                let raw_venue = s.venue.to_native();
-                recs.push(EventRec {
-                    seq: base + k as u64,
-                    person: locals[s.person.to_native() as usize],
-                    venue: raw_venue & !log::OUT_BIT,
-                    ts: ts as u32,
-                    out: raw_venue & log::OUT_BIT != 0,
-                });
-            }
-            Ok(())
+        for_each_loaded_scan(seg, locals, *end, cutoff, |seq, person, raw_venue, ts| {
+            recs.push(EventRec {
+                seq,
+                person,
+                venue: raw_venue & !log::OUT_BIT,
+                ts: ts as u32,
+                out: raw_venue & log::OUT_BIT != 0,
+            });
         });
         recs.append(&mut tail);
         tail = recs;
         if tail.len() >= want {
-            break 'segments;
+            break;
         }
     }
     let skip = tail.len().saturating_sub(want);
@@ -924,6 +897,27 @@ fn recover_segments(
     out.next_seq = next_seq;
     report.phases.push(("fill indexes", started.elapsed()));
     Ok(out)
+}
+
+/// Calls `f(seq, global person, raw venue (with the out bit), ts)` for each scan within retention
+/// in the first `end` bytes of a segment that recovery already validated.
+fn for_each_loaded_scan(
+    seg: &Segment,
+    locals: &[u32],
+    end: usize,
+    cutoff: i64,
+    mut f: impl FnMut(u64, u32, u32, i64),
+) {
+    log::read_records(&seg.map.bytes()[..end], |rec| {
+        for (k, s) in rec.batch.scans.iter().enumerate() {
+            let ts = s.ts.to_native();
+            if ts >= cutoff {
+                let person = locals[s.person.to_native() as usize];
+                f(rec.base_seq + k as u64, person, s.venue.to_native(), ts);
+            }
+        }
+        Ok(())
+    });
 }
 
 /// Zeroes a segment from `offset` to its end, so appends continue on clean ground.

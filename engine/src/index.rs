@@ -149,8 +149,8 @@ impl Index {
         }
     }
 
-    /// Replays one person's occupancy state from scratch.
-    pub(crate) fn recompute_occupancy(&mut self, person: u32, now: i64) {
+    /// Occupancy, and the read-only parts of the index it works from.
+    fn occupancy_parts(&mut self) -> (&mut Occupancy, View<'_>) {
         let Index {
             person_keys,
             stays,
@@ -158,54 +158,31 @@ impl Index {
             occupancy,
             ..
         } = self;
-        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
         let view = View {
-            keys: &person_keys[person as usize],
+            person_keys,
             stays,
-            name: &name,
+            venue_ids,
         };
+        (occupancy, view)
+    }
+
+    /// Replays one person's occupancy state from scratch.
+    pub(crate) fn recompute_occupancy(&mut self, person: u32, now: i64) {
+        let (occupancy, view) = self.occupancy_parts();
         occupancy.replay(person, &view, now);
         occupancy.refresh(person, now);
     }
 
     /// Updates occupancy for a newly stored scan.
     pub(crate) fn occupancy_on_scan(&mut self, person: u32, key: u64, now: i64) {
-        let Index {
-            person_keys,
-            stays,
-            venue_ids,
-            occupancy,
-            ..
-        } = self;
-        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
-        let view = View {
-            keys: &person_keys[person as usize],
-            stays,
-            name: &name,
-        };
+        let (occupancy, view) = self.occupancy_parts();
         occupancy.on_scan(person, key, &view, now);
     }
 
     /// Expires deadlines and activates future-stamped scans due by `now`.
     pub(crate) fn tick(&mut self, now: i64) {
-        let due = self.occupancy.due(now);
-        let Index {
-            person_keys,
-            stays,
-            venue_ids,
-            occupancy,
-            ..
-        } = self;
-        let name = |v: u32| venue_ids.get(v as usize).map_or("", |s| &**s);
-        for p in due {
-            let Some(keys) = person_keys.get(p as usize) else {
-                continue;
-            };
-            let view = View {
-                keys,
-                stays,
-                name: &name,
-            };
+        let (occupancy, view) = self.occupancy_parts();
+        for p in occupancy.due(now) {
             occupancy.tick_person(p, &view, now);
         }
     }

@@ -8,6 +8,8 @@
 //! Wheel entries are hints, checked against the person's state when they fire, so stale ones
 //! (a deadline extended since) cost nothing but the check.
 
+use std::sync::Arc;
+
 use crate::visits::{self, key_is_out, key_ts, key_venue, Machine, Open};
 
 /// Buckets of the timer wheel: one per second, more than the longest stay plus the future skew.
@@ -66,11 +68,26 @@ fn clamp_u32(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
 
-/// Read-only view of what occupancy needs from the indexes.
-pub(crate) struct View<'a, 'n> {
-    pub keys: &'a [u64],
+/// Read-only view of what occupancy needs from the indexes: every person's sorted keys, venue
+/// stays and venue ids (for the contract's tie order).
+pub(crate) struct View<'a> {
+    pub person_keys: &'a [Vec<u64>],
     pub stays: &'a [u32],
-    pub name: &'a dyn Fn(u32) -> &'n str,
+    pub venue_ids: &'a [Arc<str>],
+}
+
+impl View<'_> {
+    fn keys(&self, person: u32) -> &[u64] {
+        self.person_keys.get(person as usize).map_or(&[], |k| k)
+    }
+
+    fn stay(&self, venue: u32) -> i64 {
+        self.stays.get(venue as usize).copied().unwrap_or(0) as i64
+    }
+
+    fn name(&self, venue: u32) -> &str {
+        self.venue_ids.get(venue as usize).map_or("", |s| s)
+    }
 }
 
 /// Occupancy of every venue.
@@ -124,7 +141,7 @@ impl Occupancy {
     }
 
     /// Takes a newly stored scan of `person` (already in `view.keys`) into account.
-    pub(crate) fn on_scan(&mut self, person: u32, key: u64, view: &View<'_, '_>, now: i64) {
+    pub(crate) fn on_scan(&mut self, person: u32, key: u64, view: &View<'_>, now: i64) {
         let ts = key_ts(key) as i64;
         if ts > now {
             self.schedule(person, ts);
@@ -133,13 +150,13 @@ impl Occupancy {
         let st = *self.state(person);
         // Step only when this scan directly follows the last applied one; anything else (a late
         // scan, a tie at equal (ts, action), a skipped scan that was in the future) replays.
-        let pos = view.keys.partition_point(|&k| k < key);
-        let prev = if pos == 0 { 0 } else { view.keys[pos - 1] };
+        let keys = view.keys(person);
+        let pos = keys.partition_point(|&k| k < key);
+        let prev = if pos == 0 { 0 } else { keys[pos - 1] };
         if prev == st.last_key && key >> 31 > st.last_key >> 31 {
             let mut m = st.machine();
             let venue = key_venue(key);
-            let stay = view.stays.get(venue as usize).copied().unwrap_or(0) as i64;
-            m.step(ts, venue, key_is_out(key), stay, &mut |_| {});
+            m.step(ts, venue, key_is_out(key), view.stay(venue), &mut |_| {});
             let s = self.state(person);
             s.set_machine(m);
             s.last_key = key;
@@ -150,16 +167,26 @@ impl Occupancy {
     }
 
     /// Recomputes `person`'s state from all their scans with `ts <= now`.
-    pub(crate) fn replay(&mut self, person: u32, view: &View<'_, '_>, now: i64) {
+    pub(crate) fn replay(&mut self, person: u32, view: &View<'_>, now: i64) {
         let mut m = Machine::default();
         let mut last = 0u64;
-        let upto = view.keys.partition_point(|&k| (key_ts(k) as i64) <= now);
-        visits::for_each_in_contract_order(&view.keys[..upto], view.name, |k| {
-            let v = key_venue(k);
-            let stay = view.stays.get(v as usize).copied().unwrap_or(0) as i64;
-            m.step(key_ts(k) as i64, v, key_is_out(k), stay, &mut |_| {});
-            last = last.max(k);
-        });
+        let keys = view.keys(person);
+        let upto = keys.partition_point(|&k| (key_ts(k) as i64) <= now);
+        visits::for_each_in_contract_order(
+            &keys[..upto],
+            |v| view.name(v),
+            |k| {
+                let v = key_venue(k);
+                m.step(
+                    key_ts(k) as i64,
+                    v,
+                    key_is_out(k),
+                    view.stay(v),
+                    &mut |_| {},
+                );
+                last = last.max(k);
+            },
+        );
         let s = self.state(person);
         s.set_machine(m);
         s.last_key = last;
@@ -213,11 +240,11 @@ impl Occupancy {
     }
 
     /// Handles one due person: applies scans that became current and expires deadlines.
-    pub(crate) fn tick_person(&mut self, person: u32, view: &View<'_, '_>, now: i64) {
+    pub(crate) fn tick_person(&mut self, person: u32, view: &View<'_>, now: i64) {
         let st = *self.state(person);
         // A scan with st.last_key < key and ts <= now that is not applied yet (it was in the future).
         let pending = view
-            .keys
+            .keys(person)
             .iter()
             .rev()
             .take_while(|&&k| k > st.last_key)
