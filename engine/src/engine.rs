@@ -46,7 +46,13 @@ pub struct Config {
     /// How many recent accepted scans are kept in memory for live-feed replay.
     pub recent_events: usize,
     pub clock: Arc<dyn Clock>,
+    /// Fault injection for tests of the failure paths: called before every group-commit sync;
+    /// an `Err` is treated exactly like a failed `msync`. `None` in production.
+    pub sync_fault: Option<SyncFault>,
 }
+
+/// See [`Config::sync_fault`].
+pub type SyncFault = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 impl Config {
     /// The defaults: fsync durability, 7200 s stay, 21 days retention, 64 MiB segments.
@@ -59,6 +65,7 @@ impl Config {
             segment_bytes: 64 << 20,
             recent_events: 1 << 20,
             clock: Arc::new(SystemClock),
+            sync_fault: None,
         }
     }
 }
@@ -1231,7 +1238,11 @@ fn sync_loop(shared: &Shared) {
                 if end <= from {
                     continue;
                 }
-                if let Err(e) = seg.map.sync_range(from, end - from) {
+                let synced = match &shared.config.sync_fault {
+                    Some(fault) => fault().and_then(|()| seg.map.sync_range(from, end - from)),
+                    None => seg.map.sync_range(from, end - from),
+                };
+                if let Err(e) = synced {
                     let msg = format!("syncing {} failed: {e}", seg.path.display());
                     tracing::error!(%msg, "log poisoned");
                     *shared.poisoned.lock() = Some(msg.clone());
