@@ -9,6 +9,8 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use parking_lot::RwLockReadGuard;
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use crate::index::Index;
@@ -59,26 +61,46 @@ impl<'a> Tracer<'a> {
         RwLockReadGuard::bump(&mut self.guard);
     }
 
-    fn cached(&mut self, person: u32) -> Cached {
-        if let Some(c) = self.cache.get(&person) {
-            return *c;
+    /// The person's cached visits (derived on first use), stamping the entry with `stamp`.
+    /// Returns the entry as it was before stamping, so callers can tell a repeat visit.
+    fn cached_stamped(&mut self, person: u32, stamp: u32) -> Cached {
+        let Tracer {
+            guard,
+            arena,
+            cache,
+            ..
+        } = self;
+        match cache.entry(person) {
+            Entry::Occupied(mut e) => {
+                let before = *e.get();
+                e.get_mut().stamp = stamp;
+                before
+            }
+            Entry::Vacant(e) => {
+                let index = &**guard;
+                let start = arena.len();
+                crate::visits::derive(
+                    &index.person_keys[person as usize],
+                    |v| index.stay(v),
+                    |v| index.venue_name(v),
+                    |r| arena.push(r),
+                );
+                let c = Cached {
+                    start: start as u32,
+                    len: (arena.len() - start) as u32,
+                    stamp: 0,
+                };
+                e.insert(Cached { stamp, ..c });
+                c
+            }
         }
-        let start = self.arena.len();
-        let index = &*self.guard;
-        let arena = &mut self.arena;
-        crate::visits::derive(
-            &index.person_keys[person as usize],
-            |v| index.stay(v),
-            |v| index.venue_name(v),
-            |r| arena.push(r),
-        );
-        let c = Cached {
-            start: start as u32,
-            len: (self.arena.len() - start) as u32,
-            stamp: 0,
-        };
-        self.cache.insert(person, c);
-        c
+    }
+
+    fn cached(&mut self, person: u32) -> Cached {
+        match self.cache.get(&person) {
+            Some(c) => *c,
+            None => self.cached_stamped(person, 0),
+        }
     }
 
     fn visits_of(&mut self, person: u32) -> &[RawVisit] {
@@ -114,12 +136,9 @@ impl<'a> Tracer<'a> {
                 if skip(q) {
                     continue;
                 }
-                let entry = self.cached(q);
+                let entry = self.cached_stamped(q, stamp);
                 if entry.stamp == stamp {
                     continue;
-                }
-                if let Some(e) = self.cache.get_mut(&q) {
-                    e.stamp = stamp;
                 }
                 let mut sum = 0i64;
                 let mut first = i64::MAX;
