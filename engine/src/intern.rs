@@ -33,6 +33,19 @@ impl Interner {
         &self.arena[start..self.ends[i] as usize]
     }
 
+    /// Touches the entries of `ids` before they are read one by one (see `trace::warm_up`): the
+    /// independent loads overlap their cache misses.
+    pub(crate) fn warm_up(&self, ids: impl Iterator<Item = u32> + Clone) {
+        let mut sink = 0u32;
+        for id in ids.clone() {
+            sink ^= self.ends.get(id as usize).copied().unwrap_or(0);
+        }
+        for id in ids {
+            sink ^= self.bytes(id).first().copied().unwrap_or(0) as u32;
+        }
+        std::hint::black_box(sink);
+    }
+
     /// The string of number `id`. Panics on a number this interner never gave out.
     pub(crate) fn get(&self, id: u32) -> &str {
         // Only whole `&str`s are pushed into the arena, so every range is valid UTF-8.

@@ -17,12 +17,35 @@ use crate::index::Index;
 use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult};
 use crate::visits::RawVisit;
 
-/// Exposure of one contact to one source.
+/// Exposure of one contact to one source. Most contacts share a single venue with the source,
+/// so the first venue is kept inline and only further ones allocate.
 #[derive(Debug, Clone, Default)]
 struct Exposure {
     total: i64,
     first_contact: i64,
-    venues: Vec<u32>,
+    first_venue: u32,
+    more_venues: Vec<u32>,
+}
+
+impl Exposure {
+    /// Adds `sum` seconds of overlap, first starting at `first`, at `venue`.
+    fn add(&mut self, sum: i64, first: i64, venue: u32) {
+        if self.total == 0 {
+            self.first_contact = first;
+            self.first_venue = venue;
+        } else {
+            self.first_contact = self.first_contact.min(first);
+            if venue != self.first_venue && !self.more_venues.contains(&venue) {
+                self.more_venues.push(venue);
+            }
+        }
+        self.total += sum;
+    }
+
+    /// The distinct venues of the overlaps, unordered.
+    fn venues(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.first_venue).chain(self.more_venues.iter().copied())
+    }
 }
 
 /// A person's derived visits in the tracer's arena, and the last source visit that looked at them.
@@ -131,6 +154,7 @@ impl<'a> Tracer<'a> {
                     ins.partition_point(|&k| (k >> 32) <= hi_ts),
                 )
             };
+            warm_up(&self.guard, &self.guard.venue_ins[c.venue as usize][lo..hi]);
             for i in lo..hi {
                 let q = self.guard.venue_ins[c.venue as usize][i] as u32;
                 if skip(q) {
@@ -154,21 +178,34 @@ impl<'a> Tracer<'a> {
                     }
                 }
                 if sum > 0 {
-                    let e = out.entry(q).or_default();
-                    if e.total == 0 {
-                        e.first_contact = first;
-                    } else {
-                        e.first_contact = e.first_contact.min(first);
-                    }
-                    e.total += sum;
-                    if !e.venues.contains(&c.venue) {
-                        e.venues.push(c.venue);
-                    }
+                    out.entry(q).or_default().add(sum, first, c.venue);
                 }
             }
         }
         out
     }
+}
+
+/// Reads the head of every candidate's key list before any of them is derived. The candidates are
+/// scattered over a large index, so each is a cache miss or two; touching them all first lets the
+/// CPU overlap those misses instead of taking them one by one inside the derivation.
+fn warm_up(index: &Index, candidates: &[u64]) {
+    let mut sink = 0u64;
+    for &k in candidates {
+        if let Some(keys) = index.person_keys.get(k as u32 as usize) {
+            sink ^= keys.len() as u64;
+        }
+    }
+    for &k in candidates {
+        if let Some(&first) = index
+            .person_keys
+            .get(k as u32 as usize)
+            .and_then(|keys| keys.first())
+        {
+            sink ^= first;
+        }
+    }
+    std::hint::black_box(sink);
 }
 
 /// Clips visits to `[from, to]`, dropping those of zero length.
@@ -202,6 +239,8 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         .collect();
     {
         let index = &*tracer.guard;
+        // The answer needs every contact's id (ties sort by it, the result carries it).
+        index.persons.warm_up(f1.iter().map(|(q, _)| *q));
         let name = |p: u32| index.persons.bytes(p);
         f1.sort_unstable_by(|a, b| {
             b.1.total
@@ -239,6 +278,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         let name = |p: u32| index.persons.get(p);
         let key = |p: u32| index.persons.bytes(p);
         let mut f2: Vec<(u32, (i64, u32, i64))> = best.into_iter().collect();
+        index.persons.warm_up(f2.iter().map(|(r, _)| *r));
         f2.sort_unstable_by(|a, b| {
             Reverse(a.1 .0)
                 .cmp(&Reverse(b.1 .0))
@@ -261,9 +301,8 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         .into_iter()
         .map(|(q, e)| {
             let mut venues: Vec<Arc<str>> = e
-                .venues
-                .iter()
-                .map(|&v| index.venue_ids[v as usize].clone())
+                .venues()
+                .map(|v| index.venue_ids[v as usize].clone())
                 .collect();
             venues.sort();
             venues.dedup();
