@@ -3,9 +3,11 @@
 //! Anything that may wait on the disk (ingestion acknowledgement, venue registration, audit
 //! appends, traces) runs off the tokio workers: ingestion through the engine's completion
 //! callback and a oneshot, the rest in `spawn_blocking`. Every person lookup and trace is written
-//! to the audit log, durably, before the answer is sent: the audit append (an fsync) and the
-//! computation run side by side and the answer waits for both; if the audit entry cannot be
-//! stored the lookup is refused (503) and its result discarded.
+//! to the audit log, durably, before the answer is sent: the audit append (an fsync, on the
+//! blocking pool) and the lookup run side by side and the answer waits for both; if the audit
+//! entry cannot be stored the lookup is refused (503) and its result discarded. Person visits and
+//! depth-1 traces are microseconds of in-memory work and run on the worker; depth-2 traces go to
+//! the blocking pool.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -363,12 +365,16 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
         )));
     }
     let entry = audit_entry(&engine, ctx, &person);
+    // The audit append (an fsync) starts now on the blocking pool; the lookup, microseconds of
+    // in-memory work, runs here meanwhile; the answer waits for both.
     let audit_engine = engine.clone();
-    let audited = blocking(move || audit_engine.audit_append(entry));
-    let looked_up = blocking(move || engine.visits(&person, from, to));
-    let (audited, looked_up) = tokio::join!(audited, looked_up);
-    audited?.map_err(engine_err)?;
-    let visits = looked_up?
+    let audited = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
+    let looked_up = engine.visits(&person, from, to);
+    audited
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
+        .map_err(engine_err)?;
+    let visits = looked_up
         .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", ctx.param)))?;
     json(
         StatusCode::OK,
@@ -430,17 +436,27 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let entry = audit_entry(&engine, ctx, &request.person);
     let metrics = app.inner.metrics.clone();
+    // The audit append (an fsync) starts now on the blocking pool and the answer waits for it.
+    // A depth-1 trace is tens of microseconds of in-memory work and runs here meanwhile; a
+    // depth-2 trace can take milliseconds and goes to the blocking pool too.
     let audit_engine = engine.clone();
-    let audited = blocking(move || audit_engine.audit_append(entry));
-    let traced = blocking(move || {
+    let audited = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
+    let run = move || {
         let started = Instant::now();
         let result = engine.trace(&request);
         metrics.observe_trace(request.depth, started.elapsed());
         (result, request.person)
-    });
-    let (audited, traced) = tokio::join!(audited, traced);
-    audited?.map_err(engine_err)?;
-    let (result, person) = traced?;
+    };
+    let traced = if depth == Some(1) {
+        run()
+    } else {
+        blocking(run).await?
+    };
+    audited
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
+        .map_err(engine_err)?;
+    let (result, person) = traced;
     let r = result.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
     json(
         StatusCode::OK,
