@@ -1,6 +1,7 @@
 //! Live venue feeds: `GET /v1/venues/{id}/events` as Server-Sent Events.
 //!
-//! The engine calls [`Hub::publish`] on its sync thread with every durable batch. That call must
+//! Each open feed holds an `engine::VenueWatch`, so the engine builds live events only for venues
+//! someone watches, and calls [`Hub::publish`] on its sync thread with them. That call must
 //! never block or slow ingestion, so it only does a non-blocking `send` into a bounded tokio
 //! broadcast channel per venue that has subscribers (and returns at once when nobody listens).
 //! Each subscriber has its own task that turns events into SSE frames; a subscriber that falls
@@ -108,7 +109,12 @@ pub fn open_feed(
 ) -> Channel<Bytes> {
     let (tx, body) = Channel::new(16);
     let sub = hub.subscribe(&venue);
-    tokio::spawn(run_feed(engine, sub, venue, start, keepalive, shutdown, tx));
+    // While the feed runs, the engine builds live events for this venue (and only watched ones).
+    let watch = engine.watch_venue(&venue);
+    tokio::spawn(async move {
+        run_feed(engine, sub, venue, start, keepalive, shutdown, tx).await;
+        drop(watch);
+    });
     body
 }
 

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rkyv::util::AlignedVec;
+use rustc_hash::FxHashMap;
 
 use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
@@ -114,6 +115,25 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Keeps live events of one venue flowing to the listeners; see [`Engine::watch_venue`].
+pub struct VenueWatch {
+    shared: Arc<Shared>,
+    venue: u32,
+}
+
+impl Drop for VenueWatch {
+    fn drop(&mut self) {
+        let mut watched = self.shared.watched.lock();
+        if let Some(n) = watched.get_mut(&self.venue) {
+            *n -= 1;
+            if *n == 0 {
+                watched.remove(&self.venue);
+            }
+        }
+        self.shared.watched_total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Owns the threads and the directory lock; dropping it stops the threads.
 struct Inner {
     shared: Arc<Shared>,
@@ -129,16 +149,40 @@ struct Shared {
     tx: Sender<Msg>,
     sync: SyncQueue,
     listeners: RwLock<Vec<EventListener>>,
-    has_listeners: AtomicBool,
+    /// Watch counts per venue number ([`Engine::watch_venue`]), and their total for the hot path:
+    /// live events are built only for watched venues.
+    watched: Mutex<FxHashMap<u32, u32>>,
+    watched_total: AtomicUsize,
     observers: RwLock<Vec<SyncObserver>>,
     audit: AuditLog,
     report: RecoveryReport,
     /// Live segments, ascending; the last one is the writer's.
     segments: Mutex<Vec<Arc<Segment>>>,
+    /// Why the log is poisoned, if it is; `is_poisoned` mirrors it for the hot path.
     poisoned: Mutex<Option<String>>,
+    is_poisoned: AtomicBool,
     shutting_down: AtomicBool,
     /// Wakes the ticker early at shutdown.
     ticker_stop: (Mutex<bool>, Condvar),
+}
+
+impl Shared {
+    /// Why the log refuses to acknowledge, if it does (one atomic load when it does not).
+    fn poison_reason(&self) -> Option<String> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poisoned.lock().clone()
+    }
+
+    /// Poisons the log: nothing more is acknowledged until it is reopened.
+    fn poison(&self, reason: String) {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(reason);
+        }
+        self.is_poisoned.store(true, Ordering::Release);
+    }
 }
 
 enum Msg {
@@ -267,7 +311,8 @@ impl Engine {
         report.scans = index.scans;
         report.venues = registry.len();
 
-        let writer = match recovered.active {
+        let mut recovered = recovered;
+        let writer = match recovered.active.take() {
             Some(active) => {
                 WriterState::resume(active, recovered.next_seq, recovered.active_locals)
             }
@@ -279,7 +324,7 @@ impl Engine {
                     now,
                     recovered.next_seq,
                 )?);
-                recovered.segments_push(&seg);
+                recovered.segments.push(seg.clone());
                 WriterState::resume(
                     Active {
                         segment: seg,
@@ -300,12 +345,14 @@ impl Engine {
             tx,
             sync: SyncQueue::default(),
             listeners: RwLock::new(Vec::new()),
-            has_listeners: AtomicBool::new(false),
+            watched: Mutex::new(FxHashMap::default()),
+            watched_total: AtomicUsize::new(0),
             observers: RwLock::new(Vec::new()),
             audit,
             report,
-            segments: Mutex::new(recovered.segments.into_inner()),
+            segments: Mutex::new(recovered.segments),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             ticker_stop: (Mutex::new(false), Condvar::new()),
         });
@@ -350,7 +397,7 @@ impl Engine {
     pub fn register_venues(&self, specs: Vec<VenueSpec>) -> Result<usize> {
         registry::validate(&specs)?;
         let shared = self.shared();
-        if let Some(p) = shared.poisoned.lock().clone() {
+        if let Some(p) = shared.poison_reason() {
             return Err(Error::Poisoned(p));
         }
         let count = specs.len();
@@ -436,7 +483,7 @@ impl Engine {
         if shared.shutting_down.load(Ordering::Acquire) {
             return done(Err(Error::ShuttingDown));
         }
-        if let Some(p) = shared.poisoned.lock().clone() {
+        if let Some(p) = shared.poison_reason() {
             return done(Err(Error::Poisoned(p)));
         }
         let now = self.now();
@@ -509,11 +556,25 @@ impl Engine {
         self.shared().index.read().heap_bytes()
     }
 
-    /// Adds a listener that receives every accepted scan once it is durable, in `seq` order.
+    /// Adds a listener that receives every accepted scan at a watched venue
+    /// ([`Engine::watch_venue`]) once it is durable, in `seq` order.
     pub fn subscribe(&self, listener: EventListener) {
         let shared = self.shared();
         shared.listeners.write().push(listener);
-        shared.has_listeners.store(true, Ordering::Release);
+    }
+
+    /// Asks for live events of `venue` while the returned guard is held (several guards may watch
+    /// one venue). Unwatched venues cost the writer nothing for live events. `None` if the venue
+    /// is not registered.
+    pub fn watch_venue(&self, venue: &str) -> Option<VenueWatch> {
+        let shared = self.shared();
+        let n = shared.registry.read().find(venue)?;
+        *shared.watched.lock().entry(n).or_insert(0) += 1;
+        shared.watched_total.fetch_add(1, Ordering::AcqRel);
+        Some(VenueWatch {
+            shared: self.inner.shared.clone(),
+            venue: n,
+        })
     }
 
     /// The latest `last` accepted scans at `venue` still held in memory, oldest first.
@@ -552,7 +613,7 @@ impl Engine {
 
     /// `Ok` while the log can acknowledge; the poisoning error after a failed sync.
     pub fn health(&self) -> Result<()> {
-        match self.shared().poisoned.lock().clone() {
+        match self.shared().poison_reason() {
             Some(p) => Err(Error::Poisoned(p)),
             None => Ok(()),
         }
@@ -603,7 +664,7 @@ impl Inner {
         for h in handles {
             let _ = h.join();
         }
-        match shared.poisoned.lock().clone() {
+        match shared.poison_reason() {
             Some(p) => Err(Error::Poisoned(p)),
             None => Ok(()),
         }
@@ -663,17 +724,11 @@ struct Active {
 
 /// What recovery hands to the writer.
 struct Recovered {
-    segments: Mutex<Vec<Arc<Segment>>>,
+    segments: Vec<Arc<Segment>>,
     active: Option<Active>,
     next_seq: u64,
     /// Local person number → global, for the active segment.
     active_locals: Vec<u32>,
-}
-
-impl Recovered {
-    fn segments_push(&self, seg: &Arc<Segment>) {
-        self.segments.lock().push(seg.clone());
-    }
 }
 
 /// Replays every segment into `index`.
@@ -688,7 +743,7 @@ fn recover_segments(
     let started = Instant::now();
     let files = log::list_segments(dir)?;
     let mut out = Recovered {
-        segments: Mutex::new(Vec::new()),
+        segments: Vec::new(),
         active: None,
         next_seq: 1,
         active_locals: Vec::new(),
@@ -819,7 +874,7 @@ fn recover_segments(
         report.segments += 1;
         let seg = Arc::new(seg);
         seg.synced.store(end, Ordering::Release);
-        out.segments_push(&seg);
+        out.segments.push(seg.clone());
         if newest {
             out.active = Some(Active {
                 segment: seg.clone(),
@@ -1021,7 +1076,7 @@ impl WriterState {
 
     /// Stores a group of jobs, in chunks of at most `cap` scans (one record each).
     fn process(&mut self, shared: &Shared, jobs: Vec<Job>, cap: usize) {
-        if let Some(p) = shared.poisoned.lock().clone() {
+        if let Some(p) = shared.poison_reason() {
             for j in jobs {
                 (j.done)(Err(Error::Poisoned(p.clone())));
             }
@@ -1181,10 +1236,11 @@ impl WriterState {
                 Err(e) => {
                     // Only an allocation failure can get here; refuse to go on rather than
                     // acknowledge what is not in the log.
-                    *shared.poisoned.lock() = Some(format!("encoding a log record failed: {e}"));
+                    shared.poison(format!("encoding a log record failed: {e}"));
                 }
             }
-            let want_events = shared.has_listeners.load(Ordering::Acquire);
+            let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
+                .then(|| shared.watched.lock().clone());
             for (i, (pid, key)) in applied.iter().enumerate() {
                 idx.occupancy_on_scan(*pid, *key, now);
                 let ev = EventRec {
@@ -1195,7 +1251,7 @@ impl WriterState {
                     out: visits::key_is_out(*key),
                 };
                 idx.push_recent(ev);
-                if want_events {
+                if watched.as_ref().is_some_and(|w| w.contains_key(&ev.venue)) {
                     events.push(idx.event(&ev));
                 }
             }
@@ -1220,7 +1276,7 @@ fn sync_loop(shared: &Shared) {
             }
             std::mem::take(&mut st.items)
         };
-        let mut failure: Option<String> = shared.poisoned.lock().clone();
+        let mut failure: Option<String> = shared.poison_reason();
         if fsync && failure.is_none() {
             let started = Instant::now();
             // Each segment once, up to the furthest end queued for it, in log order.
@@ -1245,7 +1301,7 @@ fn sync_loop(shared: &Shared) {
                 if let Err(e) = synced {
                     let msg = format!("syncing {} failed: {e}", seg.path.display());
                     tracing::error!(%msg, "log poisoned");
-                    *shared.poisoned.lock() = Some(msg.clone());
+                    shared.poison(msg.clone());
                     failure = Some(msg);
                     break;
                 }

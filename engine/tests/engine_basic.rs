@@ -266,3 +266,38 @@ fn retention_removes_old_segments_and_rejects_old_scans() {
     let out = e.ingest(vec![scan("x", "A", T0 - 1, Action::In)]).unwrap();
     assert_eq!(out.rejected[0].reason, RejectReason::TooOld);
 }
+
+#[test]
+fn live_events_flow_only_for_watched_venues() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("A", None), venue("B", None)])
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let sink = seen.clone();
+    e.subscribe(Box::new(move |events| {
+        let mut s = sink.lock().unwrap();
+        s.extend(events.iter().map(|ev| (ev.venue.to_string(), ev.seq)));
+    }));
+    e.ingest(vec![scan("p1", "A", T0, Action::In)]).unwrap();
+    assert!(seen.lock().unwrap().is_empty(), "nobody watches A yet");
+    assert!(e.watch_venue("nope").is_none());
+    let watch = e.watch_venue("A").unwrap();
+    e.ingest(vec![
+        scan("p2", "A", T0, Action::In),
+        scan("p3", "B", T0, Action::In),
+    ])
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![("A".to_string(), 2)]);
+    drop(watch);
+    e.ingest(vec![scan("p4", "A", T0, Action::In)]).unwrap();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "no events after the watch ends"
+    );
+    // The replay window keeps every venue's events regardless.
+    assert_eq!(e.recent_events("A", 10).len(), 3);
+}
