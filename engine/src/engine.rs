@@ -1108,15 +1108,8 @@ impl WriterState {
                     .sum::<usize>();
             if let Err(e) = self.ensure_space(shared, bound) {
                 tracing::error!(error = %e, "cannot append to the log");
-                let msg = e.to_string();
                 for d in dones.iter_mut().skip(next_job).filter_map(Option::take) {
-                    d(Err(match &e {
-                        Error::NoSpace(_) => Error::NoSpace(msg.clone()),
-                        _ => Error::Io {
-                            context: msg.clone(),
-                            source: std::io::Error::other("log append failed"),
-                        },
-                    }));
+                    d(Err(e.for_each_waiter()));
                 }
                 return;
             }

@@ -55,6 +55,24 @@ impl Error {
         }
     }
 
+    /// The same failure for each of several waiters (errors carrying an `io::Error` are not
+    /// `Clone`): same variant where it matters to callers, same message otherwise.
+    pub(crate) fn for_each_waiter(&self) -> Error {
+        match self {
+            Error::NoSpace(m) => Error::NoSpace(m.clone()),
+            Error::Poisoned(m) => Error::Poisoned(m.clone()),
+            Error::ShuttingDown => Error::ShuttingDown,
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            other => Error::Io {
+                context: other.to_string(),
+                source: std::io::Error::other("log append failed"),
+            },
+        }
+    }
+
     /// True when retrying later may succeed without operator action on the data
     /// (disk full, shutting down); false for corruption and poisoning.
     pub fn is_unavailable(&self) -> bool {
