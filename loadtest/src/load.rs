@@ -54,6 +54,15 @@ pub struct Common {
 }
 
 impl Common {
+    /// What every connection of a run needs.
+    fn conn_settings(&self) -> Arc<ConnSettings> {
+        Arc::new(ConnSettings {
+            target: self.target.clone(),
+            token: self.token.clone(),
+            timeout: self.timeout,
+        })
+    }
+
     /// Defaults for `target`: 4 connections, closed loop, 10 s, 30 s timeout, no progress bar.
     pub fn new(target: Target) -> Common {
         Common {
@@ -498,11 +507,13 @@ async fn dispatch(ctx: Arc<Ctx>, rate: f64, tx: mpsc::Sender<(Instant, Job)>) {
         if ctx.stop.load(Ordering::Relaxed) || ctx.deadline.is_some_and(|d| due >= d) {
             break;
         }
+        // Build the request before its slot, so generating and serializing scans on the client
+        // never counts as server latency (latency is measured from `due`).
+        let Some(job) = ctx.next_job() else { break };
         tokio::time::sleep_until(due.into()).await;
         if ctx.stop.load(Ordering::Relaxed) {
             break;
         }
-        let Some(job) = ctx.next_job() else { break };
         if tx.send((due, job)).await.is_err() {
             break;
         }
@@ -625,11 +636,7 @@ async fn drive(
             bail!("rate must be a positive number of requests per second");
         }
     }
-    let settings = Arc::new(ConnSettings {
-        target: common.target.clone(),
-        token: common.token.clone(),
-        timeout: common.timeout,
-    });
+    let settings = common.conn_settings();
     let start = Instant::now();
     let (cut_tx, cut_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
@@ -690,6 +697,11 @@ async fn check_reachable(settings: Arc<ConnSettings>) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
+        // A request that cannot even be built (e.g. a token that is no valid header value)
+        // is the run's setup failing, not the server being away: say so once.
+        Err(crate::http::TransportError::Request(why)) => {
+            Err(anyhow!("cannot send requests: {why}"))
+        }
         Err(e) => Err(anyhow!(
             "no checkin-server answering at {} ({e}); start it first",
             settings.target
@@ -773,11 +785,7 @@ pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
     if c.duration.is_none() && opts.scans.is_none() && matches!(opts.source, Source::Generate(_)) {
         bail!("an on-the-fly run needs a bound: --duration and/or --scans");
     }
-    let settings = Arc::new(ConnSettings {
-        target: c.target.clone(),
-        token: c.token.clone(),
-        timeout: c.timeout,
-    });
+    let settings = c.conn_settings();
     check_reachable(settings.clone()).await?;
     let venues_registered = if opts.register_venues {
         let venues = load_venues(&opts.source)?;
@@ -879,11 +887,7 @@ pub async fn run_trace(opts: TraceOptions) -> Result<Report> {
             PersonPool::List(v.clone())
         }
     };
-    let settings = Arc::new(ConnSettings {
-        target: c.target.clone(),
-        token: c.token.clone(),
-        timeout: c.timeout,
-    });
+    let settings = c.conn_settings();
     check_reachable(settings).await?;
     let source = TraceSource {
         pool,
