@@ -68,6 +68,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))
 }
 
+/// Runs `work` while `entry` is made durable in the audit log, and answers only once both are
+/// done: an audit failure refuses the lookup (503) and discards its result. `work` runs on this
+/// worker when `inline` (microseconds of in-memory work), else on the blocking pool.
+async fn audited<T: Send + 'static>(
+    engine: &Engine,
+    entry: AuditEntry,
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let audit_engine = engine.clone();
+    let audit = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
+    let out = if inline {
+        work()
+    } else {
+        blocking(work).await?
+    };
+    audit
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
+        .map_err(engine_err)?;
+    Ok(out)
+}
+
 fn engine_err(e: engine::Error) -> ApiError {
     ApiError::from_engine(&e)
 }
@@ -313,12 +336,8 @@ async fn submit(engine: &Engine, items: Vec<engine::ScanItem>) -> Result<IngestO
 
 /// Resolves `from`/`to` as the contract's trace defaults do: `to = now`, `from = to - 14 days`.
 fn window(ctx: &Ctx, now: i64) -> Result<(i64, i64), ApiError> {
-    let to = int_param(ctx, "to")?.unwrap_or(now);
-    let from = int_param(ctx, "from")?.unwrap_or(to.saturating_sub(engine::DEFAULT_TRACE_WINDOW_S));
-    if from > to {
-        return Err(ApiError::BadRequest("'from' must not be after 'to'".into()));
-    }
-    Ok((from, to))
+    engine::resolve_window(int_param(ctx, "from")?, int_param(ctx, "to")?, now)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 #[derive(Serialize)]
@@ -365,15 +384,11 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
         )));
     }
     let entry = audit_entry(&engine, ctx, &person);
-    // The audit append (an fsync) starts now on the blocking pool; the lookup, microseconds of
-    // in-memory work, runs here meanwhile; the answer waits for both.
-    let audit_engine = engine.clone();
-    let audited = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
-    let looked_up = engine.visits(&person, from, to);
-    audited
-        .await
-        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
-        .map_err(engine_err)?;
+    let reader = engine.clone();
+    let looked_up = audited(&engine, entry, true, move || {
+        reader.visits(&person, from, to)
+    })
+    .await?;
     let visits = looked_up
         .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", ctx.param)))?;
     json(
@@ -422,41 +437,24 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
             "person must be 1-64 bytes of [A-Za-z0-9._:+-]".into(),
         ));
     }
-    let depth = match t.depth {
-        None => None,
-        Some(d) => Some(
-            u8::try_from(d)
-                .ok()
-                .filter(|d| (1..=2).contains(d))
-                .ok_or_else(|| ApiError::BadRequest("depth must be 1 or 2".into()))?,
-        ),
-    };
+    // Out-of-range depths become 0, which `TraceRequest::new` refuses like any other bad depth.
+    let depth = t.depth.map(|d| u8::try_from(d).unwrap_or(0));
     let engine = app.engine().clone();
     let request = TraceRequest::new(t.person, t.from, t.to, t.min_overlap_s, depth, engine.now())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let entry = audit_entry(&engine, ctx, &request.person);
     let metrics = app.inner.metrics.clone();
-    // The audit append (an fsync) starts now on the blocking pool and the answer waits for it.
-    // A depth-1 trace is tens of microseconds of in-memory work and runs here meanwhile; a
-    // depth-2 trace can take milliseconds and goes to the blocking pool too.
-    let audit_engine = engine.clone();
-    let audited = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
-    let run = move || {
+    // A depth-1 trace is tens of microseconds of in-memory work and runs on this worker; a
+    // depth-2 trace can take milliseconds and goes to the blocking pool.
+    let inline = request.depth == 1;
+    let tracer = engine.clone();
+    let (result, person) = audited(&engine, entry, inline, move || {
         let started = Instant::now();
-        let result = engine.trace(&request);
+        let result = tracer.trace(&request);
         metrics.observe_trace(request.depth, started.elapsed());
         (result, request.person)
-    };
-    let traced = if depth == Some(1) {
-        run()
-    } else {
-        blocking(run).await?
-    };
-    audited
-        .await
-        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
-        .map_err(engine_err)?;
-    let (result, person) = traced;
+    })
+    .await?;
     let r = result.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
     json(
         StatusCode::OK,

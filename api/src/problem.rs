@@ -180,18 +180,24 @@ impl ApiError {
 }
 
 /// Logs a store error, at most once every ten seconds.
-fn log_limited(err: &engine::Error) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
+/// True at most once every 10 s per `last` (which holds the unix second it last said yes), so a
+/// failing disk or a flood of refusals does not flood the log.
+pub(crate) fn once_per_10s(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let prev = LAST.load(Ordering::Relaxed);
-    if now >= prev.saturating_add(10)
-        && LAST
+    let prev = last.load(Ordering::Relaxed);
+    now >= prev.saturating_add(10)
+        && last
             .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
-    {
+}
+
+fn log_limited(err: &engine::Error) {
+    use std::sync::atomic::AtomicU64;
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if once_per_10s(&LAST) {
         if err.is_unavailable() {
             tracing::warn!(error = %err, "store unavailable: answering 503 (logged at most every 10 s)");
         } else {

@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,15 +139,7 @@ fn refuse(stream: TcpStream) {
 
 /// Logs a warning at most once every ten seconds (no log line per connection under overload).
 fn warn_limited(last: &AtomicU64, message: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let prev = last.load(Ordering::Relaxed);
-    if now >= prev + 10
-        && last
-            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if crate::problem::once_per_10s(last) {
         tracing::warn!("{message}");
     }
 }

@@ -223,6 +223,21 @@ pub enum TraceRequestError {
     NegativeOverlap,
 }
 
+/// The contract's default time window (`to = now`, `from = to - 14 days`), shared by traces and
+/// person-visit lookups; `from > to` is refused.
+pub fn resolve_window(
+    from: Option<i64>,
+    to: Option<i64>,
+    now: i64,
+) -> Result<(i64, i64), TraceRequestError> {
+    let to = to.unwrap_or(now);
+    let from = from.unwrap_or(to.saturating_sub(DEFAULT_TRACE_WINDOW_S));
+    if from > to {
+        return Err(TraceRequestError::FromAfterTo);
+    }
+    Ok((from, to))
+}
+
 impl TraceRequest {
     /// Builds a request, filling the contract's defaults (`to = now`, `from = to - 14 days`,
     /// `min_overlap_s = 900`, `depth = 2`) and checking the bounds.
@@ -234,13 +249,9 @@ impl TraceRequest {
         depth: Option<u8>,
         now: i64,
     ) -> Result<TraceRequest, TraceRequestError> {
-        let to = to.unwrap_or(now);
-        let from = from.unwrap_or(to.saturating_sub(DEFAULT_TRACE_WINDOW_S));
+        let (from, to) = resolve_window(from, to, now)?;
         let min_overlap_s = min_overlap_s.unwrap_or(DEFAULT_MIN_OVERLAP_S);
         let depth = depth.unwrap_or(2);
-        if from > to {
-            return Err(TraceRequestError::FromAfterTo);
-        }
         if !(1..=2).contains(&depth) {
             return Err(TraceRequestError::BadDepth);
         }
