@@ -54,9 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("no person found".into());
     }
     println!(
-        "{} traces, median {:?}, p90 {:?}, mean F1 {:.1}",
+        "{} traces, median {:?}, mean {:?}, p90 {:?}, mean F1 {:.1}",
         times.len(),
         times[times.len() / 2],
+        times.iter().sum::<std::time::Duration>() / times.len() as u32,
         times[times.len() * 9 / 10],
         f1 as f64 / times.len() as f64
     );
