@@ -37,6 +37,9 @@ pub(crate) struct Index {
     /// Venue ids and effective stays by venue number (copied from the registry).
     pub venue_ids: Vec<Arc<str>>,
     pub stays: Vec<u32>,
+    /// An upper bound of every venue's stay (the largest ever set): a scan older than
+    /// `t - max_stay` cannot keep a visit open at `t`.
+    pub max_stay: u32,
     pub occupancy: Occupancy,
     pub scans: u64,
     /// Persons with at least one stored scan.
@@ -55,6 +58,7 @@ impl Index {
             venue_ins: Vec::new(),
             venue_ids: Vec::new(),
             stays: Vec::new(),
+            max_stay: 0,
             occupancy: Occupancy::new(now),
             scans: 0,
             active_persons: 0,
@@ -74,6 +78,7 @@ impl Index {
         }
         self.venue_ids[i] = id;
         self.stays[i] = stay;
+        self.max_stay = self.max_stay.max(stay);
     }
 
     /// Interns a person id.

@@ -48,23 +48,14 @@ impl Exposure {
     }
 }
 
-/// A person's derived visits in the tracer's arena, and the last source visit that looked at them.
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    start: u32,
-    len: u32,
-    stamp: u32,
-}
-
 struct Tracer<'a> {
     /// The shared index lock, held for the whole trace but yielded to a waiting writer between
     /// F1 persons of a depth-2 trace (`bump`), so a long trace never stalls ingestion for long.
     guard: RwLockReadGuard<'a, Index>,
-    /// Visits of every person looked at so far, derived once per trace, back to back.
-    arena: Vec<RawVisit>,
-    cache: FxHashMap<u32, Cached>,
-    /// Incremented per source visit, so a person with several in-scans in one window is counted
-    /// once for it (instead of sorting and deduplicating the candidates).
+    /// The last source visit that looked at each candidate, so a person with several in-scans in
+    /// one window is counted once for it (instead of sorting and deduplicating the candidates).
+    seen: FxHashMap<u32, u32>,
+    /// Incremented per source visit.
     stamp: u32,
 }
 
@@ -72,111 +63,96 @@ impl<'a> Tracer<'a> {
     fn new(guard: RwLockReadGuard<'a, Index>) -> Tracer<'a> {
         Tracer {
             guard,
-            arena: Vec::new(),
-            cache: FxHashMap::default(),
+            seen: FxHashMap::default(),
             stamp: 0,
         }
     }
 
-    /// Lets a waiting writer in. Cached visits may then be slightly older than the index: the
-    /// trace is a consistent answer for the scans stored when each person was first looked at.
+    /// Lets a waiting writer in. The trace is then a consistent answer for the scans stored when
+    /// each F1 person was looked at.
     fn yield_to_writer(&mut self) {
         RwLockReadGuard::bump(&mut self.guard);
     }
 
-    /// The person's cached visits (derived on first use), stamping the entry with `stamp`.
-    /// Returns the entry as it was before stamping, so callers can tell a repeat visit.
-    fn cached_stamped(&mut self, person: u32, stamp: u32) -> Cached {
-        let Tracer {
-            guard,
-            arena,
-            cache,
-            ..
-        } = self;
-        match cache.entry(person) {
-            Entry::Occupied(mut e) => {
-                let before = *e.get();
-                e.get_mut().stamp = stamp;
-                before
-            }
-            Entry::Vacant(e) => {
-                let index = &**guard;
-                let start = arena.len();
-                crate::visits::derive(
-                    &index.person_keys[person as usize],
-                    |v| index.stay(v),
-                    |v| index.venue_name(v),
-                    |r| arena.push(r),
-                );
-                let c = Cached {
-                    start: start as u32,
-                    len: (arena.len() - start) as u32,
-                    stamp: 0,
-                };
-                e.insert(Cached { stamp, ..c });
-                c
-            }
-        }
-    }
-
-    fn cached(&mut self, person: u32) -> Cached {
-        match self.cache.get(&person) {
-            Some(c) => *c,
-            None => self.cached_stamped(person, 0),
-        }
-    }
-
-    fn visits_of(&mut self, person: u32) -> &[RawVisit] {
-        let c = self.cached(person);
-        &self.arena[c.start as usize..(c.start + c.len) as usize]
+    /// Every visit of `person`, in the contract's order.
+    fn visits_of(&self, person: u32) -> Vec<RawVisit> {
+        let mut visits = Vec::new();
+        self.guard.raw_visits(person, &mut visits);
+        visits
     }
 
     /// Exposures of every other person to the `sources` visits (the case's, or an F1's), keyed by
     /// person. `skip(q)` excludes persons up front.
+    ///
+    /// A candidate's visits are derived only over the part of their scans that can shape a visit
+    /// overlapping the source visit `c`: scans in `[c.start - max_stay, c.end)`. An earlier scan
+    /// leaves a visit whose deadline is before `c.start`, so starting the contract's machine
+    /// empty there changes only visits that end before `c.start` and the start of a visit that
+    /// begins before `c.start` either way (overlap and first contact are then the same); scans at
+    /// or after `c.end` only move an end that is already at or past `c.end`.
     fn exposures(
         &mut self,
         sources: &[RawVisit],
         skip: impl Fn(u32) -> bool,
     ) -> FxHashMap<u32, Exposure> {
         let mut out: FxHashMap<u32, Exposure> = FxHashMap::default();
+        let Tracer {
+            guard, seen, stamp, ..
+        } = self;
+        let index = &**guard;
+        let max_stay = i64::from(index.max_stay);
         for c in sources {
-            self.stamp += 1;
-            let stamp = self.stamp;
-            let (lo, hi) = {
-                let index = &*self.guard;
-                let Some(ins) = index.venue_ins.get(c.venue as usize) else {
-                    continue;
-                };
-                let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
-                let hi_ts = c.end.max(0) as u64;
-                (
-                    ins.partition_point(|&k| (k >> 32) < lo_ts),
-                    ins.partition_point(|&k| (k >> 32) <= hi_ts),
-                )
+            *stamp += 1;
+            let stamp = *stamp;
+            let Some(ins) = index.venue_ins.get(c.venue as usize) else {
+                continue;
             };
-            warm_up(&self.guard, &self.guard.venue_ins[c.venue as usize][lo..hi]);
-            for i in lo..hi {
-                let q = self.guard.venue_ins[c.venue as usize][i] as u32;
+            let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
+            let hi_ts = c.end.max(0) as u64;
+            let candidates = &ins
+                [ins.partition_point(|&k| (k >> 32) < lo_ts)..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
+            warm_up(index, candidates);
+            out.reserve(candidates.len());
+            seen.reserve(candidates.len());
+            let from_ts = (c.start - max_stay).max(0) as u64;
+            let to_ts = c.end.max(0) as u64;
+            for &k in candidates {
+                let q = k as u32;
                 if skip(q) {
                     continue;
                 }
-                let entry = self.cached_stamped(q, stamp);
-                if entry.stamp == stamp {
-                    continue;
+                match seen.entry(q) {
+                    Entry::Occupied(mut e) => {
+                        if *e.get() == stamp {
+                            continue;
+                        }
+                        *e.get_mut() = stamp;
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(stamp);
+                    }
                 }
+                let Some(keys) = index.person_keys.get(q as usize) else {
+                    continue;
+                };
+                let keys = &keys[keys.partition_point(|&k| (k >> 32) < from_ts)
+                    ..keys.partition_point(|&k| (k >> 32) < to_ts)];
                 let mut sum = 0i64;
                 let mut first = i64::MAX;
-                let visits = &self.arena[entry.start as usize..(entry.start + entry.len) as usize];
-                for v in visits {
-                    if v.venue != c.venue {
-                        continue;
-                    }
-                    let ov = v.end.min(c.end) - v.start.max(c.start);
-                    if ov > 0 {
-                        sum += ov;
-                        first = first.min(v.start.max(c.start));
-                    }
-                }
+                crate::visits::derive(
+                    keys,
+                    |v| index.stay(v),
+                    |v| index.venue_name(v),
+                    |v| {
+                        if v.venue == c.venue {
+                            let ov = v.end.min(c.end) - v.start.max(c.start);
+                            if ov > 0 {
+                                sum += ov;
+                                first = first.min(v.start.max(c.start));
+                            }
+                        }
+                    },
+                );
                 if sum > 0 {
                     out.entry(q).or_default().add(sum, first, c.venue);
                 }
@@ -186,7 +162,7 @@ impl<'a> Tracer<'a> {
     }
 }
 
-/// Reads the head of every candidate's key list before any of them is derived. The candidates are
+/// Reads every candidate's key list (its middle, where the search starts) before any is derived. The candidates are
 /// scattered over a large index, so each is a cache miss or two; touching them all first lets the
 /// CPU overlap those misses instead of taking them one by one inside the derivation.
 fn warm_up(index: &Index, candidates: &[u64]) {
@@ -197,12 +173,13 @@ fn warm_up(index: &Index, candidates: &[u64]) {
         }
     }
     for &k in candidates {
-        if let Some(&first) = index
+        // The first probe of the binary search that finds the relevant part of the list.
+        if let Some(&middle) = index
             .person_keys
             .get(k as u32 as usize)
-            .and_then(|keys| keys.first())
+            .and_then(|keys| keys.get(keys.len() / 2))
         {
-            sink ^= first;
+            sink ^= middle;
         }
     }
     std::hint::black_box(sink);
@@ -229,7 +206,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
     let case = guard.person(&req.person)?;
     let threshold = req.min_overlap_s.max(1);
     let mut tracer = Tracer::new(guard);
-    let mut case_visits = clip(tracer.visits_of(case), req.from, req.to);
+    let mut case_visits = clip(&tracer.visits_of(case), req.from, req.to);
     case_visits.sort_by_key(|v| v.start);
 
     let f1_map = tracer.exposures(&case_visits, |q| q == case);
@@ -256,7 +233,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         let mut best: FxHashMap<u32, (i64, u32, i64)> = FxHashMap::default();
         for (q, e) in &f1 {
             tracer.yield_to_writer();
-            let sources = clip(tracer.visits_of(*q), e.first_contact, req.to);
+            let sources = clip(&tracer.visits_of(*q), e.first_contact, req.to);
             let exposures =
                 tracer.exposures(&sources, |r| r == case || r == *q || in_f1.contains_key(&r));
             let index = &*tracer.guard;
