@@ -88,7 +88,10 @@ def dur_us(s):
     return float(m.group(1)) * UNIT_US[m.group(2)]
 
 
-LOOP = re.compile(r"(\d+) traces, median ([^,]+), p90 ([^,]+), mean F1 ([0-9.]+)")
+LOOP = re.compile(
+    r"(\d+) traces, median (?P<median>[^,]+), (?:mean (?P<mean>[^,]+), )?p90 (?P<p90>[^,]+), "
+    r"mean F1 (?P<f1>[0-9.]+)"
+)
 
 
 def collect(work):
@@ -120,9 +123,10 @@ def collect(work):
                         "store_bytes": int(size),
                         "depth": depth,
                         "traces": int(m.group(1)),
-                        "median_us": round(dur_us(m.group(2)), 2),
-                        "p90_us": round(dur_us(m.group(3)), 2),
-                        "mean_f1": float(m.group(4)),
+                        "median_us": round(dur_us(m.group("median")), 2),
+                        "mean_us": round(dur_us(m.group("mean")), 2) if m.group("mean") else None,
+                        "p90_us": round(dur_us(m.group("p90")), 2),
+                        "mean_f1": float(m.group("f1")),
                     }
                 )
     return res
@@ -132,7 +136,7 @@ def write_csv(res, path):
     cols = [
         "section", "kind", "connections", "scans", "depth", "traces", "requests_per_s",
         "scans_per_s", "traces_per_s", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms",
-        "median_us", "p90_us", "mean_f1", "errors", "elapsed_s",
+        "median_us", "mean_us", "p90_us", "mean_f1", "errors", "elapsed_s",
     ]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
