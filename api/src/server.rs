@@ -1,5 +1,6 @@
-//! The accept loop: HTTP/1.1 connections with keep-alive, a connection limit, header and body
-//! deadlines, and graceful shutdown.
+//! The accept loop: HTTP/1.1 connections with keep-alive, and cleartext HTTP/2 for clients that
+//! open with its preface (prior knowledge, so one connection can carry many requests at once), a
+//! connection limit, header and body deadlines, and graceful shutdown.
 //!
 //! Shutdown order: stop accepting (the listener is dropped), end the live feeds, let every
 //! connection finish the request it is serving (idle keep-alive connections close at once), wait
@@ -12,9 +13,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -42,11 +43,18 @@ pub async fn serve(
     let opts = app.options().clone();
     let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // A vanished HTTP/2 peer is found by pings, as HTTP/1.1's is by its header deadline.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let last_warn = AtomicU64::new(0);
     tokio::pin!(shutdown);
     loop {
@@ -80,9 +88,25 @@ pub async fn serve(
             let app = conn_app.clone();
             async move { app.handle(req).await }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let (http1, http2) = (http1.clone(), http2.clone());
+        let first_bytes_within = opts.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = match sniff(&stream, first_bytes_within).await {
+                Some(Protocol::Http1) => {
+                    watcher
+                        .watch(http1.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(Protocol::Http2) => {
+                    watcher
+                        .watch(http2.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                // Closed, or silent past the header deadline: nothing to answer.
+                None => Ok(()),
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -113,6 +137,45 @@ pub async fn serve(
     Ok(())
 }
 
+/// Concurrent requests one HTTP/2 connection may carry.
+const H2_MAX_STREAMS: u32 = 256;
+
+/// The protocol a connection speaks, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Tells HTTP/2 (its client preface, `PRI * HTTP/2.0...`) from HTTP/1.1 by peeking at the first
+/// bytes, without consuming them. Three bytes decide it (`PRI` against `POST`, `PUT`, `PATCH`).
+/// `None` when the peer closes, fails, or sends nothing within `within`.
+async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut head = [0u8; 3];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut head))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if !PREFACE.starts_with(&head[..n]) {
+            return Some(Protocol::Http1);
+        }
+        if n == head.len() {
+            return Some(Protocol::Http2);
+        }
+        // "P" or "PR" so far: a peek would return the same bytes at once, so wait a little.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Answers one request on a connection over the limit with 503 and closes it. The request head
 /// is read first so the client sees the answer rather than a reset.
 fn refuse(stream: TcpStream) {
@@ -141,5 +204,73 @@ fn refuse(stream: TcpStream) {
 fn warn_limited(last: &AtomicU64, message: &str) {
     if crate::problem::once_per_10s(last) {
         tracing::warn!("{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A connected (client, server) pair on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    const WITHIN: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn sniff_tells_http2_preface_from_http1_methods() {
+        for (first, expected) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], Protocol::Http2),
+            (b"POST /v1/scans HTTP/1.1\r\n", Protocol::Http1),
+            (b"PUT /v1/venues HTTP/1.1\r\n", Protocol::Http1),
+            (b"PATCH / HTTP/1.1\r\n", Protocol::Http1),
+            (b"GET /healthz HTTP/1.1\r\n", Protocol::Http1),
+            (b"\x16\x03\x01", Protocol::Http1),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(first).await.unwrap();
+            assert_eq!(sniff(&server, WITHIN).await, Some(expected), "{first:?}");
+            // Peeking consumed nothing: the protocol's parser still sees every byte.
+            let mut buf = vec![0u8; first.len()];
+            server.try_read(&mut buf).unwrap();
+            assert_eq!(buf, first);
+        }
+    }
+
+    #[tokio::test]
+    async fn sniff_waits_for_a_split_preface() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"PR").await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"I * HTTP/2.0\r\n").await.unwrap();
+            client
+        });
+        assert_eq!(sniff(&server, WITHIN).await, Some(Protocol::Http2));
+        drop(late.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn sniff_gives_up_on_silent_or_closed_peers() {
+        let (_client, server) = pair().await;
+        let started = tokio::time::Instant::now();
+        assert_eq!(sniff(&server, WITHIN).await, None);
+        assert!(started.elapsed() >= WITHIN);
+
+        let (mut client, server) = pair().await;
+        client.write_all(b"P").await.unwrap();
+        assert_eq!(sniff(&server, WITHIN).await, None, "a lone 'P' never completes");
+
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(sniff(&server, WITHIN).await, None);
     }
 }

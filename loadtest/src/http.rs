@@ -1,7 +1,8 @@
-//! One keep-alive HTTP/1.1 connection to the (loopback) target, on hyper 1.x's low-level
-//! `client::conn::http1` over a tokio `TcpStream`. Each load worker owns one [`Conn`], so
-//! `--connections C` means exactly C sockets. A broken connection is dropped and re-opened on
-//! the next request.
+//! Connections to the (loopback) target on hyper 1.x's low-level client over a tokio
+//! `TcpStream`. Over HTTP/1.1 each load worker owns one keep-alive connection, so
+//! `--connections C` means exactly C sockets. With `--http2` every worker sends its requests as
+//! streams of one shared HTTP/2 connection (cleartext, prior knowledge), so C means C requests in
+//! flight on one socket. A broken connection is dropped and re-opened on the next request.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
 use crate::net::Target;
 
@@ -68,6 +70,50 @@ pub struct ConnSettings {
     pub token: Option<String>,
     /// Whole-request timeout (connect + send + full answer).
     pub timeout: Duration,
+    /// `Some`: every [`Conn`] sends over this one shared HTTP/2 connection.
+    pub http2: Option<SharedHttp2>,
+}
+
+/// The one HTTP/2 connection of a run, opened by the first request that needs it.
+#[derive(Clone, Default)]
+pub struct SharedHttp2(Arc<Mutex<Option<http2::SendRequest<Full<Bytes>>>>>);
+
+impl fmt::Debug for SharedHttp2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedHttp2")
+    }
+}
+
+/// Where a [`Conn`] sends its requests.
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::Http2(s) => s.send_request(req).await,
+        }
+    }
 }
 
 /// A lazily opened keep-alive connection.
@@ -75,8 +121,9 @@ pub struct Conn {
     settings: Arc<ConnSettings>,
     auth: Option<HeaderValue>,
     host: Option<HeaderValue>,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    /// Connections opened so far (1 in a healthy run).
+    sender: Option<Sender>,
+    /// Connections this worker opened so far (1 in a healthy HTTP/1.1 run; with HTTP/2 the
+    /// worker that opened the shared connection counts it).
     pub opened: u64,
 }
 
@@ -104,21 +151,38 @@ impl Conn {
         }
     }
 
-    async fn open(&mut self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+    async fn connect(&self) -> Result<TcpStream, TransportError> {
         let stream = TcpStream::connect(self.settings.target.addr)
             .await
             .map_err(TransportError::Connect)?;
         // Small requests must not wait for Nagle; failure to set it only costs latency.
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn open(&mut self) -> Result<Sender, TransportError> {
+        // Errors of a connection task surface on the request that hit them; nothing more to do.
+        if let Some(shared) = &self.settings.http2 {
+            let mut slot = shared.0.lock().await;
+            if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
+                return Ok(Sender::Http2(s.clone()));
+            }
+            let stream = self.connect().await?;
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(TransportError::Http)?;
+            tokio::spawn(connection);
+            *slot = Some(sender.clone());
+            self.opened += 1;
+            return Ok(Sender::Http2(sender));
+        }
+        let stream = self.connect().await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(TransportError::Http)?;
-        tokio::spawn(async move {
-            // Errors surface on the request that hit them; nothing more to do here.
-            let _ = connection.await;
-        });
+        tokio::spawn(connection);
         self.opened += 1;
-        Ok(sender)
+        Ok(Sender::Http1(sender))
     }
 
     async fn exchange(
@@ -162,10 +226,7 @@ impl Conn {
         let req = req
             .body(Full::new(body))
             .map_err(|e| TransportError::Request(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(TransportError::Http)?;
+        let resp = sender.send(req).await.map_err(TransportError::Http)?;
         let status = resp.status();
         let body = resp
             .into_body()

@@ -21,7 +21,7 @@ use serde::{de::IgnoredAny, Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::gen::{self, Generator, Ids, Params};
-use crate::http::{Answer, Conn, ConnSettings, TransportError};
+use crate::http::{Answer, Conn, ConnSettings, SharedHttp2, TransportError};
 use crate::net::Target;
 use crate::report::{fmt_count, fmt_rate, Recorder, Report, RunInfo};
 use crate::rng::Rng;
@@ -37,7 +37,10 @@ pub struct Common {
     pub target: Target,
     pub token: Option<String>,
     /// Connections (closed loop: concurrent requests; open loop: the pool serving the schedule).
+    /// With `http2`, the concurrent streams of one HTTP/2 connection instead.
     pub connections: usize,
+    /// Send everything over one cleartext HTTP/2 connection.
+    pub http2: bool,
     /// Open loop at this many requests per second; `None` = closed loop.
     pub rate: Option<f64>,
     /// Stop after this long.
@@ -60,6 +63,7 @@ impl Common {
             target: self.target.clone(),
             token: self.token.clone(),
             timeout: self.timeout,
+            http2: self.http2.then(SharedHttp2::default),
         })
     }
 
@@ -69,6 +73,7 @@ impl Common {
             target,
             token: None,
             connections: 4,
+            http2: false,
             rate: None,
             duration: Some(Duration::from_secs(10)),
             timeout: Duration::from_secs(30),
@@ -821,6 +826,7 @@ pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
             command: "ingest".into(),
             url: c.target.to_string(),
             connections: c.connections,
+            http2: c.http2,
             batch: Some(opts.batch),
             rate: c.rate,
         },
@@ -909,6 +915,7 @@ pub async fn run_trace(opts: TraceOptions) -> Result<Report> {
             command: "trace".into(),
             url: c.target.to_string(),
             connections: c.connections,
+            http2: c.http2,
             batch: None,
             rate: c.rate,
         },

@@ -165,6 +165,10 @@ struct LoadArgs {
     /// the pool that serves the schedule.
     #[arg(long, short = 'c', default_value_t = 4)]
     connections: usize,
+    /// Send every request over ONE cleartext HTTP/2 connection (prior knowledge); --connections
+    /// is then the number of requests in flight on it (HTTP/2 streams), not of sockets.
+    #[arg(long)]
+    http2: bool,
     /// Open loop: start this many requests per second whatever the server's speed (latency is
     /// measured from each request's scheduled start). Default: closed loop.
     #[arg(long)]
@@ -305,6 +309,7 @@ fn common(load: &LoadArgs, quiet: bool, default_duration: Option<Duration>) -> R
         target,
         token: load.token.clone(),
         connections: load.connections,
+        http2: load.http2,
         rate: load.rate,
         duration: load.duration.or(default_duration),
         timeout: load.timeout,

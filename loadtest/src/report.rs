@@ -163,7 +163,10 @@ pub struct Report {
     /// `ingest` or `trace`.
     pub command: String,
     pub url: String,
+    /// Connections; with `http2`, concurrent streams on one HTTP/2 connection.
     pub connections: usize,
+    /// Everything went over one cleartext HTTP/2 connection.
+    pub http2: bool,
     /// Scans per request (ingest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
@@ -204,6 +207,7 @@ pub struct RunInfo {
     pub command: String,
     pub url: String,
     pub connections: usize,
+    pub http2: bool,
     pub batch: Option<usize>,
     pub rate: Option<f64>,
 }
@@ -226,6 +230,7 @@ impl Report {
             command: info.command,
             url: info.url,
             connections: info.connections,
+            http2: info.http2,
             batch: info.batch,
             rate: info.rate,
             elapsed_s: secs,
@@ -321,11 +326,19 @@ fn fmt_latency_line(f: &mut fmt::Formatter<'_>, name: &str, l: &Latency) -> fmt:
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} against {} — {} connection(s)",
-            self.command, self.url, self.connections
-        )?;
+        if self.http2 {
+            write!(
+                f,
+                "{} against {} — one HTTP/2 connection, {} concurrent stream(s)",
+                self.command, self.url, self.connections
+            )?;
+        } else {
+            write!(
+                f,
+                "{} against {} — {} connection(s)",
+                self.command, self.url, self.connections
+            )?;
+        }
         if let Some(b) = self.batch {
             write!(f, ", batch {b}")?;
         }
@@ -466,6 +479,7 @@ mod tests {
             command: "ingest".into(),
             url: "http://127.0.0.1:8080".into(),
             connections: 4,
+            http2: false,
             batch: Some(1000),
             rate: None,
         };
