@@ -4,11 +4,14 @@
 //! - [`server_bin`]: the real `checkin-server` binary, built on first use if missing.
 //! - [`ServerProcess`]: that binary spawned on a free loopback port over a data directory, with
 //!   its log captured to a file, `/healthz` awaited, and `kill -9` / SIGTERM at will.
-//! - [`InProcess`]: the same HTTP service started inside the test process with an engine
-//!   [`engine::Config`] of the test's choosing (e.g. tiny segments), for behaviour the binary's
-//!   flags cannot reach.
+//! - [`Serving`]: the HTTP service (`api::serve`) started on a free port as a task of the current
+//!   tokio runtime and stopped gracefully; the api tests' harness (`tests/api_support`) builds
+//!   its `Server` on it.
+//! - [`InProcess`]: [`Serving`] on a runtime of its own, over an engine [`engine::Config`] of the
+//!   test's choosing (e.g. tiny segments), for behaviour the binary's flags cannot reach.
 //! - [`http`]: a tiny blocking HTTP/1.1 client over `std::net::TcpStream` (one request per
-//!   connection), so tests can also send bytes no well-behaved client would.
+//!   connection), so tests can also send bytes no well-behaved client would; its
+//!   [`http::Response`] is the whole-response type of the api and reliability suites.
 //! - [`Rng`]: a seeded SplitMix64 generator; every random choice of the suites is reproducible
 //!   from the seed they print.
 //!
@@ -409,13 +412,61 @@ pub fn small_segments_supported() -> bool {
 // In-process server
 // ---------------------------------------------------------------------------------------------
 
-/// The HTTP service in this process, over an engine opened with the given config.
+/// `api::serve` of an app on a free loopback port, as a task of the current tokio runtime: the
+/// one in-process start and stop, shared by [`InProcess`] and the api tests' `Server`.
+pub struct Serving {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), api::ServeError>>>,
+}
+
+impl Serving {
+    /// Binds 127.0.0.1:0 and spawns `api::serve` until [`Serving::shutdown`] (or drop).
+    pub async fn start(app: api::App) -> Serving {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(api::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Serving {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits up to 60 s for `serve` to return: `Err` if it did not return
+    /// in time or its task panicked, else what `serve` returned (`Ok(Ok(()))` once stopped).
+    pub async fn shutdown(&mut self) -> Result<Result<(), api::ServeError>, String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .map_err(|_| "serve did not return in 60 s".to_string())
+                .and_then(|joined| joined.map_err(|e| e.to_string())),
+            None => Ok(Ok(())),
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The HTTP service in this process, over an engine opened with the given config, on a runtime
+/// of its own (for blocking tests).
 pub struct InProcess {
     pub addr: SocketAddr,
     pub engine: engine::Engine,
     runtime: Option<tokio::runtime::Runtime>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), api::ServeError>>>,
+    serving: Serving,
 }
 
 impl InProcess {
@@ -428,20 +479,12 @@ impl InProcess {
             .build()
             .unwrap();
         let app = api::App::new(engine.clone(), api::Access::Open, options).unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = runtime.spawn(api::serve(listener, app, async move {
-            let _ = stopped.await;
-        }));
+        let serving = runtime.block_on(Serving::start(app));
         InProcess {
-            addr,
+            addr: serving.addr,
             engine,
             runtime: Some(runtime),
-            stop: Some(stop),
-            task: Some(task),
+            serving,
         }
     }
 
@@ -451,16 +494,11 @@ impl InProcess {
     }
 
     fn stop_inner(&mut self) -> Result<(), String> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let res = match (self.runtime.as_ref(), self.task.take()) {
-            (Some(rt), Some(task)) => rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(60), task).await })
-                .map_err(|_| "serve did not return in 60 s".to_string())
-                .and_then(|j| j.map_err(|e| e.to_string()))
+        let res = match self.runtime.as_ref() {
+            Some(rt) => rt
+                .block_on(self.serving.shutdown())
                 .and_then(|r| r.map_err(|e| e.to_string())),
-            _ => Ok(()),
+            None => Ok(()),
         };
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(5));
@@ -521,6 +559,20 @@ pub mod http {
                         && v["title"].is_string()
                         && v["detail"].is_string()
                 })
+        }
+        /// Asserts an RFC 9457 problem with this status (exact content type); returns its body.
+        pub fn assert_problem(&self, status: u16) -> Value {
+            assert_eq!(self.status, status, "{}", self.text());
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/problem+json"),
+                "{}",
+                self.text()
+            );
+            let v = self.json();
+            assert_eq!(v["status"], status);
+            assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
+            v
         }
     }
 

@@ -1,6 +1,8 @@
-//! Shared harness of the HTTP tests: a `checkin-server` started in-process on port 0 over a
-//! temporary data directory (engine durability `Os` for speed, a `ManualClock`), and a minimal
-//! HTTP/1.1 client.
+//! The api tests' layer over the shared helpers of `checkin_tests`: the test tokens file and its
+//! role tokens, `Opts` (tokens, options, stay, durability; engine durability `Os` for speed, a
+//! `ManualClock`, a temporary data directory), a `Server` in the test's own runtime (started and
+//! stopped by `checkin_tests::Serving`) with request shorthands over the lib's HTTP client and
+//! `http::Response`, and an SSE `Stream` reader.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -10,14 +12,14 @@ use std::time::Duration;
 
 use api::{Access, App, ServeError, ServerOptions, TokenSet};
 use bytes::Bytes;
+use checkin_tests::http::{self, Response};
+use checkin_tests::Serving;
 use engine::{Config, Durability, Engine, ManualClock};
 use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::Request;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// The manual clock's start: 2027-01-15.
 pub const T0: i64 = 1_800_000_000;
@@ -74,8 +76,7 @@ pub struct Server {
     pub app: App,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
+    serving: Serving,
 }
 
 pub fn open_engine(dir: &Path, clock: &Arc<ManualClock>, opts: &Opts) -> Engine {
@@ -131,41 +132,28 @@ impl Server {
             Access::Open
         };
         let app = App::new(engine, access, opts.options).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(api::serve(listener, app.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let serving = Serving::start(app.clone()).await;
         Server {
-            addr,
+            addr: serving.addr,
             app,
             clock,
             dir,
-            stop: Some(stop),
-            task: Some(task),
+            serving,
         }
     }
 
     /// Signals shutdown and waits for `serve` to return; gives the data directory back.
     pub async fn stop(mut self) -> (Result<(), ServeError>, tempfile::TempDir) {
         let res = self.shutdown().await;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (res, dir)
+        (res, self.dir)
     }
 
     /// Signals shutdown and waits for `serve` to return.
     pub async fn shutdown(&mut self) -> Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => tokio::time::timeout(Duration::from_secs(60), task)
-                .await
-                .expect("serve did not return")
-                .unwrap(),
-            None => Ok(()),
-        }
+        self.serving
+            .shutdown()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -180,19 +168,19 @@ impl Server {
         token: Option<&str>,
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
-    ) -> Resp {
+    ) -> Response {
         send(self.addr, method, path, token, headers, body.into()).await
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub async fn get(&self, path: &str) -> Response {
         self.send("GET", path, None, &[], Bytes::new()).await
     }
 
-    pub async fn get_as(&self, path: &str, token: &str) -> Resp {
+    pub async fn get_as(&self, path: &str, token: &str) -> Response {
         self.send("GET", path, Some(token), &[], Bytes::new()).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.send(
             "POST",
             path,
@@ -203,7 +191,7 @@ impl Server {
         .await
     }
 
-    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> Resp {
+    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> Response {
         self.send(
             "POST",
             path,
@@ -234,58 +222,13 @@ impl Server {
     }
 
     /// Posts scans as a JSON array (admin token, which open mode ignores).
-    pub async fn scans(&self, scans: &Value) -> Resp {
+    pub async fn scans(&self, scans: &Value) -> Response {
         self.post_as("/v1/scans", ADMIN, scans).await
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// A whole response.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts an RFC 9457 problem with this status.
-    pub fn assert_problem(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text());
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            self.text()
-        );
-        let v = self.json();
-        assert_eq!(v["status"], status);
-        assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
-        v
-    }
-}
-
-/// Sends one request on a fresh connection and reads the whole response.
+/// Sends one request on a fresh connection with the lib's client (on a blocking thread, so a
+/// server in this runtime keeps serving) and reads the whole response.
 pub async fn send(
     addr: SocketAddr,
     method: &str,
@@ -293,36 +236,24 @@ pub async fn send(
     token: Option<&str>,
     headers: &[(&str, &str)],
     body: Bytes,
-) -> Resp {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+) -> Response {
+    let method = method.to_string();
+    let path = path.to_string();
+    let mut owned: Vec<(String, String)> = Vec::new();
     if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+        owned.push(("authorization".into(), format!("Bearer {t}")));
     }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(body)).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    owned.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    tokio::task::spawn_blocking(move || {
+        let headers: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http::request(addr, &method, &path, &headers, &body)
+    })
+    .await
+    .unwrap()
+    .unwrap()
 }
 
 /// An open streaming response (SSE): read chunks as they come.
