@@ -267,7 +267,11 @@ mod tests {
 
         let (mut client, server) = pair().await;
         client.write_all(b"P").await.unwrap();
-        assert_eq!(sniff(&server, WITHIN).await, None, "a lone 'P' never completes");
+        assert_eq!(
+            sniff(&server, WITHIN).await,
+            None,
+            "a lone 'P' never completes"
+        );
 
         let (client, server) = pair().await;
         drop(client);

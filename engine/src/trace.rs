@@ -109,8 +109,8 @@ impl<'a> Tracer<'a> {
             };
             let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
             let hi_ts = c.end.max(0) as u64;
-            let candidates = &ins
-                [ins.partition_point(|&k| (k >> 32) < lo_ts)..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
+            let candidates = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
+                ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
             warm_up(index, candidates);
             out.reserve(candidates.len());
             seen.reserve(candidates.len());
