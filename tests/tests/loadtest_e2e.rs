@@ -104,4 +104,55 @@ fn generated_traffic_is_acknowledged_stored_and_traceable() {
         .sum();
     assert_eq!(not_404, 0, "{traces}");
     assert!(traces.requests_ok > 100, "{traces}");
+
+    // The same over one HTTP/2 connection with 8 streams in flight (`--http2`).
+    let mut over_h2 = common(&server, 8);
+    over_h2.http2 = true;
+    let h2_ingest = rt
+        .block_on(run_ingest(IngestOptions {
+            common: over_h2.clone(),
+            source: Source::Generate(Params {
+                seed: 9,
+                ..params.clone()
+            }),
+            batch: 100,
+            scans: Some(2_000),
+            register_venues: false,
+            venue_chunk: 20,
+        }))
+        .unwrap();
+    assert!(h2_ingest.http2);
+    assert_eq!(h2_ingest.failed_requests(), 0, "{h2_ingest}");
+    assert_eq!(h2_ingest.scans_accepted, 2_000, "{h2_ingest}");
+    let after = server.stats()["scans"].as_u64().unwrap();
+    assert!(
+        after > stored,
+        "HTTP/2 scans are stored: {after} after {stored}"
+    );
+    let h2_traces = rt
+        .block_on(run_trace(TraceOptions {
+            common: over_h2,
+            persons: Persons::Generated {
+                persons: params.persons,
+                venues: params.venues,
+            },
+            depth: DepthMode::Mixed,
+            requests: Some(200),
+            seed: 4,
+            from: None,
+            to: None,
+            min_overlap_s: None,
+        }))
+        .unwrap();
+    let not_404: u64 = h2_traces
+        .errors_by_status
+        .iter()
+        .filter(|(status, _)| status.as_str() != "404")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(not_404, 0, "{h2_traces}");
+    assert!(h2_traces.requests_ok > 100, "{h2_traces}");
+    assert!(h2_traces
+        .to_string()
+        .contains("one HTTP/2 connection, 8 concurrent stream(s)"));
 }
