@@ -47,7 +47,10 @@ pub(crate) struct Ctx {
 type Answer = Result<Response<Body>, ApiError>;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
-    let bytes = serde_json::to_vec(value)
+    // Most answers are small; trace answers run to tens of kilobytes, and starting at 1 KiB
+    // saves them the first doublings.
+    let mut bytes = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut bytes, value)
         .map_err(|e| ApiError::Internal(format!("could not encode the answer: {e}")))?;
     Ok(raw(status, "application/json", Bytes::from(bytes)))
 }
@@ -405,7 +408,16 @@ struct F1Out<'a> {
     person: &'a str,
     exposure_s: i64,
     first_contact: i64,
-    venues: Vec<&'a str>,
+    venues: Ids<'a>,
+}
+
+/// A list of ids serialized as a JSON array of strings, without collecting them first.
+struct Ids<'a>(&'a [Arc<str>]);
+
+impl Serialize for Ids<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|id| &**id))
+    }
 }
 
 #[derive(Serialize)]
@@ -471,7 +483,7 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
                     person: &c.person,
                     exposure_s: c.exposure_s,
                     first_contact: c.first_contact,
-                    venues: c.venues.iter().map(|v| &**v).collect(),
+                    venues: Ids(&c.venues),
                 })
                 .collect(),
             f2: r
