@@ -179,24 +179,34 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
 /// Answers one request on a connection over the limit with 503 and closes it. The request head
 /// is read first so the client sees the answer rather than a reset.
 fn refuse(stream: TcpStream) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(5))
-        .keep_alive(false);
-    let conn = builder.serve_connection(
-        TokioIo::new(stream),
-        service_fn(|_req| async {
-            Ok::<_, Infallible>(
-                ApiError::Unavailable(
-                    "the server is at its connection limit; retry shortly".into(),
-                )
+    let service = service_fn(|_req| async {
+        Ok::<_, Infallible>(
+            ApiError::Unavailable("the server is at its connection limit; retry shortly".into())
                 .into_response(),
-            )
-        }),
-    );
+        )
+    });
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        let within = Duration::from_secs(5);
+        let answered = async {
+            match sniff(&stream, within).await {
+                Some(Protocol::Http1) => {
+                    let mut http1 = http1::Builder::new();
+                    http1
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(within)
+                        .keep_alive(false);
+                    let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(Protocol::Http2) => {
+                    // Every stream the client opens within the time below gets the same 503.
+                    let mut http2 = http2::Builder::new(TokioExecutor::new());
+                    http2.timer(TokioTimer::new());
+                    let _ = http2.serve_connection(TokioIo::new(stream), service).await;
+                }
+                None => {}
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), answered).await;
     });
 }
 

@@ -113,3 +113,29 @@ async fn one_http2_connection_carries_concurrent_scans_and_traces() {
     assert_eq!(entries.len(), 10, "{entries:?}");
     assert!(entries.iter().all(|e| e["action"] == "/v1/trace"));
 }
+
+#[tokio::test]
+async fn an_http2_connection_over_the_limit_gets_503_problems() {
+    let server = Server::start_with(Opts {
+        options: api::ServerOptions {
+            max_connections: 1,
+            ..api::ServerOptions::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    // The one allowed connection, held open.
+    let held = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let sender = connect_h2(server.addr).await;
+    let (status, ctype, body) =
+        post_h2(sender, "/v1/trace", json!({"person": "p00", "depth": 1})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(ctype.starts_with("application/problem+json"), "{ctype}");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("connection limit"));
+    drop(held);
+}
