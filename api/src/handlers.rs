@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, Visit};
+use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, TraceResult, Visit};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -47,12 +47,16 @@ pub(crate) struct Ctx {
 type Answer = Result<Response<Body>, ApiError>;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    Ok(raw(status, "application/json", json_bytes(value)?))
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
     // Most answers are small; trace answers run to tens of kilobytes, and starting at 1 KiB
     // saves them the first doublings.
     let mut bytes = Vec::with_capacity(1024);
     serde_json::to_writer(&mut bytes, value)
         .map_err(|e| ApiError::Internal(format!("could not encode the answer: {e}")))?;
-    Ok(raw(status, "application/json", Bytes::from(bytes)))
+    Ok(Bytes::from(bytes))
 }
 
 fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
@@ -460,44 +464,48 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
     // depth-2 trace can take milliseconds and goes to the blocking pool.
     let inline = request.depth == 1;
     let tracer = engine.clone();
-    let (result, person) = audited(&engine, entry, inline, move || {
+    // The answer is built next to the audit flush too: only sending it waits for the flush.
+    let (answer, person) = audited(&engine, entry, inline, move || {
         let started = Instant::now();
         let result = tracer.trace(&request);
         metrics.observe_trace(request.depth, started.elapsed());
-        (result, request.person)
+        (result.as_ref().map(trace_json), request.person)
     })
     .await?;
-    let r = result.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
-    json(
-        StatusCode::OK,
-        &TraceOut {
-            case: &r.case,
-            from: r.from,
-            to: r.to,
-            min_overlap_s: r.min_overlap_s,
-            visits: visits_out(&r.visits),
-            f1: r
-                .f1
-                .iter()
-                .map(|c| F1Out {
-                    person: &c.person,
-                    exposure_s: c.exposure_s,
-                    first_contact: c.first_contact,
-                    venues: Ids(&c.venues),
-                })
-                .collect(),
-            f2: r
-                .f2
-                .iter()
-                .map(|c| F2Out {
-                    person: &c.person,
-                    via: &c.via,
-                    exposure_s: c.exposure_s,
-                    first_contact: c.first_contact,
-                })
-                .collect(),
-        },
-    )
+    let body =
+        answer.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
+    Ok(raw(StatusCode::OK, "application/json", body?))
+}
+
+/// The JSON body of a trace answer.
+fn trace_json(r: &TraceResult) -> Result<Bytes, ApiError> {
+    json_bytes(&TraceOut {
+        case: &r.case,
+        from: r.from,
+        to: r.to,
+        min_overlap_s: r.min_overlap_s,
+        visits: visits_out(&r.visits),
+        f1: r
+            .f1
+            .iter()
+            .map(|c| F1Out {
+                person: &c.person,
+                exposure_s: c.exposure_s,
+                first_contact: c.first_contact,
+                venues: Ids(&c.venues),
+            })
+            .collect(),
+        f2: r
+            .f2
+            .iter()
+            .map(|c| F2Out {
+                person: &c.person,
+                via: &c.via,
+                exposure_s: c.exposure_s,
+                first_contact: c.first_contact,
+            })
+            .collect(),
+    })
 }
 
 #[derive(Serialize)]
