@@ -46,7 +46,10 @@ impl AuditLog {
                 journal.truncate_to(end as u64)?;
                 Some((content.len() as u64 - end as u64, reason))
             }
-            None => None,
+            None => {
+                journal.resume_at(end as u64);
+                None
+            }
         };
         Ok((AuditLog { journal }, dropped))
     }

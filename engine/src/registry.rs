@@ -88,7 +88,10 @@ impl Registry {
                 reg.journal.truncate_to(end as u64)?;
                 Some((bytes, reason))
             }
-            None => None,
+            None => {
+                reg.journal.resume_at(end as u64);
+                None
+            }
         };
         Ok((reg, dropped))
     }
