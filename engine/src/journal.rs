@@ -109,6 +109,7 @@ impl Journal {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let mut raw = Vec::new();
