@@ -137,8 +137,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Concurrent requests one HTTP/2 connection may carry.
-const H2_MAX_STREAMS: u32 = 256;
+/// Concurrent requests one HTTP/2 connection may carry: RFC 9113's recommended minimum, which
+/// clients assume before the server's SETTINGS arrive (a lower value refuses the streams of a
+/// client that starts with a burst). Each request may hold a body of up to 16 MiB in memory, so
+/// this also bounds what one connection can make the server buffer.
+const H2_MAX_STREAMS: u32 = 100;
 
 /// The protocol a connection speaks, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

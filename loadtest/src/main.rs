@@ -166,7 +166,8 @@ struct LoadArgs {
     #[arg(long, short = 'c', default_value_t = 4)]
     connections: usize,
     /// Send every request over ONE cleartext HTTP/2 connection (prior knowledge); --connections
-    /// is then the number of requests in flight on it (HTTP/2 streams), not of sockets.
+    /// is then the number of requests in flight on it (HTTP/2 streams, at most 100), not of
+    /// sockets.
     #[arg(long)]
     http2: bool,
     /// Open loop: start this many requests per second whatever the server's speed (latency is
@@ -295,7 +296,16 @@ fn show_progress(quiet: bool) -> bool {
     !quiet && std::io::stdout().is_terminal()
 }
 
+/// Streams one HTTP/2 connection to checkin-server may carry at once (its SETTINGS).
+const SERVER_H2_STREAMS: usize = 100;
+
 fn common(load: &LoadArgs, quiet: bool, default_duration: Option<Duration>) -> Result<Common> {
+    if load.http2 && load.connections > SERVER_H2_STREAMS {
+        bail!(
+            "--http2 sends all requests on one connection, and checkin-server takes at most \
+             {SERVER_H2_STREAMS} at once on it: use --connections {SERVER_H2_STREAMS} or fewer"
+        );
+    }
     let target = Target::parse(&load.url)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
