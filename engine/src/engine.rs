@@ -317,9 +317,17 @@ impl Engine {
                 WriterState::resume(active, recovered.next_seq, recovered.active_locals)
             }
             None => {
+                // A fresh store (or one whose every segment was cut short): start after the
+                // highest id still on disk, never on an existing file.
+                let id = recovered
+                    .segments
+                    .iter()
+                    .map(|s| s.id + 1)
+                    .max()
+                    .unwrap_or(1);
                 let seg = Arc::new(Segment::create(
                     &dir,
-                    1,
+                    id,
                     config.segment_bytes,
                     now,
                     recovered.next_seq,
@@ -741,7 +749,28 @@ fn recover_segments(
     report: &mut RecoveryReport,
 ) -> Result<Recovered> {
     let started = Instant::now();
-    let files = log::list_segments(dir)?;
+    let mut files = Vec::new();
+    for (id, path) in log::list_segments(dir)? {
+        let len = fs::metadata(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        if len < log::HEADER_LEN as u64 {
+            // A segment whose creation was cut short before its header: it holds nothing. It is
+            // removed before the newest segment is chosen, so the one before it (which may have
+            // a torn tail of its own) is recovered as the newest and written on.
+            tracing::warn!(path = %path.display(), len, "removing a segment file shorter than its header");
+            report.dropped.push(DroppedTail {
+                path: path.clone(),
+                offset: 0,
+                bytes: len,
+                reason: "segment file shorter than its header".into(),
+            });
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        files.push((id, path));
+    }
     let mut out = Recovered {
         segments: Vec::new(),
         active: None,
@@ -756,22 +785,6 @@ fn recover_segments(
     let mut loaded: Vec<(Arc<Segment>, Vec<u32>, usize)> = Vec::new();
     for (i, (id, path)) in files.into_iter().enumerate() {
         let newest = i + 1 == count;
-        let len = fs::metadata(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-            .len();
-        if len < log::HEADER_LEN as u64 {
-            // A segment whose creation was cut short before its header: it holds nothing.
-            tracing::warn!(path = %path.display(), len, "removing a segment file shorter than its header");
-            report.dropped.push(DroppedTail {
-                path: path.clone(),
-                offset: 0,
-                bytes: len,
-                reason: "segment file shorter than its header".into(),
-            });
-            fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            continue;
-        }
         let seg = Segment::open(&path, id)?;
         match log::decode_header(seg.map.bytes()) {
             Ok(h) if h.id == id => next_seq = next_seq.max(h.base_seq),

@@ -214,3 +214,45 @@ fn make_fixture() {
     }
     std::fs::copy(&seg, out.join(seg.file_name().unwrap())).unwrap();
 }
+
+/// A crash between creating the next segment file and writing its header leaves an empty file
+/// after the full one. Recovery removes it and writes on: the segment before it is the newest
+/// again, and new segments do not collide with existing file names.
+#[test]
+fn empty_next_segment_file_is_removed_and_writing_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    build_store(dir.path(), 8);
+    let newest = newest_segment(dir.path());
+    let name = newest.file_stem().unwrap().to_str().unwrap().to_owned();
+    let next_id: u64 = name.parse::<u64>().unwrap() + 1;
+    let empty = dir
+        .path()
+        .join(format!("{:0width$}.seg", next_id, width = name.len()));
+    std::fs::File::create(&empty).unwrap();
+
+    let e = open(dir.path());
+    assert!(!empty.exists(), "the empty segment file is removed");
+    let report = e.recovery_report();
+    assert!(
+        report
+            .dropped
+            .iter()
+            .any(|d| d.path == empty && d.bytes == 0),
+        "{:?}",
+        report.dropped
+    );
+    assert_eq!(e.stats().scans, 80);
+    // Enough new scans to fill the segment and roll over more than once.
+    for b in 0..400 {
+        let batch = (0..10)
+            .map(|i| scan(&format!("q{b}-{i}"), T0 - 500))
+            .collect();
+        e.ingest(batch).unwrap();
+    }
+    e.shutdown().unwrap();
+    drop(e);
+
+    let e = open(dir.path());
+    assert_eq!(e.stats().scans, 80 + 4000);
+    assert!(e.recovery_report().dropped.is_empty());
+}

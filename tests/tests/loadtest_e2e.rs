@@ -19,6 +19,16 @@ fn common(server: &ServerProcess, connections: usize) -> Common {
     c
 }
 
+/// Failed trace requests other than 404 (a person the generator never used).
+fn errors_other_than_404(report: &checkin_loadtest::Report) -> u64 {
+    report
+        .errors_by_status
+        .iter()
+        .filter(|(status, _)| status.as_str() != "404")
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[test]
 fn generated_traffic_is_acknowledged_stored_and_traceable() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,13 +106,7 @@ fn generated_traffic_is_acknowledged_stored_and_traceable() {
         }))
         .unwrap();
     // Persons the generator never used answer 404; everything else must be 200.
-    let not_404: u64 = traces
-        .errors_by_status
-        .iter()
-        .filter(|(status, _)| status.as_str() != "404")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(not_404, 0, "{traces}");
+    assert_eq!(errors_other_than_404(&traces), 0, "{traces}");
     assert!(traces.requests_ok > 100, "{traces}");
 
     // The same over one HTTP/2 connection with 8 streams in flight (`--http2`).
@@ -144,13 +148,7 @@ fn generated_traffic_is_acknowledged_stored_and_traceable() {
             min_overlap_s: None,
         }))
         .unwrap();
-    let not_404: u64 = h2_traces
-        .errors_by_status
-        .iter()
-        .filter(|(status, _)| status.as_str() != "404")
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(not_404, 0, "{h2_traces}");
+    assert_eq!(errors_other_than_404(&h2_traces), 0, "{h2_traces}");
     assert!(h2_traces.requests_ok > 100, "{h2_traces}");
     assert!(h2_traces
         .to_string()
