@@ -12,8 +12,9 @@ use crate::app::ServerOptions;
 /// The HTTP server of the national QR check-in system.
 ///
 /// Stores every acknowledged scan durably in the data directory, derives visits and live
-/// occupancy, and answers contact traces. Without --tokens it runs in open mode (no
-/// authentication) and then listens on loopback addresses only.
+/// occupancy, and answers contact traces. Serves HTTP/1.1 and cleartext HTTP/2 (prior
+/// knowledge) on the same address. Without --tokens it runs in open mode (no authentication)
+/// and then listens on loopback addresses only.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "checkin-server", version, about, long_about)]
 pub struct Cli {
