@@ -173,13 +173,16 @@ fn warm_up(index: &Index, candidates: &[u64]) {
         }
     }
     for &k in candidates {
-        // The first probe of the binary search that finds the relevant part of the list.
-        if let Some(&middle) = index
-            .person_keys
-            .get(k as u32 as usize)
-            .and_then(|keys| keys.get(keys.len() / 2))
-        {
-            sink ^= middle;
+        // Every cache line the binary search may probe, for the short lists most persons have;
+        // the first probe for longer ones.
+        if let Some(keys) = index.person_keys.get(k as u32 as usize) {
+            if keys.len() <= 32 {
+                for line in keys.iter().step_by(8) {
+                    sink ^= line;
+                }
+            } else if let Some(&middle) = keys.get(keys.len() / 2) {
+                sink ^= middle;
+            }
         }
     }
     std::hint::black_box(sink);
