@@ -3,8 +3,9 @@
 //! Anything that may wait on the disk (ingestion acknowledgement, venue registration, audit
 //! appends, traces) runs off the tokio workers: ingestion through the engine's completion
 //! callback and a oneshot, the rest in `spawn_blocking`. Every person lookup and trace is written
-//! to the audit log, durably, before the answer is sent: the audit append (an fsync, on the
-//! blocking pool) and the lookup run side by side and the answer waits for both; if the audit
+//! to the audit log, durably, before the answer is sent: the audit entry (queued to the engine's
+//! audit writer, which flushes every queued entry at once) and the lookup run side by side and
+//! the answer waits for both; if the audit
 //! entry cannot be stored the lookup is refused (503) and its result discarded. Person visits and
 //! depth-1 traces are microseconds of in-memory work and run on the worker; depth-2 traces go to
 //! the blocking pool.
@@ -84,16 +85,20 @@ async fn audited<T: Send + 'static>(
     inline: bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let audit_engine = engine.clone();
-    let audit = tokio::task::spawn_blocking(move || audit_engine.audit_append(entry));
+    let (stored_tx, stored) = tokio::sync::oneshot::channel();
+    engine.audit_submit(entry, move |r| {
+        let _ = stored_tx.send(r);
+    });
     let out = if inline {
         work()
     } else {
         blocking(work).await?
     };
-    audit
+    stored
         .await
-        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
+        .map_err(|_| {
+            ApiError::Unavailable("the store stopped before recording the audit entry".into())
+        })?
         .map_err(engine_err)?;
     Ok(out)
 }

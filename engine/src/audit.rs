@@ -1,11 +1,17 @@
 //! The audit log: an append-only, durable record of who looked up whom (`audit.log`).
 //!
-//! Every entry is made durable (group-committed fsync in `Fsync` mode) before the caller answers
-//! the lookup it records. Entries are never purged by retention: they are the authority's record
-//! of access to personal data.
+//! Every entry is made durable (fsync in `Fsync` mode) before the caller answers the lookup it
+//! records. Entries go through one writer thread (`checkin-audit`) that takes every entry queued
+//! at that moment and writes them with one `pwrite` and one flush: concurrent lookups share a
+//! flush without waking a thread each. Entries are never purged by retention: they are the
+//! authority's record of access to personal data.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 use rkyv::rancor;
 
 use crate::error::{Error, Result};
@@ -20,9 +26,24 @@ struct AuditRecord {
     subject: String,
 }
 
+/// Called once an entry is durable, or with why it could not be stored.
+pub(crate) type AuditDone = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// One queued entry: its encoded frame and who waits for it.
+struct Job {
+    frame: Vec<u8>,
+    done: AuditDone,
+}
+
+/// Most entries one write carries.
+const MAX_BATCH: usize = 4096;
+
 /// The audit log of a data directory.
 pub(crate) struct AuditLog {
-    journal: Journal,
+    journal: Arc<Journal>,
+    /// `None` once stopped: later entries are refused with [`Error::ShuttingDown`].
+    queue: Mutex<Option<Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn decode(payload: &[u8]) -> std::result::Result<AuditEntry, String> {
@@ -51,24 +72,50 @@ impl AuditLog {
                 None
             }
         };
-        Ok((AuditLog { journal }, dropped))
+        let journal = Arc::new(journal);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer_journal = journal.clone();
+        let writer = std::thread::Builder::new()
+            .name("checkin-audit".into())
+            .spawn(move || write_loop(&writer_journal, &rx))
+            .map_err(|e| Error::io("spawning thread checkin-audit", e))?;
+        Ok((
+            AuditLog {
+                journal,
+                queue: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            },
+            dropped,
+        ))
     }
 
-    /// Appends one entry durably.
+    /// Appends one entry and returns once it is durable.
     pub(crate) fn append(&self, entry: AuditEntry) -> Result<()> {
-        let rec = AuditRecord {
-            ts: entry.ts,
-            who: entry.who,
-            action: entry.action,
-            subject: entry.subject,
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(
+            entry,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Queues one entry; `done` is called once it is durable, or with the error that kept it
+    /// from being stored (possibly on this thread, at once).
+    pub(crate) fn submit(&self, entry: AuditEntry, done: AuditDone) {
+        let frame = match encode(entry) {
+            Ok(f) => f,
+            Err(e) => return done(Err(e)),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&rec).map_err(|e| Error::Io {
-            context: "encoding an audit record".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let mut frame = Vec::with_capacity(bytes.len() + 32);
-        journal::encode_frame(&bytes, &mut frame);
-        self.journal.append(&frame)
+        let job = Job { frame, done };
+        let refused = match self.queue.lock().as_ref() {
+            Some(tx) => tx.send(job).err().map(|e| e.into_inner()),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            (job.done)(Err(Error::ShuttingDown));
+        }
     }
 
     /// Entries with `ts >= since`, oldest first (in append order).
@@ -84,4 +131,60 @@ impl AuditLog {
         });
         Ok(out)
     }
+
+    /// Stores every entry queued so far, then stops the writer thread. Idempotent.
+    pub(crate) fn stop(&self) {
+        drop(self.queue.lock().take());
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The writer thread: one write and one flush for everything queued, until the queue closes.
+fn write_loop(journal: &Journal, rx: &Receiver<Job>) {
+    let mut frames = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        frames.clear();
+        for job in &batch {
+            frames.extend_from_slice(&job.frame);
+        }
+        let stored = journal.append(&frames);
+        for job in batch {
+            (job.done)(match &stored {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.for_each_waiter()),
+            });
+        }
+    }
+}
+
+/// The frame of one entry.
+fn encode(entry: AuditEntry) -> Result<Vec<u8>> {
+    let rec = AuditRecord {
+        ts: entry.ts,
+        who: entry.who,
+        action: entry.action,
+        subject: entry.subject,
+    };
+    let bytes = rkyv::to_bytes::<rancor::Error>(&rec).map_err(|e| Error::Io {
+        context: "encoding an audit record".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut frame = Vec::with_capacity(bytes.len() + 32);
+    journal::encode_frame(&bytes, &mut frame);
+    Ok(frame)
 }

@@ -614,6 +614,13 @@ impl Engine {
         self.shared().audit.append(entry)
     }
 
+    /// Queues an audit entry without blocking; `done` is called once it is durable, or with why
+    /// it was not stored (then possibly at once, on this thread). Entries queued together share
+    /// one write and one flush.
+    pub fn audit_submit(&self, entry: AuditEntry, done: impl FnOnce(Result<()>) + Send + 'static) {
+        self.shared().audit.submit(entry, Box::new(done));
+    }
+
     /// Audit entries with `ts >= since`, oldest first.
     pub fn audit_since(&self, since: i64) -> Result<Vec<AuditEntry>> {
         self.shared().audit.since(since)
@@ -672,6 +679,7 @@ impl Inner {
         for h in handles {
             let _ = h.join();
         }
+        shared.audit.stop();
         match shared.poison_reason() {
             Some(p) => Err(Error::Poisoned(p)),
             None => Ok(()),
