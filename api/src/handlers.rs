@@ -412,42 +412,6 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
     )
 }
 
-#[derive(Serialize)]
-struct F1Out<'a> {
-    person: &'a str,
-    exposure_s: i64,
-    first_contact: i64,
-    venues: Ids<'a>,
-}
-
-/// A list of ids serialized as a JSON array of strings, without collecting them first.
-struct Ids<'a>(&'a [Arc<str>]);
-
-impl Serialize for Ids<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|id| &**id))
-    }
-}
-
-#[derive(Serialize)]
-struct F2Out<'a> {
-    person: &'a str,
-    via: &'a str,
-    exposure_s: i64,
-    first_contact: i64,
-}
-
-#[derive(Serialize)]
-struct TraceOut<'a> {
-    case: &'a str,
-    from: i64,
-    to: i64,
-    min_overlap_s: i64,
-    visits: Vec<VisitOut<'a>>,
-    f1: Vec<F1Out<'a>>,
-    f2: Vec<F2Out<'a>>,
-}
-
 pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
@@ -484,33 +448,7 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
 
 /// The JSON body of a trace answer.
 fn trace_json(r: &TraceResult) -> Result<Bytes, ApiError> {
-    json_bytes(&TraceOut {
-        case: &r.case,
-        from: r.from,
-        to: r.to,
-        min_overlap_s: r.min_overlap_s,
-        visits: visits_out(&r.visits),
-        f1: r
-            .f1
-            .iter()
-            .map(|c| F1Out {
-                person: &c.person,
-                exposure_s: c.exposure_s,
-                first_contact: c.first_contact,
-                venues: Ids(&c.venues),
-            })
-            .collect(),
-        f2: r
-            .f2
-            .iter()
-            .map(|c| F2Out {
-                person: &c.person,
-                via: &c.via,
-                exposure_s: c.exposure_s,
-                first_contact: c.first_contact,
-            })
-            .collect(),
-    })
+    Ok(Bytes::from(crate::trace_body::trace_body(r)))
 }
 
 #[derive(Serialize)]

@@ -31,6 +31,7 @@ pub mod problem;
 pub mod routes;
 mod server;
 mod sse;
+mod trace_body;
 
 pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};
 pub use app::{App, ServerOptions};
