@@ -139,3 +139,37 @@ async fn an_http2_connection_over_the_limit_gets_503_problems() {
         .contains("connection limit"));
     drop(held);
 }
+
+#[tokio::test]
+async fn the_live_feed_streams_over_http2() {
+    let server = Server::start().await;
+    server.venues(&["V1"]).await;
+    let mut sender = connect_h2(server.addr).await;
+    sender.ready().await.unwrap();
+    let req = hyper::Request::get("http://localhost/v1/venues/V1/events")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let mut body = resp.into_body();
+
+    // A scan posted over HTTP/1.1 after subscribing arrives as an event on the HTTP/2 stream.
+    let posted = server
+        .scans(&json!([{"person": "p1", "venue": "V1", "ts": T0 - 10}]))
+        .await;
+    assert_eq!(posted.status, 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("\"person\":\"p1\"") {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("the event arrives within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("id: 1"), "{seen}");
+}
