@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, TraceResult, Visit};
+use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, Visit};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -48,16 +48,9 @@ pub(crate) struct Ctx {
 type Answer = Result<Response<Body>, ApiError>;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
-    Ok(raw(status, "application/json", json_bytes(value)?))
-}
-
-fn json_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
-    // Most answers are small; trace answers run to tens of kilobytes, and starting at 1 KiB
-    // saves them the first doublings.
-    let mut bytes = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut bytes, value)
+    let bytes = serde_json::to_vec(value)
         .map_err(|e| ApiError::Internal(format!("could not encode the answer: {e}")))?;
-    Ok(Bytes::from(bytes))
+    Ok(raw(status, "application/json", Bytes::from(bytes)))
 }
 
 fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
@@ -438,17 +431,13 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
         let started = Instant::now();
         let result = tracer.trace(&request);
         metrics.observe_trace(request.depth, started.elapsed());
-        (result.as_ref().map(trace_json), request.person)
+        let body = result.as_ref().map(crate::trace_body::trace_body);
+        (body, request.person)
     })
     .await?;
     let body =
         answer.ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
-    Ok(raw(StatusCode::OK, "application/json", body?))
-}
-
-/// The JSON body of a trace answer.
-fn trace_json(r: &TraceResult) -> Result<Bytes, ApiError> {
-    Ok(Bytes::from(crate::trace_body::trace_body(r)))
+    Ok(raw(StatusCode::OK, "application/json", Bytes::from(body)))
 }
 
 #[derive(Serialize)]

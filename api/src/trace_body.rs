@@ -6,7 +6,7 @@
 //! string still goes through serde_json's escaping. Numbers are written with `itoa`. Field names
 //! and order are those of the contract (section 6).
 
-use engine::{TraceResult, Visit};
+use engine::TraceResult;
 
 /// The trace answer as JSON bytes.
 pub(crate) fn trace_body(r: &TraceResult) -> Vec<u8> {
@@ -18,53 +18,45 @@ pub(crate) fn trace_body(r: &TraceResult) -> Vec<u8> {
     field_int(&mut out, b",\"to\":", r.to);
     field_int(&mut out, b",\"min_overlap_s\":", r.min_overlap_s);
     out.extend_from_slice(b",\"visits\":");
-    visits(&mut out, &r.visits);
-    out.extend_from_slice(b",\"f1\":[");
-    for (i, c) in r.f1.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"person\":");
-        string(&mut out, &c.person);
-        field_int(&mut out, b",\"exposure_s\":", c.exposure_s);
-        field_int(&mut out, b",\"first_contact\":", c.first_contact);
-        out.extend_from_slice(b",\"venues\":[");
-        for (j, v) in c.venues.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            string(&mut out, v);
-        }
-        out.extend_from_slice(b"]}");
-    }
-    out.extend_from_slice(b"],\"f2\":[");
-    for (i, c) in r.f2.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"person\":");
-        string(&mut out, &c.person);
-        out.extend_from_slice(b",\"via\":");
-        string(&mut out, &c.via);
-        field_int(&mut out, b",\"exposure_s\":", c.exposure_s);
-        field_int(&mut out, b",\"first_contact\":", c.first_contact);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    out
-}
-
-fn visits(out: &mut Vec<u8>, visits: &[Visit]) {
-    out.push(b'[');
-    for (i, v) in visits.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    list(&mut out, &r.visits, |out, v| {
         out.extend_from_slice(b"{\"venue\":");
         string(out, &v.venue);
         field_int(out, b",\"start\":", v.start);
         field_int(out, b",\"end\":", v.end);
         out.push(b'}');
+    });
+    out.extend_from_slice(b",\"f1\":");
+    list(&mut out, &r.f1, |out, c| {
+        out.extend_from_slice(b"{\"person\":");
+        string(out, &c.person);
+        field_int(out, b",\"exposure_s\":", c.exposure_s);
+        field_int(out, b",\"first_contact\":", c.first_contact);
+        out.extend_from_slice(b",\"venues\":");
+        list(out, &c.venues, |out, v| string(out, v));
+        out.push(b'}');
+    });
+    out.extend_from_slice(b",\"f2\":");
+    list(&mut out, &r.f2, |out, c| {
+        out.extend_from_slice(b"{\"person\":");
+        string(out, &c.person);
+        out.extend_from_slice(b",\"via\":");
+        string(out, &c.via);
+        field_int(out, b",\"exposure_s\":", c.exposure_s);
+        field_int(out, b",\"first_contact\":", c.first_contact);
+        out.push(b'}');
+    });
+    out.push(b'}');
+    out
+}
+
+/// A JSON array of `items`, each written by `item`.
+fn list<T>(out: &mut Vec<u8>, items: &[T], item: impl Fn(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(out, x);
     }
     out.push(b']');
 }
@@ -91,7 +83,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{F1Contact, F2Contact};
+    use engine::{F1Contact, F2Contact, Visit};
     use serde_json::{json, Value};
     use std::sync::Arc;
 

@@ -62,16 +62,7 @@ impl AuditLog {
     pub(crate) fn open(dir: &Path, fsync: bool) -> Result<(AuditLog, Option<(u64, String)>)> {
         let (journal, content) = Journal::open(&dir.join("audit.log"), fsync)?;
         let (end, damage) = journal::read_frames(&content, |p| decode(p).map(|_| ()));
-        let dropped = match damage {
-            Some(reason) => {
-                journal.truncate_to(end as u64)?;
-                Some((content.len() as u64 - end as u64, reason))
-            }
-            None => {
-                journal.resume_at(end as u64);
-                None
-            }
-        };
+        let dropped = journal.settle(content.len(), end, damage)?;
         let journal = Arc::new(journal);
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer_journal = journal.clone();
@@ -91,14 +82,7 @@ impl AuditLog {
 
     /// Appends one entry and returns once it is durable.
     pub(crate) fn append(&self, entry: AuditEntry) -> Result<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(
-            entry,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+        crate::error::wait_for(|done| self.submit(entry, done))
     }
 
     /// Queues one entry; `done` is called once it is durable, or with the error that kept it

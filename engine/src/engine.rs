@@ -473,14 +473,7 @@ impl Engine {
 
     /// Validates, stores and indexes a batch, then blocks until the accepted scans are durable.
     pub fn ingest(&self, batch: Vec<ScanItem>) -> Result<IngestOutcome> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.submit(
-            batch,
-            Box::new(move |res| {
-                let _ = tx.send(res);
-            }),
-        );
-        rx.recv().unwrap_or(Err(Error::ShuttingDown))
+        crate::error::wait_for(|done| self.submit(batch, done))
     }
 
     /// Like [`Engine::ingest`] without blocking: `done` runs (on an engine thread, or on this one

@@ -85,3 +85,15 @@ impl Error {
 
 /// Result alias of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Blocks on a callback-style operation: `start` is given the completion to call, and this
+/// returns what it was called with ([`Error::ShuttingDown`] if it was dropped uncalled).
+pub(crate) fn wait_for<T: Send + 'static>(
+    start: impl FnOnce(Box<dyn FnOnce(Result<T>) + Send>),
+) -> Result<T> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    start(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.recv().unwrap_or(Err(Error::ShuttingDown))
+}

@@ -102,8 +102,7 @@ pub(crate) struct Journal {
 impl Journal {
     /// Opens (creating if absent) `path`, returning the journal and the file's whole content
     /// (16-byte aligned). The caller decodes frames with [`read_frames`] and then calls
-    /// [`Journal::truncate_to`] if damage was found, else [`Journal::resume_at`] with the end of
-    /// the frames. Until then appends would go after the whole content.
+    /// [`Journal::settle`]; until then appends would go after the whole content.
     pub(crate) fn open(path: &Path, fsync: bool) -> Result<(Journal, AlignedVec<16>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -154,6 +153,27 @@ impl Journal {
         st.written = len;
         st.synced = len;
         Ok(())
+    }
+
+    /// Ends the opening of a file of `content_len` bytes whose intact frames end at `end`, as
+    /// [`read_frames`] found: a damaged tail is cut off, and its size and `damage` returned;
+    /// otherwise appends resume at `end`.
+    pub(crate) fn settle(
+        &self,
+        content_len: usize,
+        end: usize,
+        damage: Option<String>,
+    ) -> Result<Option<(u64, String)>> {
+        match damage {
+            Some(reason) => {
+                self.truncate_to(end as u64)?;
+                Ok(Some(((content_len - end) as u64, reason)))
+            }
+            None => {
+                self.resume_at(end as u64);
+                Ok(None)
+            }
+        }
     }
 
     /// Sets where the frames end (recovery found no damage): appends overwrite the zero-filled

@@ -82,17 +82,7 @@ impl Registry {
         for rec in records {
             reg.apply(rec);
         }
-        let dropped = match damage {
-            Some(reason) => {
-                let bytes = content.len() as u64 - end as u64;
-                reg.journal.truncate_to(end as u64)?;
-                Some((bytes, reason))
-            }
-            None => {
-                reg.journal.resume_at(end as u64);
-                None
-            }
-        };
+        let dropped = reg.journal.settle(content.len(), end, damage)?;
         Ok((reg, dropped))
     }
 
