@@ -55,15 +55,9 @@ as_pg() {
     if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=
-}
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+stop_server() { checkin_stop; }
 
 cleanup() {
     local rc=$?
@@ -154,15 +148,8 @@ DSN="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres"
 
 # --- our server --------------------------------------------------------------------------------
 start_server() { # $1: durability
-    "$BIN/checkin-server" --listen "127.0.0.1:$SPORT" --data "$WORK/ours-data" --durability "$1" \
-        >>"$WORK/server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 600); do
-        if curl -fsS "http://127.0.0.1:$SPORT/healthz" >/dev/null 2>&1; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; return 1; }
-        sleep 0.1
-    done
-    echo "checkin-server did not become healthy"; return 1
+    checkin_start "$BIN/checkin-server" "http://127.0.0.1:$SPORT" "$WORK/server.log" \
+        --listen "127.0.0.1:$SPORT" --data "$WORK/ours-data" --durability "$1"
 }
 SPORT=$(free_port)
 URL=http://127.0.0.1:$SPORT

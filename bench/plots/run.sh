@@ -53,14 +53,10 @@ fi
 SERVER_PID=
 DATA=
 
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=
+    checkin_stop
     if [[ -n "$DATA" ]]; then rm -rf "$DATA"; DATA=; fi
 }
 
@@ -90,15 +86,9 @@ start_server() {
     port=$(free_port)
     DATA=$WORK/data-$name
     rm -rf "$DATA"
-    "$BIN/checkin-server" --data "$DATA" --listen "127.0.0.1:$port" >"$WORK/server-$name.log" 2>&1 &
-    SERVER_PID=$!
     URL=http://127.0.0.1:$port
-    for _ in $(seq 1 100); do
-        if curl -fsS "$URL/healthz" >/dev/null 2>&1; then return 0; fi
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server-$name.log" >&2; return 1; }
-        sleep 0.1
-    done
-    log "server did not come up"; return 1
+    checkin_start "$BIN/checkin-server" "$URL" "$WORK/server-$name.log" \
+        --data "$DATA" --listen "127.0.0.1:$port"
 }
 
 loadavg() { cut -d' ' -f1 /proc/loadavg; }

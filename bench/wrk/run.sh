@@ -36,24 +36,18 @@ if [[ $SKIP_BUILD != 1 ]]; then
     cargo build --release -p checkin-api --manifest-path "$ROOT/Cargo.toml"
 fi
 
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 DATA=$(mktemp -d /tmp/checkin-wrk.XXXXXX)
 SERVER_PID=
 cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    checkin_stop
     rm -rf "$DATA"
 }
 trap cleanup EXIT
 
-"$ROOT/target/release/checkin-server" --data "$DATA/store" --listen "127.0.0.1:$PORT" \
-    --durability "$DURABILITY" >"$DATA/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    curl -sf "$URL/healthz" >/dev/null && break
-    sleep 0.1
-done
+checkin_start "$ROOT/target/release/checkin-server" "$URL" "$DATA/server.log" \
+    --data "$DATA/store" --listen "127.0.0.1:$PORT" --durability "$DURABILITY"
 venues=$(for i in $(seq 0 99); do printf '{"id":"WRK-%d","name":"wrk %d"}\n' "$i" "$i"; done |
     paste -sd, -)
 curl -sf -H 'Content-Type: application/json' --data-binary "[$venues]" "$URL/v1/venues" >/dev/null
