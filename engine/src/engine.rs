@@ -13,6 +13,7 @@ use rkyv::util::AlignedVec;
 use rustc_hash::FxHashMap;
 
 use crate::audit::AuditLog;
+use crate::change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::index::{EventRec, Index};
@@ -154,6 +155,10 @@ struct Shared {
     watched: Mutex<FxHashMap<u32, u32>>,
     watched_total: AtomicUsize,
     observers: RwLock<Vec<SyncObserver>>,
+    /// Listeners of stored scans, purges and venue changes ([`Engine::on_change`]); the flag
+    /// spares the writer the per-scan notices while there is none.
+    change_listeners: RwLock<Vec<ChangeListener>>,
+    has_change_listeners: AtomicBool,
     audit: AuditLog,
     report: RecoveryReport,
     /// Live segments, ascending; the last one is the writer's.
@@ -210,6 +215,8 @@ struct SyncItem {
     end: usize,
     done: Vec<Done>,
     events: Vec<ScanEvent>,
+    /// Every stored scan of the item, for the change listeners (empty while there is none).
+    applied: Vec<AppliedScan>,
 }
 
 #[derive(Default)]
@@ -356,6 +363,8 @@ impl Engine {
             watched: Mutex::new(FxHashMap::default()),
             watched_total: AtomicUsize::new(0),
             observers: RwLock::new(Vec::new()),
+            change_listeners: RwLock::new(Vec::new()),
+            has_change_listeners: AtomicBool::new(false),
             audit,
             report,
             segments: Mutex::new(recovered.segments),
@@ -424,6 +433,9 @@ impl Engine {
                 }
             }
         }
+        drop(idx);
+        drop(reg);
+        notify(shared, StoreChange::VenuesChanged);
         Ok(count)
     }
 
@@ -595,6 +607,37 @@ impl Engine {
             return (Vec::new(), true);
         };
         shared.index.read().events_after(n, after)
+    }
+
+    /// Adds a listener of stored scans (every one, after it is durable and before its request is
+    /// acknowledged), purges and venue changes. See [`StoreChange`].
+    pub fn on_change(&self, listener: ChangeListener) {
+        let shared = self.shared();
+        shared.change_listeners.write().push(listener);
+        shared.has_change_listeners.store(true, Ordering::Release);
+    }
+
+    /// The engine's number for a person id that has ever been stored in this process.
+    pub fn person_key(&self, person: &str) -> Option<PersonKey> {
+        self.shared()
+            .index
+            .read()
+            .persons
+            .find(person)
+            .map(PersonKey)
+    }
+
+    /// The engine's number for a registered venue.
+    pub fn venue_key(&self, venue: &str) -> Option<VenueKey> {
+        self.shared().registry.read().find(venue).map(VenueKey)
+    }
+
+    /// The longest stay of any registered venue (and the default stay): no single scan changes
+    /// a person's visits outside `[ts, ts + max_stay)` of its own time.
+    pub fn max_stay_s(&self) -> i64 {
+        let shared = self.shared();
+        let idx = shared.index.read();
+        i64::from(idx.max_stay.max(shared.config.default_stay_s))
     }
 
     /// Adds an observer of group commits: called with the duration of each sync.
@@ -1127,7 +1170,7 @@ impl WriterState {
                 }
                 return;
             }
-            let events = self.append_chunk(shared, chunk, &mut outcomes);
+            let (events, applied) = self.append_chunk(shared, chunk, &mut outcomes);
             let mut done = Vec::new();
             while next_job < dones.len()
                 && (last_of_job[next_job] == usize::MAX || last_of_job[next_job] < end)
@@ -1142,6 +1185,7 @@ impl WriterState {
                 end: self.active.offset,
                 done,
                 events,
+                applied,
             };
             {
                 let mut st = shared.sync.state.lock();
@@ -1185,13 +1229,14 @@ impl WriterState {
         Ok(())
     }
 
-    /// Indexes a chunk and appends its new scans as one record. Returns the live-feed events.
+    /// Indexes a chunk and appends its new scans as one record. Returns the live-feed events and
+    /// the stored scans for the change listeners.
     fn append_chunk(
         &mut self,
         shared: &Shared,
         chunk: &[(usize, Validated)],
         outcomes: &mut [IngestOutcome],
-    ) -> Vec<ScanEvent> {
+    ) -> (Vec<ScanEvent>, Vec<AppliedScan>) {
         let now = shared.config.clock.now();
         let mut idx = shared.index.write();
         // Catch up on deadlines and future scans due by now, so that occupancy right after this
@@ -1227,6 +1272,7 @@ impl WriterState {
             max_ts = max_ts.max(s.ts);
         }
         let mut events = Vec::new();
+        let mut stored = Vec::new();
         if !record.scans.is_empty() {
             let base_seq = self.next_seq;
             match log::encode_record(&record, base_seq, std::mem::take(&mut self.buf)) {
@@ -1248,6 +1294,17 @@ impl WriterState {
             }
             let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
                 .then(|| shared.watched.lock().clone());
+            if shared.has_change_listeners.load(Ordering::Acquire) {
+                stored = applied
+                    .iter()
+                    .map(|&(pid, key)| AppliedScan {
+                        person: PersonKey(pid),
+                        venue: VenueKey(visits::key_venue(key)),
+                        ts: i64::from(visits::key_ts(key)),
+                        out: visits::key_is_out(key),
+                    })
+                    .collect();
+            }
             for (i, (pid, key)) in applied.iter().enumerate() {
                 idx.occupancy_on_scan(*pid, *key, now);
                 let ev = EventRec {
@@ -1264,7 +1321,7 @@ impl WriterState {
             }
         }
         self.record = record;
-        events
+        (events, stored)
     }
 }
 
@@ -1322,10 +1379,16 @@ fn sync_loop(shared: &Shared) {
             }
         }
         let listeners = shared.listeners.read();
+        let change_listeners = shared.change_listeners.read();
         for item in items {
             if failure.is_none() && !item.events.is_empty() {
                 for l in listeners.iter() {
                     l(&item.events);
+                }
+            }
+            if failure.is_none() && !item.applied.is_empty() {
+                for l in change_listeners.iter() {
+                    l(StoreChange::Scans(&item.applied));
                 }
             }
             for (done, res) in item.done {
@@ -1391,5 +1454,15 @@ fn purge(shared: &Shared) -> Result<PurgeReport> {
         log::sync_dir(&shared.config.data_dir)?;
     }
     report.scans_pruned = shared.index.write().prune_before(cutoff);
+    if report.scans_pruned > 0 {
+        notify(shared, StoreChange::Purged { cutoff });
+    }
     Ok(report)
+}
+
+/// Tells every change listener.
+fn notify(shared: &Shared, change: StoreChange<'_>) {
+    for l in shared.change_listeners.read().iter() {
+        l(change);
+    }
 }

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 mod audit;
+mod change;
 mod clock;
 mod engine;
 mod error;
@@ -25,6 +26,7 @@ mod trace;
 mod types;
 mod visits;
 
+pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     Completion, Config, DroppedTail, Durability, Engine, EventListener, PurgeReport,
