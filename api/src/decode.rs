@@ -381,14 +381,20 @@ pub struct TraceBody {
     pub min_overlap_s: Option<i64>,
     #[serde(default)]
     pub depth: Option<i64>,
+    /// v2. Its range (`0..=86400`) is checked by `TraceRequest::new`.
+    #[serde(default)]
+    pub min_stay_s: Option<i64>,
+    /// v2. Its range (`0..=7200`) is checked by `TraceRequest::new`.
+    #[serde(default)]
+    pub linger_s: Option<i64>,
 }
 
-/// Decodes `POST /v1/trace`.
+/// Decodes `POST /v1/trace`: field types only; ranges are `TraceRequest::new`'s.
 pub fn decode_trace(body: &[u8]) -> Result<TraceBody, String> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => serde_json::from_slice::<TraceBody>(body)
             .map_err(|e| format!("body is not a valid trace request: {e}")),
-        _ => Err("body must be a JSON object {\"person\",\"from\"?,\"to\"?,\"min_overlap_s\"?,\"depth\"?}".into()),
+        _ => Err("body must be a JSON object {\"person\",\"from\"?,\"to\"?,\"min_overlap_s\"?,\"depth\"?,\"min_stay_s\"?,\"linger_s\"?}".into()),
     }
 }
 
@@ -597,5 +603,23 @@ mod tests {
         assert!(decode_trace(br#"{"depth":1}"#).is_err());
         assert!(decode_trace(br#"[{"person":"p"}]"#).is_err());
         assert!(decode_trace(br#"{"person":"p","from":1.5}"#).is_err());
+        assert_eq!((t.min_stay_s, t.linger_s), (None, None));
+        let t = decode_trace(br#"{"person":"p","min_stay_s":600,"linger_s":0}"#).unwrap();
+        assert_eq!((t.min_stay_s, t.linger_s), (Some(600), Some(0)));
+        // Out-of-range values decode (TraceRequest::new refuses them); wrong types do not.
+        let t = decode_trace(br#"{"person":"p","min_stay_s":-1,"linger_s":99999}"#).unwrap();
+        assert_eq!((t.min_stay_s, t.linger_s), (Some(-1), Some(99_999)));
+        for bad in [
+            br#"{"person":"p","min_stay_s":"600"}"#.as_slice(),
+            br#"{"person":"p","min_stay_s":1.5}"#,
+            br#"{"person":"p","min_stay_s":true}"#,
+            br#"{"person":"p","linger_s":"60"}"#,
+            br#"{"person":"p","linger_s":[60]}"#,
+            br#"{"person":"p","linger_s":1e3}"#,
+            br#"{"person":"p","linger_s":18446744073709551616}"#,
+        ] {
+            let e = decode_trace(bad).unwrap_err();
+            assert!(e.starts_with("body is not a valid trace request"), "{e}");
+        }
     }
 }

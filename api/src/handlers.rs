@@ -418,8 +418,17 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
     // Out-of-range depths become 0, which `TraceRequest::new` refuses like any other bad depth.
     let depth = t.depth.map(|d| u8::try_from(d).unwrap_or(0));
     let engine = app.engine().clone();
-    let request = TraceRequest::new(t.person, t.from, t.to, t.min_overlap_s, depth, engine.now())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let request = TraceRequest::new(
+        t.person,
+        t.from,
+        t.to,
+        t.min_overlap_s,
+        depth,
+        t.min_stay_s,
+        t.linger_s,
+        engine.now(),
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let entry = audit_entry(&engine, ctx, &request.person);
     let metrics = app.inner.metrics.clone();
     // A depth-1 trace is tens of microseconds of in-memory work and runs on this worker; a

@@ -14,6 +14,8 @@
 //! - `body`: media types, size caps and read deadlines.
 //! - [`access`]: tokens file, authentication, role rules.
 //! - `sse`: live venue feeds.
+//! - `trace_body`: the JSON of a trace answer, written straight into a buffer (`pub(crate)`, for
+//!   every route that answers in the shape of `POST /v1/trace`).
 //! - `metrics`: the Prometheus families.
 //! - [`problem`]: errors as `application/problem+json`.
 //! - `server`: accept loop, connection limit, graceful shutdown.

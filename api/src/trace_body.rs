@@ -4,7 +4,9 @@
 //! measurable share of a trace's cost. Ids here are person and venue ids, which the engine only
 //! accepts from a JSON-safe alphabet, so they are copied between quotes as they are; any other
 //! string still goes through serde_json's escaping. Numbers are written with `itoa`. Field names
-//! and order are those of the contract (section 6).
+//! and order are those of the contract (section 6, v2): `case`, `from`, `to`, `min_overlap_s`,
+//! `min_stay_s`, `linger_s`, `visits`, `f1`, `f2`. Any route answering "in the shape of
+//! `POST /v1/trace`'s answer" writes it with [`trace_body`].
 
 use engine::TraceResult;
 
@@ -17,6 +19,8 @@ pub(crate) fn trace_body(r: &TraceResult) -> Vec<u8> {
     field_int(&mut out, b",\"from\":", r.from);
     field_int(&mut out, b",\"to\":", r.to);
     field_int(&mut out, b",\"min_overlap_s\":", r.min_overlap_s);
+    field_int(&mut out, b",\"min_stay_s\":", r.min_stay_s);
+    field_int(&mut out, b",\"linger_s\":", r.linger_s);
     out.extend_from_slice(b",\"visits\":");
     list(&mut out, &r.visits, |out, v| {
         out.extend_from_slice(b"{\"venue\":");
@@ -31,6 +35,7 @@ pub(crate) fn trace_body(r: &TraceResult) -> Vec<u8> {
         string(out, &c.person);
         field_int(out, b",\"exposure_s\":", c.exposure_s);
         field_int(out, b",\"first_contact\":", c.first_contact);
+        field_int(out, b",\"last_contact\":", c.last_contact);
         out.extend_from_slice(b",\"venues\":");
         list(out, &c.venues, |out, v| string(out, v));
         out.push(b'}');
@@ -43,6 +48,7 @@ pub(crate) fn trace_body(r: &TraceResult) -> Vec<u8> {
         string(out, &c.via);
         field_int(out, b",\"exposure_s\":", c.exposure_s);
         field_int(out, b",\"first_contact\":", c.first_contact);
+        field_int(out, b",\"last_contact\":", c.last_contact);
         out.push(b'}');
     });
     out.push(b'}');
@@ -98,6 +104,8 @@ mod tests {
             from: -5,
             to: 1_800_000_000,
             min_overlap_s: 0,
+            min_stay_s: 600,
+            linger_s: 7200,
             visits: vec![Visit {
                 venue: Arc::from("ST-MARKET-3"),
                 start: 1_799_990_000,
@@ -108,6 +116,7 @@ mod tests {
                     person: Arc::from("q.1"),
                     exposure_s: 3600,
                     first_contact: 1_799_990_000,
+                    last_contact: 1_800_007_200,
                     venues: ids(&["A", "ST-MARKET-3"]),
                 },
                 F1Contact {
@@ -115,6 +124,7 @@ mod tests {
                     person: Arc::from("quote\"back\\slash\u{1}é"),
                     exposure_s: i64::MIN,
                     first_contact: i64::MAX,
+                    last_contact: i64::MIN,
                     venues: vec![],
                 },
             ],
@@ -123,6 +133,7 @@ mod tests {
                 via: Arc::from("q.1"),
                 exposure_s: 900,
                 first_contact: 1_799_995_000,
+                last_contact: 1_799_999_999,
             }],
         };
         let body = trace_body(&r);
@@ -131,23 +142,72 @@ mod tests {
             parsed,
             json!({
                 "case": "p+84:90", "from": -5, "to": 1_800_000_000i64, "min_overlap_s": 0,
+                "min_stay_s": 600, "linger_s": 7200,
                 "visits": [{"venue": "ST-MARKET-3", "start": 1_799_990_000i64, "end": 1_800_000_000i64}],
                 "f1": [
                     {"person": "q.1", "exposure_s": 3600, "first_contact": 1_799_990_000i64,
-                     "venues": ["A", "ST-MARKET-3"]},
+                     "last_contact": 1_800_007_200i64, "venues": ["A", "ST-MARKET-3"]},
                     {"person": "quote\"back\\slash\u{1}é", "exposure_s": i64::MIN,
-                     "first_contact": i64::MAX, "venues": []}
+                     "first_contact": i64::MAX, "last_contact": i64::MIN, "venues": []}
                 ],
                 "f2": [{"person": "r_2", "via": "q.1", "exposure_s": 900,
-                        "first_contact": 1_799_995_000i64}]
+                        "first_contact": 1_799_995_000i64, "last_contact": 1_799_999_999i64}]
             })
         );
-        // Field order as the contract lists it.
+        // Field order as the contract lists it, at every level.
         let text = String::from_utf8(body).unwrap();
-        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
-        assert!(at("case") < at("from") && at("from") < at("to") && at("to") < at("min_overlap_s"));
+        assert_in_order(
+            &text,
+            &[
+                "case",
+                "from",
+                "to",
+                "min_overlap_s",
+                "min_stay_s",
+                "linger_s",
+                "visits",
+                "f1",
+                "f2",
+            ],
+        );
+        let visits = &text[text.find("\"visits\":").unwrap()..text.find("\"f1\":").unwrap()];
+        assert_in_order(visits, &["venue", "start", "end"]);
+        let f1 = &text[text.find("\"f1\":").unwrap()..text.find("\"f2\":").unwrap()];
+        assert_in_order(
+            f1,
+            &[
+                "person",
+                "exposure_s",
+                "first_contact",
+                "last_contact",
+                "venues",
+            ],
+        );
+        let f2 = &text[text.find("\"f2\":").unwrap()..];
+        assert_in_order(
+            f2,
+            &[
+                "person",
+                "via",
+                "exposure_s",
+                "first_contact",
+                "last_contact",
+            ],
+        );
+    }
+
+    /// The first occurrence of each `"key":` in `text` comes in the order of `keys`.
+    fn assert_in_order(text: &str, keys: &[&str]) {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                text.find(&format!("\"{k}\":"))
+                    .unwrap_or_else(|| panic!("no {k} in {text}"))
+            })
+            .collect();
         assert!(
-            at("min_overlap_s") < at("visits") && at("visits") < at("f1") && at("f1") < at("f2")
+            at.windows(2).all(|w| w[0] < w[1]),
+            "keys {keys:?} out of order in {text}"
         );
     }
 
@@ -158,13 +218,15 @@ mod tests {
             from: 0,
             to: 1,
             min_overlap_s: 900,
+            min_stay_s: 0,
+            linger_s: 0,
             visits: vec![],
             f1: vec![],
             f2: vec![],
         };
         assert_eq!(
             String::from_utf8(trace_body(&r)).unwrap(),
-            r#"{"case":"p","from":0,"to":1,"min_overlap_s":900,"visits":[],"f1":[],"f2":[]}"#
+            r#"{"case":"p","from":0,"to":1,"min_overlap_s":900,"min_stay_s":0,"linger_s":0,"visits":[],"f1":[],"f2":[]}"#
         );
     }
 }

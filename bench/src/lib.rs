@@ -743,8 +743,17 @@ pub fn pick_persons(e: &Engine, p: &Params, n: usize, seed: u64) -> Vec<String> 
 
 /// The benchmark trace request: the default 14-day window ending at `now`.
 pub fn trace_request(person: &str, now: i64, depth: u8) -> TraceRequest {
-    TraceRequest::new(person.to_string(), None, None, None, Some(depth), now)
-        .unwrap_or_else(|_| unreachable!("the default window with depth 1 or 2 is valid"))
+    TraceRequest::new(
+        person.to_string(),
+        None,
+        None,
+        None,
+        Some(depth),
+        None,
+        None,
+        now,
+    )
+    .unwrap_or_else(|_| unreachable!("the default window with depth 1 or 2 is valid"))
 }
 
 /// Memory figures of this process from `/proc/self/status`, in kB.

@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     let mut f1 = 0usize;
     for p in &persons {
-        let req = TraceRequest::new(p.clone(), None, None, None, Some(depth), now)?;
+        let req = TraceRequest::new(p.clone(), None, None, None, Some(depth), None, None, now)?;
         let t = Instant::now();
         if let Some(r) = engine.trace(&req) {
             f1 += r.f1.len();

@@ -1,9 +1,12 @@
 //! Contact tracing (contract section 5): F1 and F2 exactly as defined, over the indexes.
 //!
-//! For each case visit `c` at venue V, the venue index yields every person with an in-scan at V in
-//! `[c.start - stay(V), c.end]` (a superset of those with a visit overlapping `c`); their visits
-//! are derived once per trace and cached, and overlaps at V are summed. F2 repeats the step with
-//! each F1 person's visits clipped to `[first_contact, to]` as the case visits.
+//! Case visits are the case person's visits of unclipped length `>= min_stay_s`, clipped to
+//! `[from, to]`. Each case visit `c` at venue V exposes V during `[c.start, c.end + linger_s)`;
+//! the venue index yields every person with an in-scan at V in `[c.start - stay(V), c.end +
+//! linger_s]` (a superset of those with a visit overlapping that exposure); their visits are
+//! derived over the scans that can shape such a visit, and overlaps at V are summed. F2 repeats
+//! the step with each F1 person's visits of unclipped length `>= min_stay_s`, clipped to
+//! `[first_contact, to]`, as the case visits, with the same linger.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -23,18 +26,22 @@ use crate::visits::RawVisit;
 struct Exposure {
     total: i64,
     first_contact: i64,
+    last_contact: i64,
     first_venue: u32,
     more_venues: Vec<u32>,
 }
 
 impl Exposure {
-    /// Adds `sum` seconds of overlap, first starting at `first`, at `venue`.
-    fn add(&mut self, sum: i64, first: i64, venue: u32) {
+    /// Adds `sum` seconds of overlap, first starting at `first` and last ending at `last`, at
+    /// `venue`.
+    fn add(&mut self, sum: i64, first: i64, last: i64, venue: u32) {
         if self.total == 0 {
             self.first_contact = first;
+            self.last_contact = last;
             self.first_venue = venue;
         } else {
             self.first_contact = self.first_contact.min(first);
+            self.last_contact = self.last_contact.max(last);
             if venue != self.first_venue && !self.more_venues.contains(&venue) {
                 self.more_venues.push(venue);
             }
@@ -82,17 +89,20 @@ impl<'a> Tracer<'a> {
     }
 
     /// Exposures of every other person to the `sources` visits (the case's, or an F1's), keyed by
-    /// person. `skip(q)` excludes persons up front.
+    /// person. Each source `c` exposes its venue during `[c.start, c.end + linger)`. `skip(q)`
+    /// excludes persons up front.
     ///
     /// A candidate's visits are derived only over the part of their scans that can shape a visit
-    /// overlapping the source visit `c`: scans in `[c.start - max_stay, c.end)`. An earlier scan
-    /// leaves a visit whose deadline is before `c.start`, so starting the contract's machine
-    /// empty there changes only visits that end before `c.start` and the start of a visit that
-    /// begins before `c.start` either way (overlap and first contact are then the same); scans at
-    /// or after `c.end` only move an end that is already at or past `c.end`.
+    /// overlapping the exposure `[c.start, e)` of the source visit `c` (`e = c.end + linger`):
+    /// scans in `[c.start - max_stay, e)`. An earlier scan leaves a visit whose deadline is before
+    /// `c.start`, so starting the contract's machine empty there changes only visits that end
+    /// before `c.start` and the start of a visit that begins before `c.start` either way (overlap
+    /// and first contact are then the same); scans at or after `e` only move an end that is
+    /// already at or past `e` (overlap and last contact are then the same).
     fn exposures(
         &mut self,
         sources: &[RawVisit],
+        linger: i64,
         skip: impl Fn(u32) -> bool,
     ) -> FxHashMap<u32, Exposure> {
         let mut out: FxHashMap<u32, Exposure> = FxHashMap::default();
@@ -107,15 +117,17 @@ impl<'a> Tracer<'a> {
             let Some(ins) = index.venue_ins.get(c.venue as usize) else {
                 continue;
             };
+            // The end of the exposure: the case visit's end plus the linger.
+            let exposed_end = c.end + linger;
             let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
-            let hi_ts = c.end.max(0) as u64;
+            let hi_ts = exposed_end.max(0) as u64;
             let candidates = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
                 ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
             warm_up(index, candidates);
             out.reserve(candidates.len());
             seen.reserve(candidates.len());
             let from_ts = (c.start - max_stay).max(0) as u64;
-            let to_ts = c.end.max(0) as u64;
+            let to_ts = exposed_end.max(0) as u64;
             for &k in candidates {
                 let q = k as u32;
                 if skip(q) {
@@ -139,22 +151,25 @@ impl<'a> Tracer<'a> {
                     ..keys.partition_point(|&k| (k >> 32) < to_ts)];
                 let mut sum = 0i64;
                 let mut first = i64::MAX;
+                let mut last = i64::MIN;
                 crate::visits::derive(
                     keys,
                     |v| index.stay(v),
                     |v| index.venue_name(v),
                     |v| {
                         if v.venue == c.venue {
-                            let ov = v.end.min(c.end) - v.start.max(c.start);
-                            if ov > 0 {
-                                sum += ov;
-                                first = first.min(v.start.max(c.start));
+                            let end = v.end.min(exposed_end);
+                            let start = v.start.max(c.start);
+                            if end > start {
+                                sum += end - start;
+                                first = first.min(start);
+                                last = last.max(end);
                             }
                         }
                     },
                 );
                 if sum > 0 {
-                    out.entry(q).or_default().add(sum, first, c.venue);
+                    out.entry(q).or_default().add(sum, first, last, c.venue);
                 }
             }
         }
@@ -188,10 +203,12 @@ fn warm_up(index: &Index, candidates: &[u64]) {
     std::hint::black_box(sink);
 }
 
-/// Clips visits to `[from, to]`, dropping those of zero length.
-fn clip(visits: &[RawVisit], from: i64, to: i64) -> Vec<RawVisit> {
+/// Keeps the visits of unclipped length `>= min_stay` and clips them to `[from, to]`, dropping
+/// those of zero length after clipping.
+fn clip(visits: &[RawVisit], min_stay: i64, from: i64, to: i64) -> Vec<RawVisit> {
     visits
         .iter()
+        .filter(|v| v.end - v.start >= min_stay)
         .filter_map(|v| {
             let start = v.start.max(from);
             let end = v.end.min(to);
@@ -209,10 +226,10 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
     let case = guard.person(&req.person)?;
     let threshold = req.min_overlap_s.max(1);
     let mut tracer = Tracer::new(guard);
-    let mut case_visits = clip(&tracer.visits_of(case), req.from, req.to);
+    let mut case_visits = clip(&tracer.visits_of(case), req.min_stay_s, req.from, req.to);
     case_visits.sort_by_key(|v| v.start);
 
-    let f1_map = tracer.exposures(&case_visits, |q| q == case);
+    let f1_map = tracer.exposures(&case_visits, req.linger_s, |q| q == case);
     let mut f1: Vec<(u32, Exposure)> = f1_map
         .into_iter()
         .filter(|(_, e)| e.total >= threshold)
@@ -232,13 +249,19 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
     let mut f2_out = Vec::new();
     if req.depth >= 2 && !f1.is_empty() {
         let in_f1: FxHashMap<u32, ()> = f1.iter().map(|(q, _)| (*q, ())).collect();
-        // Best source per F2 person: (exposure, via, first_contact).
-        let mut best: FxHashMap<u32, (i64, u32, i64)> = FxHashMap::default();
+        // Best source per F2 person: (exposure, via, first_contact, last_contact).
+        let mut best: FxHashMap<u32, (i64, u32, i64, i64)> = FxHashMap::default();
         for (q, e) in &f1 {
             tracer.yield_to_writer();
-            let sources = clip(&tracer.visits_of(*q), e.first_contact, req.to);
-            let exposures =
-                tracer.exposures(&sources, |r| r == case || r == *q || in_f1.contains_key(&r));
+            let sources = clip(
+                &tracer.visits_of(*q),
+                req.min_stay_s,
+                e.first_contact,
+                req.to,
+            );
+            let exposures = tracer.exposures(&sources, req.linger_s, |r| {
+                r == case || r == *q || in_f1.contains_key(&r)
+            });
             let index = &*tracer.guard;
             let name = |p: u32| index.persons.bytes(p);
             for (r, x) in exposures {
@@ -247,17 +270,17 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
                 }
                 let better = match best.get(&r) {
                     None => true,
-                    Some(&(bt, bq, _)) => x.total > bt || (x.total == bt && name(*q) < name(bq)),
+                    Some(&(bt, bq, _, _)) => x.total > bt || (x.total == bt && name(*q) < name(bq)),
                 };
                 if better {
-                    best.insert(r, (x.total, *q, x.first_contact));
+                    best.insert(r, (x.total, *q, x.first_contact, x.last_contact));
                 }
             }
         }
         let index = &*tracer.guard;
         let name = |p: u32| index.persons.get(p);
         let key = |p: u32| index.persons.bytes(p);
-        let mut f2: Vec<(u32, (i64, u32, i64))> = best.into_iter().collect();
+        let mut f2: Vec<(u32, (i64, u32, i64, i64))> = best.into_iter().collect();
         index.persons.warm_up(f2.iter().map(|(r, _)| *r));
         f2.sort_unstable_by(|a, b| {
             Reverse(a.1 .0)
@@ -266,11 +289,12 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         });
         f2_out = f2
             .into_iter()
-            .map(|(r, (total, via, first))| F2Contact {
+            .map(|(r, (total, via, first, last))| F2Contact {
                 person: Arc::from(name(r)),
                 via: Arc::from(name(via)),
                 exposure_s: total,
                 first_contact: first,
+                last_contact: last,
             })
             .collect();
     }
@@ -290,6 +314,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
                 person: Arc::from(name(q)),
                 exposure_s: e.total,
                 first_contact: e.first_contact,
+                last_contact: e.last_contact,
                 venues,
             }
         })
@@ -300,6 +325,8 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         from: req.from,
         to: req.to,
         min_overlap_s: req.min_overlap_s,
+        min_stay_s: req.min_stay_s,
+        linger_s: req.linger_s,
         visits: case_visits.into_iter().map(|v| index.visit(v)).collect(),
         f1: f1_out,
         f2: f2_out,

@@ -205,12 +205,20 @@ pub struct TraceRequest {
     pub min_overlap_s: i64,
     /// 1 or 2.
     pub depth: u8,
+    /// Case (and F1) visits shorter than this, unclipped, are left out (v2); `0..=86400`.
+    pub min_stay_s: i64,
+    /// A case visit `c` exposes its venue during `[c.start, c.end + linger_s)` (v2); `0..=7200`.
+    pub linger_s: i64,
 }
 
 /// Default trace window: 14 days.
 pub const DEFAULT_TRACE_WINDOW_S: i64 = 14 * 86_400;
 /// Default minimum overlap: 15 minutes.
 pub const DEFAULT_MIN_OVERLAP_S: i64 = 900;
+/// Largest `min_stay_s` of a trace (contract section 5).
+pub const MAX_TRACE_MIN_STAY_S: i64 = 86_400;
+/// Largest `linger_s` of a trace (contract section 5).
+pub const MAX_TRACE_LINGER_S: i64 = 7_200;
 
 /// Why a trace request is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,6 +229,10 @@ pub enum TraceRequestError {
     BadDepth,
     #[error("min_overlap_s must be >= 0")]
     NegativeOverlap,
+    #[error("min_stay_s must be in 0..=86400")]
+    BadMinStay,
+    #[error("linger_s must be in 0..=7200")]
+    BadLinger,
 }
 
 /// The contract's default time window (`to = now`, `from = to - 14 days`), shared by traces and
@@ -240,13 +252,18 @@ pub fn resolve_window(
 
 impl TraceRequest {
     /// Builds a request, filling the contract's defaults (`to = now`, `from = to - 14 days`,
-    /// `min_overlap_s = 900`, `depth = 2`) and checking the bounds.
+    /// `min_overlap_s = 900`, `depth = 2`, `min_stay_s = 0`, `linger_s = 0`) and checking the
+    /// bounds.
+    // One parameter per field of the contract's request body, in its order, plus `now`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         person: String,
         from: Option<i64>,
         to: Option<i64>,
         min_overlap_s: Option<i64>,
         depth: Option<u8>,
+        min_stay_s: Option<i64>,
+        linger_s: Option<i64>,
         now: i64,
     ) -> Result<TraceRequest, TraceRequestError> {
         let (from, to) = resolve_window(from, to, now)?;
@@ -258,12 +275,22 @@ impl TraceRequest {
         if min_overlap_s < 0 {
             return Err(TraceRequestError::NegativeOverlap);
         }
+        let min_stay_s = min_stay_s.unwrap_or(0);
+        if !(0..=MAX_TRACE_MIN_STAY_S).contains(&min_stay_s) {
+            return Err(TraceRequestError::BadMinStay);
+        }
+        let linger_s = linger_s.unwrap_or(0);
+        if !(0..=MAX_TRACE_LINGER_S).contains(&linger_s) {
+            return Err(TraceRequestError::BadLinger);
+        }
         Ok(TraceRequest {
             person,
             from,
             to,
             min_overlap_s,
             depth,
+            min_stay_s,
+            linger_s,
         })
     }
 }
@@ -274,6 +301,8 @@ pub struct F1Contact {
     pub person: Arc<str>,
     pub exposure_s: i64,
     pub first_contact: i64,
+    /// The largest `min(c.end + linger_s, q.end)` over the pairs with positive overlap (v2).
+    pub last_contact: i64,
     /// Sorted, distinct.
     pub venues: Vec<Arc<str>>,
 }
@@ -284,7 +313,10 @@ pub struct F2Contact {
     pub person: Arc<str>,
     pub via: Arc<str>,
     pub exposure_s: i64,
+    /// First overlap start with `via`.
     pub first_contact: i64,
+    /// Last overlap end with `via` (v2).
+    pub last_contact: i64,
 }
 
 /// The answer to a trace (contract section 5), in the contract's order.
@@ -294,7 +326,12 @@ pub struct TraceResult {
     pub from: i64,
     pub to: i64,
     pub min_overlap_s: i64,
-    /// The case's visits clipped to `[from, to]`, ascending by start.
+    /// Echoed from the request (v2).
+    pub min_stay_s: i64,
+    /// Echoed from the request (v2).
+    pub linger_s: i64,
+    /// The case's visits of unclipped length `>= min_stay_s`, clipped to `[from, to]`,
+    /// ascending by start (without the linger).
     pub visits: Vec<Visit>,
     pub f1: Vec<F1Contact>,
     pub f2: Vec<F2Contact>,
@@ -358,18 +395,45 @@ mod tests {
 
     #[test]
     fn trace_defaults_follow_the_contract() {
-        let r = TraceRequest::new("p".into(), None, None, None, None, 1_000_000).unwrap();
+        let r =
+            TraceRequest::new("p".into(), None, None, None, None, None, None, 1_000_000).unwrap();
         assert_eq!(r.to, 1_000_000);
         assert_eq!(r.from, 1_000_000 - 14 * 86_400);
         assert_eq!(r.min_overlap_s, 900);
         assert_eq!(r.depth, 2);
+        assert_eq!(r.min_stay_s, 0);
+        assert_eq!(r.linger_s, 0);
         assert_eq!(
-            TraceRequest::new("p".into(), Some(5), Some(4), None, None, 0),
+            TraceRequest::new("p".into(), Some(5), Some(4), None, None, None, None, 0),
             Err(TraceRequestError::FromAfterTo)
         );
         assert_eq!(
-            TraceRequest::new("p".into(), None, None, None, Some(3), 0),
+            TraceRequest::new("p".into(), None, None, None, Some(3), None, None, 0),
             Err(TraceRequestError::BadDepth)
+        );
+    }
+
+    #[test]
+    fn trace_min_stay_and_linger_bounds() {
+        let new = |stay, linger| {
+            TraceRequest::new("p".into(), None, None, None, None, stay, linger, 0)
+                .map(|r| (r.min_stay_s, r.linger_s))
+        };
+        assert_eq!(new(Some(0), Some(0)), Ok((0, 0)));
+        assert_eq!(new(Some(86_400), Some(7_200)), Ok((86_400, 7_200)));
+        assert_eq!(new(Some(600), None), Ok((600, 0)));
+        assert_eq!(new(None, Some(1800)), Ok((0, 1800)));
+        assert_eq!(new(Some(-1), None), Err(TraceRequestError::BadMinStay));
+        assert_eq!(new(Some(86_401), None), Err(TraceRequestError::BadMinStay));
+        assert_eq!(new(None, Some(-1)), Err(TraceRequestError::BadLinger));
+        assert_eq!(new(None, Some(7_201)), Err(TraceRequestError::BadLinger));
+        assert_eq!(
+            TraceRequestError::BadMinStay.to_string(),
+            "min_stay_s must be in 0..=86400"
+        );
+        assert_eq!(
+            TraceRequestError::BadLinger.to_string(),
+            "linger_s must be in 0..=7200"
         );
     }
 }

@@ -165,7 +165,7 @@ fn trace_finds_f1_and_f2() {
         scan("brief", "A", T0 - 10 * h + 60, Action::Out),
     ])
     .unwrap();
-    let req = TraceRequest::new("case".into(), None, None, None, None, T0).unwrap();
+    let req = TraceRequest::new("case".into(), None, None, None, None, None, None, T0).unwrap();
     let t = e.trace(&req).unwrap();
     assert_eq!(t.visits.len(), 1);
     assert_eq!(t.f1.len(), 1, "brief contact is under 900 s");
@@ -175,12 +175,13 @@ fn trace_finds_f1_and_f2() {
     assert_eq!(t.f2.len(), 1);
     assert_eq!((&*t.f2[0].person, &*t.f2[0].via), ("r", "q"));
     assert_eq!(t.f2[0].exposure_s, 3000);
-    let d1 = TraceRequest::new("case".into(), None, None, Some(0), Some(1), T0).unwrap();
+    let d1 =
+        TraceRequest::new("case".into(), None, None, Some(0), Some(1), None, None, T0).unwrap();
     let t1 = e.trace(&d1).unwrap();
     assert_eq!(t1.f1.len(), 2, "min_overlap 0 means 1 s");
     assert!(t1.f2.is_empty());
     assert!(e
-        .trace(&TraceRequest::new("ghost".into(), None, None, None, None, T0).unwrap())
+        .trace(&TraceRequest::new("ghost".into(), None, None, None, None, None, None, T0).unwrap())
         .is_none());
 }
 

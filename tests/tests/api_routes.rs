@@ -413,9 +413,13 @@ async fn trace_finds_f1_and_f2_and_is_audited() {
             "from": T0 - 14 * 86_400,
             "to": T0,
             "min_overlap_s": 900,
+            "min_stay_s": 0,
+            "linger_s": 0,
             "visits": [{"venue": "V1", "start": T0 - 3600, "end": T0}],
-            "f1": [{"person": "p2", "exposure_s": 2000, "first_contact": T0 - 3000, "venues": ["V1"]}],
-            "f2": [{"person": "p3", "via": "p2", "exposure_s": 900, "first_contact": T0 - 900}],
+            "f1": [{"person": "p2", "exposure_s": 2000, "first_contact": T0 - 3000,
+                    "last_contact": T0 - 1000, "venues": ["V1"]}],
+            "f2": [{"person": "p3", "via": "p2", "exposure_s": 900, "first_contact": T0 - 900,
+                    "last_contact": T0}],
         })
     );
     let d1 = s

@@ -13,7 +13,12 @@
 //! - an F2 contact's `first_contact` is taken over the same pairs that make up `E_via(R)`, i.e. the
 //!   via's visits clipped to `[first_contact(via), to]`;
 //! - the trace answer echoes the requested `min_overlap_s` (0 stays 0; only the threshold is
-//!   `max(min_overlap_s, 1)`).
+//!   `max(min_overlap_s, 1)`), `min_stay_s` and `linger_s`;
+//! - v2: the `min_stay_s` filter looks at a visit's unclipped length (before clipping to the
+//!   window, or to `[first_contact, to]` for an F1's visits); the linger extends each case (or F1)
+//!   visit's end *after* clipping, so an exposure may run past `to`; the answer's `visits` are the
+//!   clipped case visits without the linger; an F2 contact's `last_contact` is taken over the same
+//!   pairs as its `first_contact`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -240,6 +245,7 @@ impl Model {
         }
         let (from, to) = (req.from, req.to);
         let threshold = req.min_overlap_s.max(1);
+        let (min_stay, linger) = (req.min_stay_s, req.linger_s);
         let all: BTreeMap<String, Vec<MVisit>> = self
             .persons()
             .into_iter()
@@ -249,14 +255,16 @@ impl Model {
             })
             .collect();
 
-        // Case visits: clipped to [from, to], zero-length ones dropped, ascending by start.
-        let case = clip(&all[p], from, to);
+        // Case visits: unclipped length >= min_stay_s, clipped to [from, to], zero-length ones
+        // dropped, ascending by start.
+        let case = clip(&long_enough(&all[p], min_stay), from, to);
 
         // F1.
         struct F1 {
             person: String,
             exposure: i64,
             first: i64,
+            last: i64,
             venues: BTreeSet<String>,
         }
         let mut f1: Vec<F1> = Vec::new();
@@ -264,13 +272,14 @@ impl Model {
             if q == p {
                 continue;
             }
-            let (e, first, venues) = exposure(&case, qv);
-            if e >= threshold {
+            let x = exposure(&case, qv, linger);
+            if x.total >= threshold {
                 f1.push(F1 {
                     person: q.clone(),
-                    exposure: e,
-                    first: first.expect("positive exposure has a first contact"),
-                    venues,
+                    exposure: x.total,
+                    first: x.first.expect("positive exposure has a first contact"),
+                    last: x.last.expect("positive exposure has a last contact"),
+                    venues: x.venues,
                 });
             }
         }
@@ -288,30 +297,37 @@ impl Model {
                 if r == p || f1_names.contains(r.as_str()) {
                     continue;
                 }
-                // (exposure, via, first contact with via)
-                let mut best: Option<(i64, &str, i64)> = None;
+                // (exposure, via, first and last contact with via)
+                let mut best: Option<(i64, &str, i64, i64)> = None;
                 for q in &f1 {
-                    let qclip = clip(&all[&q.person], q.first, to);
-                    let (e, first, _) = exposure(&qclip, rv);
+                    let qclip = clip(&long_enough(&all[&q.person], min_stay), q.first, to);
+                    let x = exposure(&qclip, rv, linger);
+                    let e = x.total;
                     if e < threshold {
                         continue;
                     }
                     let better = match best {
                         None => true,
-                        Some((be, bq, _)) => {
+                        Some((be, bq, _, _)) => {
                             e > be || (e == be && q.person.as_bytes() < bq.as_bytes())
                         }
                     };
                     if better {
-                        best = Some((e, q.person.as_str(), first.expect("positive exposure")));
+                        best = Some((
+                            e,
+                            q.person.as_str(),
+                            x.first.expect("positive exposure"),
+                            x.last.expect("positive exposure"),
+                        ));
                     }
                 }
-                if let Some((e, via, first)) = best {
+                if let Some((e, via, first, last)) = best {
                     f2.push(F2Contact {
                         person: Arc::from(r.as_str()),
                         via: Arc::from(via),
                         exposure_s: e,
                         first_contact: first,
+                        last_contact: last,
                     });
                 }
             }
@@ -327,6 +343,8 @@ impl Model {
             from,
             to,
             min_overlap_s: req.min_overlap_s,
+            min_stay_s: req.min_stay_s,
+            linger_s: req.linger_s,
             visits: case.iter().map(MVisit::to_visit).collect(),
             f1: f1
                 .into_iter()
@@ -334,6 +352,7 @@ impl Model {
                     person: Arc::from(c.person.as_str()),
                     exposure_s: c.exposure,
                     first_contact: c.first,
+                    last_contact: c.last,
                     venues: c.venues.iter().map(|v| Arc::from(v.as_str())).collect(),
                 })
                 .collect(),
@@ -358,32 +377,54 @@ pub fn clip(visits: &[MVisit], from: i64, to: i64) -> Vec<MVisit> {
     out
 }
 
-/// `overlap(a, b)` for two visits at the same venue (0 at different venues).
-pub fn overlap(a: &MVisit, b: &MVisit) -> i64 {
-    if a.venue != b.venue {
-        return 0;
-    }
-    (a.end.min(b.end) - a.start.max(b.start)).max(0)
+/// The visits whose unclipped length `end - start` is `>= min_stay_s`, in their order.
+pub fn long_enough(visits: &[MVisit], min_stay_s: i64) -> Vec<MVisit> {
+    visits
+        .iter()
+        .filter(|v| v.end - v.start >= min_stay_s)
+        .cloned()
+        .collect()
 }
 
-/// Sum of overlaps over all pairs, the smallest `max(c.start, q.start)` over the pairs with
-/// positive overlap, and the distinct venues of those pairs.
-pub fn exposure(case: &[MVisit], other: &[MVisit]) -> (i64, Option<i64>, BTreeSet<String>) {
-    let mut e = 0;
-    let mut first: Option<i64> = None;
-    let mut venues = BTreeSet::new();
+/// `overlap(c, q) = max(0, min(c.end + linger_s, q.end) - max(c.start, q.start))` for a case
+/// visit `c` and a visit `q` at the same venue (0 at different venues).
+pub fn overlap(c: &MVisit, q: &MVisit, linger_s: i64) -> i64 {
+    if c.venue != q.venue {
+        return 0;
+    }
+    ((c.end + linger_s).min(q.end) - c.start.max(q.start)).max(0)
+}
+
+/// Exposure of one person's visits to a set of case visits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MExposure {
+    /// Sum of overlaps over all pairs.
+    pub total: i64,
+    /// The smallest `max(c.start, q.start)` over the pairs with positive overlap.
+    pub first: Option<i64>,
+    /// The largest `min(c.end + linger_s, q.end)` over the pairs with positive overlap.
+    pub last: Option<i64>,
+    /// The distinct venues of those pairs.
+    pub venues: BTreeSet<String>,
+}
+
+/// The exposure of `other`'s visits to the `case` visits, each lingering `linger_s`.
+pub fn exposure(case: &[MVisit], other: &[MVisit], linger_s: i64) -> MExposure {
+    let mut x = MExposure::default();
     for c in case {
         for q in other {
-            let o = overlap(c, q);
+            let o = overlap(c, q, linger_s);
             if o > 0 {
-                e += o;
+                x.total += o;
                 let s = c.start.max(q.start);
-                first = Some(first.map_or(s, |f| f.min(s)));
-                venues.insert(c.venue.clone());
+                x.first = Some(x.first.map_or(s, |f| f.min(s)));
+                let e = (c.end + linger_s).min(q.end);
+                x.last = Some(x.last.map_or(e, |l| l.max(e)));
+                x.venues.insert(c.venue.clone());
             }
         }
     }
-    (e, first, venues)
+    x
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,14 +651,30 @@ pub fn engine_all_visits(engine: &Engine, persons: &[String]) -> Vec<Option<Vec<
         .collect()
 }
 
-/// A trace request (panics on a malformed one: callers build valid ones).
+/// A trace request with `min_stay_s = linger_s = 0` (panics on a malformed one: callers build
+/// valid ones).
 pub fn request(person: &str, from: i64, to: i64, min_overlap: i64, depth: u8) -> TraceRequest {
+    request_v2(person, from, to, min_overlap, depth, 0, 0)
+}
+
+/// A trace request with every v2 rule (panics on a malformed one: callers build valid ones).
+pub fn request_v2(
+    person: &str,
+    from: i64,
+    to: i64,
+    min_overlap: i64,
+    depth: u8,
+    min_stay: i64,
+    linger: i64,
+) -> TraceRequest {
     TraceRequest::new(
         person.to_owned(),
         Some(from),
         Some(to),
         Some(min_overlap),
         Some(depth),
+        Some(min_stay),
+        Some(linger),
         T0,
     )
     .expect("valid trace request")
