@@ -30,16 +30,28 @@ pub enum Role {
     Metrics,
     /// Reads its own venues (the `venues` list of its token).
     Venue,
+    /// v2: takes samples at a sampling site.
+    Sampler,
+    /// v2: enters test results.
+    Lab,
+    /// v2: records vaccine doses.
+    Vaccinator,
+    /// v2: the citizen app's backend, which has already authenticated the person it asks about.
+    App,
 }
 
 impl Role {
     /// Every role, for tests and docs.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 9] = [
         Role::Admin,
         Role::Scanner,
         Role::Epidemiologist,
         Role::Metrics,
         Role::Venue,
+        Role::Sampler,
+        Role::Lab,
+        Role::Vaccinator,
+        Role::App,
     ];
 
     /// The tokens-file spelling.
@@ -50,6 +62,10 @@ impl Role {
             Role::Epidemiologist => "epidemiologist",
             Role::Metrics => "metrics",
             Role::Venue => "venue",
+            Role::Sampler => "sampler",
+            Role::Lab => "lab",
+            Role::Vaccinator => "vaccinator",
+            Role::App => "app",
         }
     }
 }

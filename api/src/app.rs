@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::Engine;
+use health::Health;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, Response};
@@ -16,9 +17,11 @@ use crate::access::{Access, Principal, Who};
 use crate::body::BodyTimeouts;
 use crate::handlers;
 use crate::metrics::{Metrics, MetricsError};
+use crate::outbreak;
 use crate::problem::{ApiError, Body};
 use crate::routes::{self, Match, RouteId, RouteSpec, UNMATCHED};
 use crate::sse::Hub;
+use crate::tier_feed::TierHub;
 
 /// Limits and timeouts of the HTTP server.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub struct App {
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    pub(crate) health: Health,
+    pub(crate) tiers: Arc<TierHub>,
     pub(crate) access: Access,
     pub(crate) metrics: Metrics,
     pub(crate) hub: Arc<Hub>,
@@ -67,14 +72,25 @@ pub(crate) struct Inner {
 }
 
 impl App {
-    /// Builds the state and hooks the engine's live feed and sync timings into it. Call it once
-    /// per engine (each call adds a listener).
+    /// Builds the state and hooks the engine's live feed and sync timings, and the health
+    /// domain's tier changes and update timings, into it. Call it once per engine (each call adds
+    /// listeners). `health` must be open over `engine`.
     pub fn new(
         engine: Engine,
+        health: Health,
         access: Access,
         options: ServerOptions,
     ) -> Result<App, MetricsError> {
         let metrics = Metrics::new()?;
+        let tiers = Arc::new(TierHub::default());
+        {
+            let tiers = Arc::clone(&tiers);
+            health.on_tier_change(Box::new(move |status| tiers.publish(status)));
+        }
+        {
+            let metrics = metrics.clone();
+            health.on_update(Box::new(move |elapsed| metrics.observe_standing(elapsed)));
+        }
         let hub = Arc::new(Hub::default());
         {
             let hub = Arc::clone(&hub);
@@ -88,6 +104,8 @@ impl App {
         Ok(App {
             inner: Arc::new(Inner {
                 engine,
+                health,
+                tiers,
                 access,
                 metrics,
                 hub,
@@ -100,6 +118,11 @@ impl App {
     /// The store.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The health domain (cases, tiers).
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     /// The limits and timeouts.
@@ -188,6 +211,14 @@ impl App {
             RouteId::Trace => handlers::trace(self, &ctx, req).await,
             RouteId::Stats => handlers::stats(self),
             RouteId::Audit => handlers::audit(self, &ctx).await,
+            RouteId::RegisterCase => outbreak::register_case(self, &ctx, req).await,
+            RouteId::ListCases => outbreak::list_cases(self, &ctx).await,
+            RouteId::Case => outbreak::get_case(self, &ctx),
+            RouteId::PatchCase => outbreak::patch_case(self, &ctx, req).await,
+            RouteId::CaseContacts => outbreak::case_contacts(self, &ctx).await,
+            RouteId::PersonStatus => outbreak::person_status(self, &ctx).await,
+            RouteId::TierEvents => outbreak::tier_events(self),
+            RouteId::ExposureSites => outbreak::exposure_sites(self, &ctx).await,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use engine::{Config, Durability};
+use health::{HealthConfig, Policy};
 
 use crate::app::ServerOptions;
 
@@ -61,6 +62,38 @@ pub struct Cli {
     #[arg(long, env = "CHECKIN_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// A case's window starts this many days before the earlier of its sample and symptom
+    /// onset.
+    #[arg(long, env = "CHECKIN_CASE_LOOKBACK_DAYS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub case_lookback_days: u32,
+
+    /// Seconds of shared presence that make a close contact in a case's standing trace.
+    #[arg(long, env = "CHECKIN_CASE_MIN_OVERLAP", default_value_t = 900,
+          value_parser = clap::value_parser!(i64).range(0..=86_400))]
+    pub case_min_overlap: i64,
+
+    /// Visits of a case (or of an F1, for F2) shorter than this many seconds are left out of
+    /// its standing trace.
+    #[arg(long, env = "CHECKIN_CASE_MIN_STAY", default_value_t = 0,
+          value_parser = clap::value_parser!(i64).range(0..=86_400))]
+    pub case_min_stay: i64,
+
+    /// Seconds a venue stays infectious after a case (or an F1, for F2) leaves it.
+    #[arg(long, env = "CHECKIN_CASE_LINGER", default_value_t = 0,
+          value_parser = clap::value_parser!(i64).range(0..=7_200))]
+    pub case_linger: i64,
+
+    /// Days an F1 contact stays F1 after their last contact.
+    #[arg(long, env = "CHECKIN_F1_QUARANTINE_DAYS", default_value_t = 14,
+          value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub f1_quarantine_days: u32,
+
+    /// Days an F2 contact stays F2 after their last contact.
+    #[arg(long, env = "CHECKIN_F2_QUARANTINE_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub f2_quarantine_days: u32,
 }
 
 /// `--durability`.
@@ -83,6 +116,20 @@ impl Cli {
         config.default_stay_s = self.default_stay;
         config.retention_days = self.retention_days;
         config.segment_bytes = self.segment_bytes;
+        config
+    }
+
+    /// The health domain's settings: its database in the data directory, the case policy.
+    pub fn health_config(&self) -> HealthConfig {
+        let mut config = HealthConfig::new(&self.data);
+        config.policy = Policy {
+            lookback_days: self.case_lookback_days,
+            min_overlap_s: self.case_min_overlap,
+            min_stay_s: self.case_min_stay,
+            linger_s: self.case_linger,
+            f1_quarantine_days: self.f1_quarantine_days,
+            f2_quarantine_days: self.f2_quarantine_days,
+        };
         config
     }
 
@@ -144,6 +191,46 @@ mod tests {
         assert_eq!(cfg.default_stay_s, 7200);
         assert_eq!(cfg.retention_days, 21);
         assert_eq!(cfg.segment_bytes, 64 << 20);
+        assert_eq!(cli.health_config().policy, Policy::default());
+        assert_eq!(
+            cli.health_config().db_path,
+            PathBuf::from("./checkin-data/health.redb")
+        );
+    }
+
+    #[test]
+    fn case_policy_flags_parse_and_are_checked() {
+        let cli = Cli::try_parse_from([
+            "checkin-server",
+            "--case-lookback-days",
+            "3",
+            "--case-min-overlap",
+            "600",
+            "--case-min-stay",
+            "300",
+            "--case-linger",
+            "1800",
+            "--f1-quarantine-days",
+            "10",
+            "--f2-quarantine-days",
+            "5",
+        ])
+        .unwrap();
+        let p = cli.health_config().policy;
+        assert_eq!(
+            p,
+            Policy {
+                lookback_days: 3,
+                min_overlap_s: 600,
+                min_stay_s: 300,
+                linger_s: 1800,
+                f1_quarantine_days: 10,
+                f2_quarantine_days: 5,
+            }
+        );
+        assert!(Cli::try_parse_from(["checkin-server", "--case-linger", "7201"]).is_err());
+        assert!(Cli::try_parse_from(["checkin-server", "--case-min-stay", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["checkin-server", "--f1-quarantine-days", "0"]).is_err());
     }
 
     #[test]

@@ -45,15 +45,15 @@ pub(crate) struct Ctx {
     pub query: Vec<(String, String)>,
 }
 
-type Answer = Result<Response<Body>, ApiError>;
+pub(crate) type Answer = Result<Response<Body>, ApiError>;
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Answer {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| ApiError::Internal(format!("could not encode the answer: {e}")))?;
     Ok(raw(status, "application/json", Bytes::from(bytes)))
 }
 
-fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+pub(crate) fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Either::Left(Full::new(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -61,7 +61,7 @@ fn raw(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<
     resp
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -72,7 +72,7 @@ async fn blocking<T: Send + 'static>(
 /// Runs `work` while `entry` is made durable in the audit log, and answers only once both are
 /// done: an audit failure refuses the lookup (503) and discards its result. `work` runs on this
 /// worker when `inline` (microseconds of in-memory work), else on the blocking pool.
-async fn audited<T: Send + 'static>(
+pub(crate) async fn audited<T: Send + 'static>(
     engine: &Engine,
     entry: AuditEntry,
     inline: bool,
@@ -96,12 +96,12 @@ async fn audited<T: Send + 'static>(
     Ok(out)
 }
 
-fn engine_err(e: engine::Error) -> ApiError {
+pub(crate) fn engine_err(e: engine::Error) -> ApiError {
     ApiError::from_engine(&e)
 }
 
 /// An integer query parameter, or `None` when absent.
-fn int_param(ctx: &Ctx, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn int_param(ctx: &Ctx, name: &str) -> Result<Option<i64>, ApiError> {
     match query_param(&ctx.query, name) {
         None => Ok(None),
         Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
@@ -129,7 +129,7 @@ pub(crate) fn metrics(app: &App) -> Answer {
     let text = app
         .inner
         .metrics
-        .render(&stats)
+        .render(&stats, &app.inner.health.stats())
         .map_err(|e| ApiError::Internal(format!("could not render metrics: {e}")))?;
     Ok(raw(
         StatusCode::OK,
@@ -340,7 +340,7 @@ async fn submit(engine: &Engine, items: Vec<engine::ScanItem>) -> Result<IngestO
 }
 
 /// Resolves `from`/`to` as the contract's trace defaults do: `to = now`, `from = to - 14 days`.
-fn window(ctx: &Ctx, now: i64) -> Result<(i64, i64), ApiError> {
+pub(crate) fn window(ctx: &Ctx, now: i64) -> Result<(i64, i64), ApiError> {
     engine::resolve_window(int_param(ctx, "from")?, int_param(ctx, "to")?, now)
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
@@ -369,7 +369,7 @@ struct PersonVisitsOut<'a> {
     visits: Vec<VisitOut<'a>>,
 }
 
-fn audit_entry(engine: &Engine, ctx: &Ctx, subject: &str) -> AuditEntry {
+pub(crate) fn audit_entry(engine: &Engine, ctx: &Ctx, subject: &str) -> AuditEntry {
     AuditEntry {
         ts: engine.now(),
         who: ctx.principal.name.to_string(),

@@ -14,6 +14,9 @@
 //! - `body`: media types, size caps and read deadlines.
 //! - [`access`]: tokens file, authentication, role rules.
 //! - `sse`: live venue feeds.
+//! - `outbreak`: the routes of cases, person status, tier events and exposure sites (over the
+//!   `health` crate).
+//! - `tier_feed`: the live feed of tier changes.
 //! - `trace_body`: the JSON of a trace answer, written straight into a buffer (`pub(crate)`, for
 //!   every route that answers in the shape of `POST /v1/trace`).
 //! - `metrics`: the Prometheus families.
@@ -29,10 +32,12 @@ pub mod cli;
 pub mod decode;
 mod handlers;
 mod metrics;
+mod outbreak;
 pub mod problem;
 pub mod routes;
 mod server;
 mod sse;
+mod tier_feed;
 mod trace_body;
 
 pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};

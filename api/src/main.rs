@@ -6,6 +6,7 @@ use api::cli::{resolve_listen, Cli};
 use api::{Access, App, TokenSet};
 use clap::Parser;
 use engine::Engine;
+use health::Health;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -74,7 +75,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let app = App::new(engine, access, cli.server_options())?;
+    let health_config = cli.health_config();
+    let health = {
+        let engine = engine.clone();
+        let path = health_config.db_path.clone();
+        tokio::task::spawn_blocking(move || Health::open(engine, health_config))
+            .await?
+            .with_context(|| format!("cannot open the health database {}", path.display()))?
+    };
+    let app = App::new(engine, health, access, cli.server_options())?;
     tracing::info!(
         listen = %listener.local_addr()?,
         durability = ?cli.durability,

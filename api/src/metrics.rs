@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use engine::{IngestOutcome, RejectReason, Stats};
+use health::{CaseStatus, HealthStats, Tier};
+use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::routes::{ROUTES, UNMATCHED};
@@ -32,6 +34,13 @@ pub struct Metrics {
     log_bytes: IntGauge,
     log_sync: Histogram,
     trace_duration: HistogramVec,
+    cases: IntGaugeVec,
+    persons_by_tier: IntGaugeVec,
+    rederivations: IntCounterVec,
+    /// The health domain's counts at the last scrape, so its counters advance by the difference.
+    last_rederived: std::sync::Arc<Mutex<(u64, u64)>>,
+    standing_update: Histogram,
+    status_reads: IntCounterVec,
 }
 
 /// A metric could not be registered (a programming error caught at start-up).
@@ -102,6 +111,60 @@ impl Metrics {
             ]),
             &["depth"],
         )?;
+        let cases = IntGaugeVec::new(
+            Opts::new("checkin_cases", "Cases registered, by status."),
+            &["status"],
+        )?;
+        let persons_by_tier = IntGaugeVec::new(
+            Opts::new(
+                "checkin_persons_by_tier",
+                "Persons in each tier now (F0, F1, F2), from every counted case.",
+            ),
+            &["tier"],
+        )?;
+        let rederivations = IntCounterVec::new(
+            Opts::new(
+                "checkin_standing_trace_rederivations_total",
+                "Standing traces re-derived, by cause: newly stored scans (late uploads included) \
+                 that may change them, or a retention purge / venue change.",
+            ),
+            &["cause"],
+        )?;
+        let standing_update = Histogram::with_opts(
+            HistogramOpts::new(
+                "checkin_standing_trace_update_seconds",
+                "From the first stored scan that may change standing traces until every re-derived \
+                 trace is installed (tiers current).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )?;
+        let status_reads = IntCounterVec::new(
+            Opts::new(
+                "checkin_status_reads_total",
+                "Person status reads answered, by the tier answered.",
+            ),
+            &["tier"],
+        )?;
+        registry.register(Box::new(cases.clone()))?;
+        registry.register(Box::new(persons_by_tier.clone()))?;
+        registry.register(Box::new(rederivations.clone()))?;
+        registry.register(Box::new(standing_update.clone()))?;
+        registry.register(Box::new(status_reads.clone()))?;
+        for status in CaseStatus::ALL {
+            cases.with_label_values(&[status.as_str()]);
+        }
+        for tier in ["F0", "F1", "F2"] {
+            persons_by_tier.with_label_values(&[tier]);
+        }
+        for cause in ["scans", "store"] {
+            rederivations.with_label_values(&[cause]);
+        }
+        for tier in Tier::ALL {
+            status_reads.with_label_values(&[tier.as_str()]);
+        }
         registry.register(Box::new(scans_accepted.clone()))?;
         registry.register(Box::new(scans_rejected.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -146,6 +209,12 @@ impl Metrics {
             log_bytes,
             log_sync,
             trace_duration,
+            cases,
+            persons_by_tier,
+            rederivations,
+            last_rederived: std::sync::Arc::default(),
+            standing_update,
+            status_reads,
         })
     }
 
@@ -194,8 +263,40 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with the store gauges set from `stats`.
-    pub fn render(&self, stats: &Stats) -> Result<String, MetricsError> {
+    /// One standing-trace update pass.
+    pub fn observe_standing(&self, elapsed: Duration) {
+        self.standing_update.observe(elapsed.as_secs_f64());
+    }
+
+    /// One person status answered.
+    pub fn observe_status(&self, tier: Tier) {
+        self.status_reads.with_label_values(&[tier.as_str()]).inc();
+    }
+
+    /// The text exposition, with the store gauges set from `stats` and the health families from
+    /// `health`.
+    pub fn render(&self, stats: &Stats, health: &HealthStats) -> Result<String, MetricsError> {
+        for (status, n) in CaseStatus::ALL.iter().zip(health.cases) {
+            self.cases
+                .with_label_values(&[status.as_str()])
+                .set(clamp_i64(n));
+        }
+        for (tier, n) in ["F0", "F1", "F2"].iter().zip(health.tiers) {
+            self.persons_by_tier
+                .with_label_values(&[tier])
+                .set(clamp_i64(n));
+        }
+        {
+            let mut last = self.last_rederived.lock();
+            let (scans, store) = (health.rederived_by_scans, health.rederived_by_store);
+            self.rederivations
+                .with_label_values(&["scans"])
+                .inc_by(scans.saturating_sub(last.0));
+            self.rederivations
+                .with_label_values(&["store"])
+                .inc_by(store.saturating_sub(last.1));
+            *last = (scans.max(last.0), store.max(last.1));
+        }
         self.visitors_present.set(clamp_i64(stats.present));
         self.venues.set(clamp_i64(stats.venues));
         self.persons.set(clamp_i64(stats.persons));
@@ -247,13 +348,22 @@ mod tests {
             }],
         });
         let text = m
-            .render(&Stats {
-                scans: 3,
-                venues: 1,
-                persons: 2,
-                log_bytes: 4096,
-                present: 1,
-            })
+            .render(
+                &Stats {
+                    scans: 3,
+                    venues: 1,
+                    persons: 2,
+                    log_bytes: 4096,
+                    present: 1,
+                },
+                &HealthStats {
+                    cases: [2, 1, 0],
+                    tiers: [2, 5, 7],
+                    rederived_by_scans: 9,
+                    rederived_by_store: 1,
+                    windows: 3,
+                },
+            )
             .unwrap();
         for family in [
             "# TYPE checkin_scans_accepted_total counter",
@@ -273,6 +383,15 @@ mod tests {
             "checkin_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 1",
             "checkin_log_bytes 4096",
             "checkin_visitors_present 1",
+            "# TYPE checkin_cases gauge",
+            "checkin_cases{status=\"active\"} 2",
+            "checkin_cases{status=\"discarded\"} 0",
+            "# TYPE checkin_persons_by_tier gauge",
+            "checkin_persons_by_tier{tier=\"F1\"} 5",
+            "# TYPE checkin_standing_trace_rederivations_total counter",
+            "checkin_standing_trace_rederivations_total{cause=\"scans\"} 9",
+            "# TYPE checkin_standing_trace_update_seconds histogram",
+            "# TYPE checkin_status_reads_total counter",
         ] {
             assert!(text.contains(family), "missing {family}\n{text}");
         }

@@ -42,6 +42,10 @@ pub enum ApiError {
     /// 404: unknown route, venue or person.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request contradicts what is stored (a case id reused with other fields, a
+    /// second active case, a status change the case's status does not allow).
+    #[error("{0}")]
+    Conflict(String),
     /// 405: the path exists with other methods (listed in `Allow`).
     #[error("method not allowed; this path accepts {allow}")]
     MethodNotAllowed { allow: String },
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "urn:checkin:problem:forbidden",
             ApiError::NotFound(_) => "urn:checkin:problem:not-found",
             ApiError::MethodNotAllowed { .. } => "urn:checkin:problem:method-not-allowed",
+            ApiError::Conflict(_) => "urn:checkin:problem:conflict",
             ApiError::Timeout(_) => "urn:checkin:problem:request-timeout",
             ApiError::TooLarge(_) => "urn:checkin:problem:payload-too-large",
             ApiError::UnsupportedMediaType(_) => "urn:checkin:problem:unsupported-media-type",
@@ -104,6 +110,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "Not found",
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
+            ApiError::Conflict(_) => "Conflict",
             ApiError::Timeout(_) => "Request timeout",
             ApiError::TooLarge(_) => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",

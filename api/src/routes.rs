@@ -22,12 +22,20 @@ pub enum RouteId {
     Trace,
     Stats,
     Audit,
+    RegisterCase,
+    ListCases,
+    Case,
+    PatchCase,
+    CaseContacts,
+    PersonStatus,
+    TierEvents,
+    ExposureSites,
 }
 
 /// One routed method and path pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSpec {
-    /// `GET` or `POST`.
+    /// `GET`, `POST` or `PATCH`.
     pub method: &'static str,
     /// The path pattern, as in the contract and OpenAPI (`/v1/venues/{id}`). Also the `route`
     /// label of the HTTP metrics and the `action` of audit entries.
@@ -42,6 +50,7 @@ const ADMIN: &[Role] = &[Role::Admin];
 const EPI_ADMIN: &[Role] = &[Role::Epidemiologist, Role::Admin];
 const SCANNER_ADMIN: &[Role] = &[Role::Scanner, Role::Admin];
 const METRICS_ADMIN: &[Role] = &[Role::Metrics, Role::Admin];
+const EPI_ADMIN_APP: &[Role] = &[Role::Epidemiologist, Role::Admin, Role::App];
 
 /// Every route the server answers (contract section 6).
 pub const ROUTES: &[RouteSpec] = &[
@@ -116,6 +125,54 @@ pub const ROUTES: &[RouteSpec] = &[
         pattern: "/v1/audit",
         who: Who::Roles(ADMIN),
         id: RouteId::Audit,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/cases",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::RegisterCase,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/cases",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::ListCases,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/cases/{id}",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::Case,
+    },
+    RouteSpec {
+        method: "PATCH",
+        pattern: "/v1/cases/{id}",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::PatchCase,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/cases/{id}/contacts",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::CaseContacts,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/status",
+        who: Who::Roles(EPI_ADMIN_APP),
+        id: RouteId::PersonStatus,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/tiers/events",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::TierEvents,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/exposure-sites",
+        who: Who::Anyone,
+        id: RouteId::ExposureSites,
     },
 ];
 

@@ -472,13 +472,16 @@ pub struct InProcess {
 impl InProcess {
     /// Opens the engine and serves it in open mode on a free port.
     pub fn start(config: engine::Config, options: api::ServerOptions) -> InProcess {
+        let data_dir = config.data_dir.clone();
         let engine = engine::Engine::open(config).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let app = api::App::new(engine.clone(), api::Access::Open, options).unwrap();
+        let health =
+            health::Health::open(engine.clone(), health::HealthConfig::new(&data_dir)).unwrap();
+        let app = api::App::new(engine.clone(), health, api::Access::Open, options).unwrap();
         let serving = runtime.block_on(Serving::start(app));
         InProcess {
             addr: serving.addr,

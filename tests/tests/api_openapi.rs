@@ -57,7 +57,7 @@ fn openapi_matches_the_route_table() {
         unrouted.is_empty(),
         "in openapi.yaml but not routed: {unrouted:?}"
     );
-    assert_eq!(routed.len(), 12);
+    assert_eq!(routed.len(), 20);
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub const EPI: &str = "epi-token";
 pub const METRICS: &str = "metrics-token";
 /// Owns venue `V1` only.
 pub const OWNER: &str = "owner-token";
+pub const SAMPLER: &str = "sampler-token";
+pub const LAB: &str = "lab-token";
+pub const VACCINATOR: &str = "vaccinator-token";
+pub const APP: &str = "app-token";
 
 /// The test tokens file: one token per role; the venue token owns `V1`.
 pub fn tokens_toml() -> String {
@@ -46,6 +50,10 @@ pub fn tokens_toml() -> String {
         entry("cdc", "epidemiologist", EPI, ""),
         entry("prometheus", "metrics", METRICS, ""),
         entry("v1-owner", "venue", OWNER, "venues = [\"V1\"]"),
+        entry("site-sampler", "sampler", SAMPLER, ""),
+        entry("lab-1", "lab", LAB, ""),
+        entry("vax-site", "vaccinator", VACCINATOR, ""),
+        entry("citizen-app", "app", APP, ""),
     ]
     .concat()
 }
@@ -57,6 +65,8 @@ pub struct Opts {
     pub default_stay_s: u32,
     /// Engine durability `Fsync` instead of `Os`.
     pub fsync: bool,
+    /// The case policy.
+    pub policy: health::Policy,
 }
 
 impl Default for Opts {
@@ -66,6 +76,7 @@ impl Default for Opts {
             options: ServerOptions::default(),
             default_stay_s: engine::DEFAULT_STAY_S,
             fsync: false,
+            policy: health::Policy::default(),
         }
     }
 }
@@ -131,7 +142,16 @@ impl Server {
         } else {
             Access::Open
         };
-        let app = App::new(engine, access, opts.options).unwrap();
+        let health = {
+            let engine = engine.clone();
+            let mut config = health::HealthConfig::new(dir.path());
+            config.policy = opts.policy;
+            tokio::task::spawn_blocking(move || health::Health::open(engine, config))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let app = App::new(engine, health, access, opts.options).unwrap();
         let serving = Serving::start(app.clone()).await;
         Server {
             addr: serving.addr,

@@ -1,0 +1,602 @@
+//! The [`Health`] handle: cases in the health database, their standing traces, the tier table and
+//! the exposure index, and the operations the API serves over them.
+//!
+//! Locks: `writes` serializes case changes (a registration's check-then-store is atomic);
+//! `state` (a read-write lock) holds the derived state. A standing trace is computed with no lock
+//! held and installed under `state`'s write lock only if no later derivation of the same case was
+//! installed first (each derivation takes a ticket before it reads the scan store).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use engine::{Engine, StoreChange, TraceResult};
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+
+use crate::case::{self, Case, CaseChange, CaseId, CaseStatus, CaseView, NewCase};
+use crate::error::{Error, Result};
+use crate::exposure::{ExposureIndex, Slot};
+use crate::policy::Policy;
+use crate::sites::{self, ExposureSite};
+use crate::standing::{self, Derived};
+use crate::store::Store;
+use crate::tiers::{CaseFacts, PersonStatus, Tier, TierTable};
+use crate::tracker::{self, Msg};
+
+/// Settings of the health domain.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// The health database file (`health.redb` in the data directory by default).
+    pub db_path: PathBuf,
+    pub policy: Policy,
+    /// Keep standing traces current as scans arrive. Always on in the server; tests turn it off
+    /// to show that the model comparison catches a stale trace.
+    #[doc(hidden)]
+    pub freshness: bool,
+}
+
+impl HealthConfig {
+    /// The default policy, with the database in `data_dir/health.redb`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> HealthConfig {
+        HealthConfig {
+            db_path: data_dir.into().join("health.redb"),
+            policy: Policy::default(),
+            freshness: true,
+        }
+    }
+}
+
+/// Receives each change of a person's tier (including lapses). Runs on a health thread under
+/// the state lock: it must not block.
+pub type TierListener = Box<dyn Fn(&PersonStatus) + Send + Sync>;
+/// Receives how long a pass of re-derivations took from the first scan notice that caused it
+/// until its last trace was installed.
+pub type UpdateObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// Counts for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthStats {
+    /// Cases by status, in [`CaseStatus::ALL`] order.
+    pub cases: [u64; 3],
+    /// Persons in F0, F1 and F2 now (as of the last lapse check, at most a second ago).
+    pub tiers: [u64; 3],
+    /// Standing traces re-derived because newly stored scans may have changed them.
+    pub rederived_by_scans: u64,
+    /// Standing traces re-derived after a retention purge or a venue change.
+    pub rederived_by_store: u64,
+    /// Exposure-index windows held.
+    pub windows: u64,
+}
+
+/// A handle to the health domain. Cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct CaseEntry {
+    pub case: Case,
+    pub id: CaseId,
+    pub person: Arc<str>,
+    pub window: (i64, i64),
+    pub trace: Arc<TraceResult>,
+    /// The ticket of the installed derivation.
+    pub ticket: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub slots: Vec<CaseEntry>,
+    pub by_id: FxHashMap<CaseId, Slot>,
+    pub exposure: ExposureIndex,
+    pub tiers: TierTable,
+    /// Counted cases whose person has no stored scan yet.
+    pub unseen: FxHashMap<Slot, Arc<str>>,
+    /// Registrations whose first derivation is in flight (any scan may concern them).
+    pub pending: FxHashMap<Slot, u32>,
+    /// The last status told to tier listeners, for persons not `none`.
+    pub published: FxHashMap<Arc<str>, PersonStatus>,
+    /// When a person's listing lapses: recheck them then.
+    pub lapses: BTreeSet<(i64, Arc<str>)>,
+}
+
+pub(crate) struct Inner {
+    pub engine: Engine,
+    pub policy: Policy,
+    store: Store,
+    writes: Mutex<WriteState>,
+    pub state: RwLock<State>,
+    ticket: AtomicU64,
+    pub tx: Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    listeners: RwLock<Vec<TierListener>>,
+    pub observers: RwLock<Vec<UpdateObserver>>,
+    pub rederived_by_scans: AtomicU64,
+    pub rederived_by_store: AtomicU64,
+}
+
+struct WriteState {
+    next_case: u64,
+}
+
+impl Health {
+    /// Opens the health database, loads every case and derives the standing trace of every
+    /// counted case before returning, so that the first answer is already current.
+    pub fn open(engine: Engine, config: HealthConfig) -> Result<Health> {
+        config.policy.validate()?;
+        let started = Instant::now();
+        let store = Store::open(&config.db_path)?;
+        let mut cases = store.cases()?;
+        cases.sort_by(|a, b| {
+            a.registered_at
+                .cmp(&b.registered_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let next_case = store.next_case_number()?;
+        let mut state = State::default();
+        for case in cases {
+            let slot = state.slots.len() as Slot;
+            let entry = new_entry(case, &config.policy);
+            if entry.case.status == CaseStatus::Active {
+                state.tiers.set_active(&entry.person, slot, true);
+            }
+            state.by_id.insert(entry.id.clone(), slot);
+            state.slots.push(entry);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            engine: engine.clone(),
+            policy: config.policy,
+            store,
+            writes: Mutex::new(WriteState { next_case }),
+            state: RwLock::new(state),
+            ticket: AtomicU64::new(0),
+            tx: tx.clone(),
+            thread: Mutex::new(None),
+            listeners: RwLock::new(Vec::new()),
+            observers: RwLock::new(Vec::new()),
+            rederived_by_scans: AtomicU64::new(0),
+            rederived_by_store: AtomicU64::new(0),
+        });
+        if config.freshness {
+            // Registered before the first derivation, so no scan stored from here on is missed.
+            engine.on_change(Box::new(move |change| {
+                let msg = match change {
+                    StoreChange::Scans(scans) => Msg::Scans(scans.to_vec(), Instant::now()),
+                    StoreChange::Purged { .. } | StoreChange::VenuesChanged => Msg::StoreChanged,
+                };
+                // A send fails only once the tracker has stopped.
+                let _ = tx.send(msg);
+            }));
+        }
+        let worker = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("checkin-health".into())
+            .spawn(move || tracker::run(worker, rx))
+            .map_err(|e| Error::store("spawning the health thread", e))?;
+        *inner.thread.lock() = Some(handle);
+        let counted: Vec<Slot> = {
+            let st = inner.state.read();
+            (0..st.slots.len() as Slot)
+                .filter(|s| st.slots[*s as usize].case.status.counts())
+                .collect()
+        };
+        let now = engine.now();
+        for &slot in &counted {
+            inner.rederive(slot, now);
+        }
+        {
+            // F0 persons with no counted contacts still need their first event state.
+            let mut st = inner.state.write();
+            let persons: Vec<Arc<str>> = st.tiers.persons().cloned().collect();
+            inner.publish(&mut st, persons, now);
+        }
+        tracing::info!(
+            cases = inner.state.read().slots.len(),
+            derived = counted.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "health domain open"
+        );
+        Ok(Health { inner })
+    }
+
+    /// The scan store this domain reads.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The case policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Registers a case (`POST /v1/cases`): durable before it returns, with its standing trace
+    /// derived. Returns the case and whether it was created (`false`: an identical retry).
+    pub fn register_case(&self, request: NewCase) -> Result<(CaseView, bool)> {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        request.validate(now, inner.engine.config().retention_days)?;
+        let slot = {
+            let mut writes = inner.writes.lock();
+            if let Some(id) = &request.id {
+                let st = inner.state.read();
+                if let Some(&slot) = st.by_id.get(id.as_str()) {
+                    let entry = &st.slots[slot as usize];
+                    if request.matches(&entry.case) {
+                        return Ok((inner.view(entry), false));
+                    }
+                    return Err(Error::Conflict(format!(
+                        "case {id} is already registered with other fields"
+                    )));
+                }
+            }
+            if let Some(active) = inner.active_case_of(&request.person) {
+                return Err(Error::Conflict(format!(
+                    "person {} already has an active case: {active}",
+                    request.person
+                )));
+            }
+            let (id, next_case) = match &request.id {
+                Some(id) => (id.clone(), None),
+                None => {
+                    let st = inner.state.read();
+                    let mut n = writes.next_case;
+                    while st.by_id.contains_key(format!("case-{n}").as_str()) {
+                        n += 1;
+                    }
+                    (format!("case-{n}"), Some(n + 1))
+                }
+            };
+            let case = Case {
+                id,
+                person: request.person.clone(),
+                sampled_at: request.sampled_at,
+                onset: request.onset,
+                isolated_at: request.isolated_at.unwrap_or(now),
+                isolated_at_given: request.isolated_at.is_some(),
+                area: request.area.clone(),
+                note: request.note.clone(),
+                source: "manual".into(),
+                status: CaseStatus::Active,
+                registered_at: now,
+                recovered_at: None,
+            };
+            inner.store.put_case(&case, next_case)?;
+            if let Some(n) = next_case {
+                writes.next_case = n;
+            }
+            inner.insert_case(case, now)
+        };
+        let ticket = inner.ticket.fetch_add(1, Ordering::AcqRel) + 1;
+        let (person, window) = inner.derivation_input(slot);
+        let derived = standing::derive(&inner.engine, &person, window, &inner.policy);
+        let mut st = inner.state.write();
+        inner.install(&mut st, slot, ticket, derived, inner.engine.now());
+        if let Some(n) = st.pending.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                st.pending.remove(&slot);
+            }
+        }
+        Ok((inner.view(&st.slots[slot as usize]), true))
+    }
+
+    /// Cases ascending by `registered_at`, then id; `status` and `since` (`registered_at >=`)
+    /// filter.
+    pub fn cases(&self, status: Option<CaseStatus>, since: Option<i64>) -> Vec<CaseView> {
+        let inner = &self.inner;
+        let st = inner.state.read();
+        let mut out: Vec<CaseView> = st
+            .slots
+            .iter()
+            .filter(|e| status.is_none_or(|s| e.case.status == s))
+            .filter(|e| since.is_none_or(|t| e.case.registered_at >= t))
+            .map(|e| inner.view(e))
+            .collect();
+        out.sort_by(|a, b| {
+            a.case
+                .registered_at
+                .cmp(&b.case.registered_at)
+                .then_with(|| a.case.id.cmp(&b.case.id))
+        });
+        out
+    }
+
+    /// One case.
+    pub fn case(&self, id: &str) -> Option<CaseView> {
+        let st = self.inner.state.read();
+        let slot = *st.by_id.get(id)?;
+        Some(self.inner.view(&st.slots[slot as usize]))
+    }
+
+    /// The standing trace of a case now. A discarded case counts for nobody: its answer has the
+    /// case's window and no visits or contacts.
+    pub fn contacts(&self, id: &str) -> Option<Arc<TraceResult>> {
+        let st = self.inner.state.read();
+        let slot = *st.by_id.get(id)?;
+        let e = &st.slots[slot as usize];
+        if !e.case.status.counts() {
+            let (from, to) = e.window;
+            return Some(Arc::new(standing::empty_trace(
+                &e.person,
+                from,
+                to,
+                &self.inner.policy,
+            )));
+        }
+        Some(e.trace.clone())
+    }
+
+    /// Changes a case's status (`PATCH /v1/cases/{id}`), durably.
+    pub fn update_case(&self, id: &str, change: CaseChange) -> Result<CaseView> {
+        let inner = &self.inner;
+        let _writes = inner.writes.lock();
+        let now = inner.engine.now();
+        let (slot, mut case) = {
+            let st = inner.state.read();
+            let slot = *st
+                .by_id
+                .get(id)
+                .ok_or_else(|| Error::NotFound(format!("no case {id}")))?;
+            (slot, st.slots[slot as usize].case.clone())
+        };
+        let Some((status, recovered_at)) = case::transition(&case, change, now)? else {
+            let st = inner.state.read();
+            return Ok(inner.view(&st.slots[slot as usize]));
+        };
+        case.status = status;
+        case.recovered_at = recovered_at;
+        inner.store.put_case(&case, None)?;
+        let mut st = inner.state.write();
+        let person = st.slots[slot as usize].person.clone();
+        st.slots[slot as usize].case = case;
+        st.tiers
+            .set_active(&person, slot, status == CaseStatus::Active);
+        let mut changed = vec![person];
+        if !status.counts() {
+            st.exposure.remove(slot);
+            st.unseen.remove(&slot);
+            let old = st.slots[slot as usize].trace.clone();
+            st.tiers.set_contacts(slot, Some(&old), None, &mut changed);
+        }
+        inner.publish(&mut st, changed, now);
+        Ok(inner.view(&st.slots[slot as usize]))
+    }
+
+    /// A person's tier now (`GET /v1/persons/{id}/status`).
+    pub fn status(&self, person: &str) -> PersonStatus {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        let st = inner.state.read();
+        inner.status_of(&st, person, now)
+    }
+
+    /// Exposure sites with `end > since` (section 10).
+    pub fn exposure_sites(&self, since: i64) -> Vec<ExposureSite> {
+        let inner = &self.inner;
+        let st = inner.state.read();
+        let visits = st
+            .slots
+            .iter()
+            .filter(|e| e.case.status.counts())
+            .flat_map(|e| e.trace.visits.iter());
+        sites::exposure_sites(visits, inner.policy.linger_s, since, |venue| {
+            match inner.engine.venue(venue) {
+                Some(v) => (v.name.to_string(), v.province.map(|p| p.to_string())),
+                None => (venue.to_string(), None),
+            }
+        })
+    }
+
+    /// Adds a listener of tier changes.
+    pub fn on_tier_change(&self, listener: TierListener) {
+        self.inner.listeners.write().push(listener);
+    }
+
+    /// Adds an observer of standing-trace update passes.
+    pub fn on_update(&self, observer: UpdateObserver) {
+        self.inner.observers.write().push(observer);
+    }
+
+    /// Counts for the metrics endpoint.
+    pub fn stats(&self) -> HealthStats {
+        let inner = &self.inner;
+        let st = inner.state.read();
+        let mut out = HealthStats::default();
+        for e in &st.slots {
+            out.cases[e.case.status as usize] += 1;
+        }
+        for s in st.published.values() {
+            match s.tier {
+                Tier::F0 => out.tiers[0] += 1,
+                Tier::F1 => out.tiers[1] += 1,
+                Tier::F2 => out.tiers[2] += 1,
+                Tier::None => {}
+            }
+        }
+        out.rederived_by_scans = inner.rederived_by_scans.load(Ordering::Relaxed);
+        out.rederived_by_store = inner.rederived_by_store.load(Ordering::Relaxed);
+        out.windows = st.exposure.len() as u64;
+        out
+    }
+
+    /// Blocks until every store change notified before this call has been applied to the
+    /// standing traces and tier lapses due now have been told (tests, benchmarks, shutdown).
+    pub fn settle(&self) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .tx
+            .send(Msg::Settle(tx))
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Stops the health thread. Idempotent; every case change was already durable.
+    pub fn shutdown(&self) {
+        self.inner.stop();
+    }
+}
+
+fn new_entry(case: Case, policy: &Policy) -> CaseEntry {
+    let window = case.window(policy);
+    let person: Arc<str> = Arc::from(case.person.as_str());
+    let trace = Arc::new(standing::empty_trace(&person, window.0, window.1, policy));
+    CaseEntry {
+        id: Arc::from(case.id.as_str()),
+        person,
+        window,
+        trace,
+        ticket: 0,
+        case,
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            let _ = self.tx.send(Msg::Stop);
+            // The last handle can be dropped on the health thread itself; it ends on Stop.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn view(&self, e: &CaseEntry) -> CaseView {
+        let counts = e.case.status.counts();
+        CaseView {
+            case: e.case.clone(),
+            from: e.window.0,
+            to: e.window.1,
+            f1: if counts { e.trace.f1.len() } else { 0 },
+            f2: if counts { e.trace.f2.len() } else { 0 },
+        }
+    }
+
+    fn active_case_of(&self, person: &str) -> Option<CaseId> {
+        let st = self.state.read();
+        st.slots
+            .iter()
+            .find(|e| e.case.status == CaseStatus::Active && &*e.person == person)
+            .map(|e| e.id.clone())
+    }
+
+    /// Adds a newly stored case to the state, pending its first derivation.
+    fn insert_case(&self, case: Case, now: i64) -> Slot {
+        let mut st = self.state.write();
+        let slot = st.slots.len() as Slot;
+        let entry = new_entry(case, &self.policy);
+        let person = entry.person.clone();
+        let active = entry.case.status == CaseStatus::Active;
+        st.by_id.insert(entry.id.clone(), slot);
+        st.slots.push(entry);
+        *st.pending.entry(slot).or_insert(0) += 1;
+        if active {
+            st.tiers.set_active(&person, slot, true);
+            self.publish(&mut st, vec![person], now);
+        }
+        slot
+    }
+
+    pub(crate) fn derivation_input(&self, slot: Slot) -> (Arc<str>, (i64, i64)) {
+        let st = self.state.read();
+        let e = &st.slots[slot as usize];
+        (e.person.clone(), e.window)
+    }
+
+    /// Derives `slot`'s standing trace now and installs it.
+    pub(crate) fn rederive(&self, slot: Slot, now: i64) {
+        let ticket = self.ticket.fetch_add(1, Ordering::AcqRel) + 1;
+        let (person, window) = self.derivation_input(slot);
+        let derived = standing::derive(&self.engine, &person, window, &self.policy);
+        let mut st = self.state.write();
+        self.install(&mut st, slot, ticket, derived, now);
+    }
+
+    /// Installs a derivation unless a later one was installed first or the case stopped
+    /// counting meanwhile.
+    fn install(&self, st: &mut State, slot: Slot, ticket: u64, derived: Derived, now: i64) {
+        let e = &mut st.slots[slot as usize];
+        if ticket <= e.ticket || !e.case.status.counts() {
+            return;
+        }
+        e.ticket = ticket;
+        let old = std::mem::replace(&mut e.trace, derived.trace.clone());
+        let person = e.person.clone();
+        st.exposure.install(slot, &derived);
+        if derived.person_unseen {
+            st.unseen.insert(slot, person);
+        } else {
+            st.unseen.remove(&slot);
+        }
+        let mut changed = Vec::new();
+        st.tiers
+            .set_contacts(slot, Some(&old), Some(&derived.trace), &mut changed);
+        self.publish(st, changed, now);
+    }
+
+    pub(crate) fn status_of(&self, st: &State, person: &str, now: i64) -> PersonStatus {
+        st.tiers.status(
+            person,
+            now,
+            self.policy.f1_quarantine_s(),
+            self.policy.f2_quarantine_s(),
+            |slot| {
+                st.slots.get(slot as usize).map(|e| CaseFacts {
+                    id: &e.id,
+                    f0_since: e.case.f0_since(),
+                })
+            },
+        )
+    }
+
+    /// Recomputes the status of `persons` at `now`, tells the listeners of every change and
+    /// schedules the next lapse checks.
+    pub(crate) fn publish(&self, st: &mut State, mut persons: Vec<Arc<str>>, now: i64) {
+        persons.sort();
+        persons.dedup();
+        let listeners = self.listeners.read();
+        let mut lapses = Vec::new();
+        for person in persons {
+            let status = self.status_of(st, &person, now);
+            let before = st.published.get(&person);
+            let same = match before {
+                Some(b) => *b == status,
+                None => status.tier == Tier::None,
+            };
+            if !same {
+                for l in listeners.iter() {
+                    l(&status);
+                }
+            }
+            lapses.clear();
+            st.tiers.lapses(
+                &person,
+                now,
+                self.policy.f1_quarantine_s(),
+                self.policy.f2_quarantine_s(),
+                &mut lapses,
+            );
+            for &at in &lapses {
+                st.lapses.insert((at, person.clone()));
+            }
+            if status.tier == Tier::None {
+                st.published.remove(&person);
+            } else {
+                st.published.insert(person, status);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,29 @@
+//! The outbreak domain over the scan store (contract section 10): cases, their standing traces,
+//! every person's tier and the public exposure sites.
+//!
+//! Cases live in an embedded redb database (`health.redb`), each change durable before it is
+//! acknowledged. The standing traces are derived from the scan store (`engine`) and kept in
+//! memory: at open every counted case is traced, and afterwards the health thread checks every
+//! newly stored scan against an exposure index of the counted cases' windows, re-deriving only
+//! the cases that scan may change (see `standing` for why that is exact).
+//!
+//! This crate knows nothing of HTTP, JSON or Prometheus; the `api` crate serves it.
+#![deny(unsafe_code)]
+
+mod case;
+mod error;
+mod exposure;
+mod health;
+mod policy;
+mod sites;
+mod standing;
+mod store;
+mod tiers;
+mod tracker;
+
+pub use case::{is_valid_case_id, Case, CaseChange, CaseStatus, CaseView, NewCase, MAX_NOTE_BYTES};
+pub use error::{Error, Result};
+pub use health::{Health, HealthConfig, HealthStats, TierListener, UpdateObserver};
+pub use policy::Policy;
+pub use sites::{ExposureSite, SITE_GRANULARITY_S};
+pub use tiers::{PersonStatus, Tier};
