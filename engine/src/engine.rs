@@ -1,27 +1,36 @@
 //! The public face of the engine: opening a data directory, ingesting, querying, shutting down.
+//!
+//! [`Engine`] is a cheap handle over the state its threads share (`Shared`). The work behind
+//! it lives in modules of its own: `open` (the directory lock, the registry and audit log, the
+//! threads), `recovery` (replaying the log segments into the indexes), `writer` (the writer
+//! thread), `sync` (group commits and completions), `ticker` (occupancy deadlines) and `purge`
+//! (retention). This module keeps the public types, the queries, validation on the caller's
+//! thread, and shutdown.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
-use rkyv::util::AlignedVec;
 use rustc_hash::FxHashMap;
 
 use crate::audit::AuditLog;
-use crate::change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
+use crate::change::{ChangeListener, PersonKey, StoreChange, VenueKey};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::index::{EventRec, Index};
-use crate::log::{self, BatchRecord, ReadStop, ScanRecord, Segment};
+use crate::index::Index;
+use crate::log::Segment;
+use crate::open;
+use crate::purge::purge;
 use crate::registry::{self, Registry};
+use crate::sync::SyncQueue;
 use crate::trace;
 use crate::types::*;
-use crate::visits;
+use crate::writer::{Job, Msg, Validated};
 
 /// How an acknowledged scan is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,44 +145,44 @@ impl Drop for VenueWatch {
 }
 
 /// Owns the threads and the directory lock; dropping it stops the threads.
-struct Inner {
-    shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    _lock: File,
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) _lock: File,
 }
 
 /// State shared by the handle and the engine's threads.
-struct Shared {
-    config: Config,
-    registry: RwLock<Registry>,
-    index: RwLock<Index>,
-    tx: Sender<Msg>,
-    sync: SyncQueue,
-    listeners: RwLock<Vec<EventListener>>,
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) tx: Sender<Msg>,
+    pub(crate) sync: SyncQueue,
+    pub(crate) listeners: RwLock<Vec<EventListener>>,
     /// Watch counts per venue number ([`Engine::watch_venue`]), and their total for the hot path:
     /// live events are built only for watched venues.
-    watched: Mutex<FxHashMap<u32, u32>>,
-    watched_total: AtomicUsize,
-    observers: RwLock<Vec<SyncObserver>>,
+    pub(crate) watched: Mutex<FxHashMap<u32, u32>>,
+    pub(crate) watched_total: AtomicUsize,
+    pub(crate) observers: RwLock<Vec<SyncObserver>>,
     /// Listeners of stored scans, purges and venue changes ([`Engine::on_change`]); the flag
     /// spares the writer the per-scan notices while there is none.
-    change_listeners: RwLock<Vec<ChangeListener>>,
-    has_change_listeners: AtomicBool,
-    audit: AuditLog,
-    report: RecoveryReport,
+    pub(crate) change_listeners: RwLock<Vec<ChangeListener>>,
+    pub(crate) has_change_listeners: AtomicBool,
+    pub(crate) audit: AuditLog,
+    pub(crate) report: RecoveryReport,
     /// Live segments, ascending; the last one is the writer's.
-    segments: Mutex<Vec<Arc<Segment>>>,
+    pub(crate) segments: Mutex<Vec<Arc<Segment>>>,
     /// Why the log is poisoned, if it is; `is_poisoned` mirrors it for the hot path.
-    poisoned: Mutex<Option<String>>,
-    is_poisoned: AtomicBool,
-    shutting_down: AtomicBool,
+    pub(crate) poisoned: Mutex<Option<String>>,
+    pub(crate) is_poisoned: AtomicBool,
+    pub(crate) shutting_down: AtomicBool,
     /// Wakes the ticker early at shutdown.
-    ticker_stop: (Mutex<bool>, Condvar),
+    pub(crate) ticker_stop: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
     /// Why the log refuses to acknowledge, if it does (one atomic load when it does not).
-    fn poison_reason(&self) -> Option<String> {
+    pub(crate) fn poison_reason(&self) -> Option<String> {
         if !self.is_poisoned.load(Ordering::Acquire) {
             return None;
         }
@@ -181,7 +190,7 @@ impl Shared {
     }
 
     /// Poisons the log: nothing more is acknowledged until it is reopened.
-    fn poison(&self, reason: String) {
+    pub(crate) fn poison(&self, reason: String) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
             *p = Some(reason);
@@ -190,204 +199,14 @@ impl Shared {
     }
 }
 
-enum Msg {
-    Job(Job),
-    Stop,
-}
-
-struct Job {
-    scans: Vec<Validated>,
-    outcome: IngestOutcome,
-    done: Completion,
-}
-
-struct Validated {
-    person: String,
-    venue: u32,
-    ts: u32,
-    out: bool,
-}
-
-type Done = (Completion, Result<IngestOutcome>);
-
-struct SyncItem {
-    segment: Arc<Segment>,
-    end: usize,
-    done: Vec<Done>,
-    events: Vec<ScanEvent>,
-    /// Every stored scan of the item, for the change listeners (empty while there is none).
-    applied: Vec<AppliedScan>,
-}
-
-#[derive(Default)]
-struct SyncQueueState {
-    items: Vec<SyncItem>,
-    stop: bool,
-}
-
-#[derive(Default)]
-struct SyncQueue {
-    state: Mutex<SyncQueueState>,
-    cv: Condvar,
-}
-
-/// Upper bound of the bytes one scan adds to a record (16-byte scan plus a worst-case new
-/// 64-byte person id with its string header).
-const MAX_SCAN_RECORD_BYTES: usize = 16 + 64 + 16;
-/// Fixed overhead bound of a record (header, rkyv root, padding).
-const RECORD_OVERHEAD: usize = 128;
-/// How often the ticker expires deadlines.
-const TICK: Duration = Duration::from_millis(250);
-/// How often the ticker runs a retention pass.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
-
 impl Engine {
     /// Opens (or creates) the data directory, replays every segment and rebuilds the indexes.
     /// Takes an exclusive lock on the directory: a second engine on the same directory gets
     /// [`crate::Error::Locked`].
     pub fn open(config: Config) -> Result<Engine> {
-        let started = Instant::now();
-        let dir = config.data_dir.clone();
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating data directory {}", dir.display()), e))?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("LOCK"))
-            .map_err(|e| Error::io(format!("opening {}/LOCK", dir.display()), e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", dir.display()), e))
-            }
-        }
-        if config.segment_bytes < log::MIN_SEGMENT_BYTES {
-            return Err(Error::Io {
-                context: format!(
-                    "segment size must be at least {} bytes",
-                    log::MIN_SEGMENT_BYTES
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            });
-        }
-        let fsync = config.durability == Durability::Fsync;
-        let now = config.clock.now();
-        let mut report = RecoveryReport::default();
-
-        let (registry, reg_dropped) = Registry::open(&dir, fsync)?;
-        if let Some((bytes, reason)) = reg_dropped {
-            tracing::warn!(bytes, %reason, "dropped a damaged tail of venues.log");
-            report.dropped.push(DroppedTail {
-                path: dir.join("venues.log"),
-                offset: 0,
-                bytes,
-                reason,
-            });
-        }
-        let (audit, audit_dropped) = AuditLog::open(&dir, fsync)?;
-        if let Some((bytes, reason)) = audit_dropped {
-            tracing::warn!(bytes, %reason, "dropped a damaged tail of audit.log");
-            report.dropped.push(DroppedTail {
-                path: dir.join("audit.log"),
-                offset: 0,
-                bytes,
-                reason,
-            });
-        }
-
-        let mut index = Index::new(now, config.recent_events);
-        for (n, v) in registry.venues().iter().enumerate() {
-            index.set_venue(
-                n as u32,
-                v.id.clone(),
-                v.stay.unwrap_or(config.default_stay_s),
-            );
-        }
-        let cutoff = now - config.retention_days as i64 * 86_400;
-        report
-            .phases
-            .push(("registry and audit", started.elapsed()));
-        let recovered =
-            recover_segments(&dir, &config, &registry, &mut index, cutoff, &mut report)?;
-        let t = Instant::now();
-        index.finish_recovery(cutoff, now);
-        report.phases.push(("sort, prune, occupancy", t.elapsed()));
-        report.scans = index.scans;
-        report.venues = registry.len();
-
-        let mut recovered = recovered;
-        let writer = match recovered.active.take() {
-            Some(active) => {
-                WriterState::resume(active, recovered.next_seq, recovered.active_locals)
-            }
-            None => {
-                // A fresh store (or one whose every segment was cut short): start after the
-                // highest id still on disk, never on an existing file.
-                let id = recovered
-                    .segments
-                    .iter()
-                    .map(|s| s.id + 1)
-                    .max()
-                    .unwrap_or(1);
-                let seg = Arc::new(Segment::create(
-                    &dir,
-                    id,
-                    config.segment_bytes,
-                    now,
-                    recovered.next_seq,
-                )?);
-                recovered.segments.push(seg.clone());
-                WriterState::resume(
-                    Active {
-                        segment: seg,
-                        offset: log::HEADER_LEN,
-                    },
-                    recovered.next_seq,
-                    Vec::new(),
-                )
-            }
-        };
-        report.elapsed = started.elapsed();
-
-        let (tx, rx) = crossbeam_channel::bounded::<Msg>(4096);
-        let shared = Arc::new(Shared {
-            config,
-            registry: RwLock::new(registry),
-            index: RwLock::new(index),
-            tx,
-            sync: SyncQueue::default(),
-            listeners: RwLock::new(Vec::new()),
-            watched: Mutex::new(FxHashMap::default()),
-            watched_total: AtomicUsize::new(0),
-            observers: RwLock::new(Vec::new()),
-            change_listeners: RwLock::new(Vec::new()),
-            has_change_listeners: AtomicBool::new(false),
-            audit,
-            report,
-            segments: Mutex::new(recovered.segments),
-            poisoned: Mutex::new(None),
-            is_poisoned: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
-            ticker_stop: (Mutex::new(false), Condvar::new()),
-        });
-
-        let mut threads = Vec::new();
-        let s = shared.clone();
-        threads.push(spawn("checkin-writer", move || writer.run(&s, rx))?);
-        let s = shared.clone();
-        threads.push(spawn("checkin-sync", move || sync_loop(&s))?);
-        let s = shared.clone();
-        threads.push(spawn("checkin-ticker", move || ticker_loop(&s))?);
-
+        let inner = open::open(config)?;
         Ok(Engine {
-            inner: Arc::new(Inner {
-                shared,
-                threads: Mutex::new(threads),
-                _lock: lock,
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -731,13 +550,6 @@ impl Drop for Inner {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .map_err(|e| Error::io(format!("spawning thread {name}"), e))
-}
-
 fn validate_scan(
     item: ScanItem,
     reg: &Registry,
@@ -768,700 +580,8 @@ fn validate_scan(
     })
 }
 
-/// The writer's position in the log.
-struct Active {
-    segment: Arc<Segment>,
-    offset: usize,
-}
-
-/// What recovery hands to the writer.
-struct Recovered {
-    segments: Vec<Arc<Segment>>,
-    active: Option<Active>,
-    next_seq: u64,
-    /// Local person number → global, for the active segment.
-    active_locals: Vec<u32>,
-}
-
-/// Replays every segment into `index`.
-fn recover_segments(
-    dir: &Path,
-    config: &Config,
-    registry: &Registry,
-    index: &mut Index,
-    cutoff: i64,
-    report: &mut RecoveryReport,
-) -> Result<Recovered> {
-    let started = Instant::now();
-    let mut files = Vec::new();
-    for (id, path) in log::list_segments(dir)? {
-        let len = fs::metadata(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
-            .len();
-        if len < log::HEADER_LEN as u64 {
-            // A segment whose creation was cut short before its header: it holds nothing. It is
-            // removed before the newest segment is chosen, so the one before it (which may have
-            // a torn tail of its own) is recovered as the newest and written on.
-            tracing::warn!(path = %path.display(), len, "removing a segment file shorter than its header");
-            report.dropped.push(DroppedTail {
-                path: path.clone(),
-                offset: 0,
-                bytes: len,
-                reason: "segment file shorter than its header".into(),
-            });
-            fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            continue;
-        }
-        files.push((id, path));
-    }
-    let mut out = Recovered {
-        segments: Vec::new(),
-        active: None,
-        next_seq: 1,
-        active_locals: Vec::new(),
-    };
-    let venues = registry.len() as u32;
-    let count = files.len();
-    let mut next_seq = 1u64;
-    let mut person_counts: Vec<u32> = Vec::new();
-    let mut venue_counts: Vec<u32> = vec![0; venues as usize];
-    let mut loaded: Vec<(Arc<Segment>, Vec<u32>, usize)> = Vec::new();
-    for (i, (id, path)) in files.into_iter().enumerate() {
-        let newest = i + 1 == count;
-        let seg = Segment::open(&path, id)?;
-        match log::decode_header(seg.map.bytes()) {
-            Ok(h) if h.id == id => next_seq = next_seq.max(h.base_seq),
-            Ok(h) => {
-                return Err(Error::Corrupt {
-                    path,
-                    offset: 0,
-                    reason: format!("header names segment {} but the file name says {id}", h.id),
-                })
-            }
-            Err(reason) => {
-                // Records carry their own checksums, so a damaged header loses nothing by itself:
-                // rewrite it from the file name and read on.
-                tracing::warn!(path = %path.display(), %reason, "segment header damaged; rewriting it from the file name");
-                seg.map.write_at(
-                    0,
-                    &log::encode_header(id, seg.capacity() as u64, config.clock.now(), next_seq),
-                );
-                seg.map
-                    .sync_range(0, log::HEADER_LEN)
-                    .map_err(|e| Error::io(format!("rewriting header of {}", path.display()), e))?;
-                report.dropped.push(DroppedTail {
-                    path: path.clone(),
-                    offset: 0,
-                    bytes: 0,
-                    reason: format!("segment header damaged ({reason}); rewritten, no record lost"),
-                });
-            }
-        }
-        let mut locals: Vec<u32> = Vec::new();
-        let mut records = 0u64;
-        let mut max_ts = i64::MIN;
-        let stop = log::read_records(seg.map.bytes(), |rec| {
-            let b = rec.batch;
-            if b.first_new_person.to_native() as usize != locals.len() {
-                return Err("person dictionary numbering gap".into());
-            }
-            let new_count = b.new_persons.len();
-            for p in b.new_persons.iter() {
-                if !is_valid_person_id(p.as_str()) {
-                    return Err("invalid person id in dictionary".into());
-                }
-            }
-            for s in b.scans.iter() {
-                let ts = s.ts.to_native();
-                if (s.person.to_native() as usize) >= locals.len() + new_count {
-                    return Err("scan names an unknown person number".into());
-                }
-                if s.venue.to_native() & !log::OUT_BIT >= venues {
-                    return Err("scan names an unregistered venue number".into());
-                }
-                if u32::try_from(ts).is_err() {
-                    return Err("scan timestamp out of range".into());
-                }
-            }
-            for p in b.new_persons.iter() {
-                locals.push(index.intern(p.as_str()));
-            }
-            if person_counts.len() < index.person_keys.len() {
-                person_counts.resize(index.person_keys.len(), 0);
-            }
-            let base = rec.base_seq;
-            // First pass: count, so the second can size every list exactly once.
-            for s in b.scans.iter() {
-                let ts = s.ts.to_native();
-                max_ts = max_ts.max(ts);
-                if ts >= cutoff {
-                    let raw_venue = s.venue.to_native();
-                    person_counts[locals[s.person.to_native() as usize] as usize] += 1;
-                    if raw_venue & log::OUT_BIT == 0 {
-                        venue_counts[raw_venue as usize] += 1;
-                    }
-                }
-            }
-            records += 1;
-            next_seq = next_seq.max(base + b.scans.len() as u64);
-            Ok(())
-        });
-        report.records += records;
-        seg.note_ts(max_ts);
-        let end = match stop {
-            ReadStop::End { offset } => offset,
-            ReadStop::Damaged { offset, reason } => {
-                let bytes = seg.capacity() - offset;
-                if newest {
-                    tracing::warn!(path = %path.display(), offset, %reason, "dropping a torn or corrupt tail record");
-                    zero_tail(&seg, offset)?;
-                } else {
-                    tracing::error!(path = %path.display(), offset, %reason, "corruption inside an older segment: the rest of this segment is not served");
-                }
-                report.dropped.push(DroppedTail {
-                    path: path.clone(),
-                    offset: offset as u64,
-                    bytes: bytes as u64,
-                    reason,
-                });
-                offset
-            }
-        };
-        report.segments += 1;
-        let seg = Arc::new(seg);
-        seg.synced.store(end, Ordering::Release);
-        out.segments.push(seg.clone());
-        if newest {
-            out.active = Some(Active {
-                segment: seg.clone(),
-                offset: end,
-            });
-        }
-        loaded.push((seg, locals, end));
-    }
-
-    report
-        .phases
-        .push(("read and validate segments", started.elapsed()));
-    let started = Instant::now();
-    // Second pass: every list has its final size reserved; fill them in log order.
-    for (p, &n) in person_counts.iter().enumerate() {
-        index.person_keys[p].reserve_exact(n as usize);
-    }
-    for (v, &n) in venue_counts.iter().enumerate() {
-        if let Some(ins) = index.venue_ins.get_mut(v) {
-            ins.reserve_exact(n as usize);
-        }
-    }
-    // Persons on one thread, venues and the recent-events window on this one: both read the
-    // same (mapped, already validated) records and write disjoint lists.
-    let Index {
-        person_keys,
-        venue_ins,
-        ..
-    } = &mut *index;
-    let loaded_ref = &loaded;
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for (seg, locals, end) in loaded_ref {
-                for_each_loaded_scan(seg, locals, *end, cutoff, |_, person, raw_venue, ts| {
-                    person_keys[person as usize].push(visits::person_key(
-                        ts as u32,
-                        raw_venue & !log::OUT_BIT,
-                        raw_venue & log::OUT_BIT != 0,
-                    ));
-                });
-            }
-        });
-        for (seg, locals, end) in loaded_ref {
-            for_each_loaded_scan(seg, locals, *end, cutoff, |_, person, raw_venue, ts| {
-                if raw_venue & log::OUT_BIT == 0 {
-                    if let Some(ins) = venue_ins.get_mut(raw_venue as usize) {
-                        ins.push(((ts as u64) << 32) | person as u64);
-                    }
-                }
-            });
-        }
-    });
-    // The recent-events window: only the newest records matter, so walk back from the end.
-    let want = index.recent_cap;
-    let mut tail: Vec<EventRec> = Vec::new();
-    for (seg, locals, end) in loaded.iter().rev() {
-        let mut recs: Vec<EventRec> = Vec::new();
-        for_each_loaded_scan(seg, locals, *end, cutoff, |seq, person, raw_venue, ts| {
-            recs.push(EventRec {
-                seq,
-                person,
-                venue: raw_venue & !log::OUT_BIT,
-                ts: ts as u32,
-                out: raw_venue & log::OUT_BIT != 0,
-            });
-        });
-        recs.append(&mut tail);
-        tail = recs;
-        if tail.len() >= want {
-            break;
-        }
-    }
-    let skip = tail.len().saturating_sub(want);
-    // Events before the window are not replayable: say so to resuming clients.
-    index.recent_floor = tail.get(skip).map_or(next_seq, |e| e.seq);
-    for ev in tail.into_iter().skip(skip) {
-        index.push_recent(ev);
-    }
-    if let Some((_, locals, _)) = loaded.pop().filter(|_| out.active.is_some()) {
-        out.active_locals = locals;
-    }
-    out.next_seq = next_seq;
-    report.phases.push(("fill indexes", started.elapsed()));
-    Ok(out)
-}
-
-/// Calls `f(seq, global person, raw venue (with the out bit), ts)` for each scan within retention
-/// in the first `end` bytes of a segment that recovery already validated.
-fn for_each_loaded_scan(
-    seg: &Segment,
-    locals: &[u32],
-    end: usize,
-    cutoff: i64,
-    mut f: impl FnMut(u64, u32, u32, i64),
-) {
-    log::read_records(&seg.map.bytes()[..end], |rec| {
-        for (k, s) in rec.batch.scans.iter().enumerate() {
-            let ts = s.ts.to_native();
-            if ts >= cutoff {
-                let person = locals[s.person.to_native() as usize];
-                f(rec.base_seq + k as u64, person, s.venue.to_native(), ts);
-            }
-        }
-        Ok(())
-    });
-}
-
-/// Zeroes a segment from `offset` to its end, so appends continue on clean ground.
-fn zero_tail(seg: &Segment, offset: usize) -> Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
-    let cap = seg.capacity();
-    let mut off = offset;
-    while off < cap {
-        let n = CHUNK.min(cap - off);
-        // Skip pages that are already zero, so a large clean tail is not rewritten.
-        if seg.map.bytes()[off..off + n].iter().any(|&b| b != 0) {
-            seg.map.write_at(off, &zeros[..n]);
-        }
-        off += n;
-    }
-    seg.map
-        .sync_range(offset, cap - offset)
-        .map_err(|e| Error::io(format!("zeroing the tail of {}", seg.path.display()), e))
-}
-
-/// The writer thread's state: the active segment, its append offset, the next scan sequence
-/// number, and the active segment's person dictionary.
-struct WriterState {
-    active: Active,
-    next_seq: u64,
-    /// Global person number → local number + 1 in the active segment (0 = not yet in it).
-    local_of: Vec<u32>,
-    local_count: u32,
-    buf: AlignedVec,
-    record: BatchRecord,
-}
-
-impl WriterState {
-    fn resume(active: Active, next_seq: u64, locals: Vec<u32>) -> WriterState {
-        let mut local_of = Vec::new();
-        for (local, &global) in locals.iter().enumerate() {
-            let g = global as usize;
-            if g >= local_of.len() {
-                local_of.resize(g + 1, 0);
-            }
-            local_of[g] = local as u32 + 1;
-        }
-        WriterState {
-            active,
-            next_seq,
-            local_count: locals.len() as u32,
-            local_of,
-            buf: AlignedVec::new(),
-            record: BatchRecord::default(),
-        }
-    }
-
-    fn run(mut self, shared: &Shared, rx: Receiver<Msg>) {
-        let cap = self.scans_per_record(shared);
-        let mut stop = false;
-        while !stop {
-            let Ok(first) = rx.recv() else { break };
-            let mut jobs = Vec::new();
-            let mut n = 0;
-            match first {
-                Msg::Stop => stop = true,
-                Msg::Job(j) => {
-                    n += j.scans.len();
-                    jobs.push(j);
-                }
-            }
-            while !stop && n < cap {
-                match rx.try_recv() {
-                    Ok(Msg::Job(j)) => {
-                        n += j.scans.len();
-                        jobs.push(j);
-                    }
-                    Ok(Msg::Stop) => stop = true,
-                    Err(_) => break,
-                }
-            }
-            if !jobs.is_empty() {
-                self.process(shared, jobs, cap);
-            }
-        }
-        // Anything still queued after Stop is refused.
-        while let Ok(msg) = rx.try_recv() {
-            if let Msg::Job(j) = msg {
-                (j.done)(Err(Error::ShuttingDown));
-            }
-        }
-    }
-
-    fn scans_per_record(&self, shared: &Shared) -> usize {
-        let usable = (shared.config.segment_bytes as usize / 2).saturating_sub(log::HEADER_LEN);
-        (usable.saturating_sub(RECORD_OVERHEAD) / MAX_SCAN_RECORD_BYTES).max(1)
-    }
-
-    /// Stores a group of jobs, in chunks of at most `cap` scans (one record each).
-    fn process(&mut self, shared: &Shared, jobs: Vec<Job>, cap: usize) {
-        if let Some(p) = shared.poison_reason() {
-            for j in jobs {
-                (j.done)(Err(Error::Poisoned(p.clone())));
-            }
-            return;
-        }
-        let mut outcomes: Vec<IngestOutcome> = Vec::with_capacity(jobs.len());
-        let mut dones: Vec<Option<Completion>> = Vec::with_capacity(jobs.len());
-        let mut scans: Vec<(usize, Validated)> = Vec::new();
-        for (j, job) in jobs.into_iter().enumerate() {
-            outcomes.push(job.outcome);
-            dones.push(Some(job.done));
-            scans.extend(job.scans.into_iter().map(|s| (j, s)));
-        }
-        // The job whose last scan is at each position completes with that chunk; jobs with no
-        // scans complete with the first chunk after them (or the final flush item).
-        let mut last_of_job = vec![usize::MAX; dones.len()];
-        for (i, (j, _)) in scans.iter().enumerate() {
-            last_of_job[*j] = i;
-        }
-        let mut next_job = 0usize;
-        let mut start = 0usize;
-        loop {
-            let end = (start + cap).min(scans.len());
-            let chunk = &scans[start..end];
-            let bound = RECORD_OVERHEAD
-                + chunk
-                    .iter()
-                    .map(|(_, s)| 16 + s.person.len() + 16)
-                    .sum::<usize>();
-            if let Err(e) = self.ensure_space(shared, bound) {
-                tracing::error!(error = %e, "cannot append to the log");
-                for d in dones.iter_mut().skip(next_job).filter_map(Option::take) {
-                    d(Err(e.for_each_waiter()));
-                }
-                return;
-            }
-            let (events, applied) = self.append_chunk(shared, chunk, &mut outcomes);
-            let mut done = Vec::new();
-            while next_job < dones.len()
-                && (last_of_job[next_job] == usize::MAX || last_of_job[next_job] < end)
-            {
-                if let Some(d) = dones[next_job].take() {
-                    done.push((d, Ok(std::mem::take(&mut outcomes[next_job]))));
-                }
-                next_job += 1;
-            }
-            let item = SyncItem {
-                segment: self.active.segment.clone(),
-                end: self.active.offset,
-                done,
-                events,
-                applied,
-            };
-            {
-                let mut st = shared.sync.state.lock();
-                st.items.push(item);
-            }
-            shared.sync.cv.notify_one();
-            start = end;
-            if start >= scans.len() {
-                break;
-            }
-        }
-    }
-
-    /// Makes room for a record of at most `bound` bytes, rolling over to a new segment if needed.
-    fn ensure_space(&mut self, shared: &Shared, bound: usize) -> Result<()> {
-        let seg = &self.active.segment;
-        if self.active.offset + bound <= seg.capacity() {
-            return Ok(());
-        }
-        let id = seg.id + 1;
-        let config = &shared.config;
-        let new = Arc::new(Segment::create(
-            &config.data_dir,
-            id,
-            config.segment_bytes,
-            config.clock.now(),
-            self.next_seq,
-        )?);
-        if bound + log::HEADER_LEN > new.capacity() {
-            return Err(Error::NoSpace(format!(
-                "a record of {bound} bytes does not fit in a segment"
-            )));
-        }
-        shared.segments.lock().push(new.clone());
-        self.active = Active {
-            segment: new,
-            offset: log::HEADER_LEN,
-        };
-        self.local_of.iter_mut().for_each(|l| *l = 0);
-        self.local_count = 0;
-        Ok(())
-    }
-
-    /// Indexes a chunk and appends its new scans as one record. Returns the live-feed events and
-    /// the stored scans for the change listeners.
-    fn append_chunk(
-        &mut self,
-        shared: &Shared,
-        chunk: &[(usize, Validated)],
-        outcomes: &mut [IngestOutcome],
-    ) -> (Vec<ScanEvent>, Vec<AppliedScan>) {
-        let now = shared.config.clock.now();
-        let mut idx = shared.index.write();
-        // Catch up on deadlines and future scans due by now, so that occupancy right after this
-        // batch is exact rather than up to one ticker period behind.
-        idx.tick(now);
-        let mut record = std::mem::take(&mut self.record);
-        record.first_new_person = self.local_count;
-        record.new_persons.clear();
-        record.scans.clear();
-        let mut applied: Vec<(u32, u64)> = Vec::with_capacity(chunk.len());
-        let mut max_ts = 0u32;
-        for (j, s) in chunk {
-            let pid = idx.intern(&s.person);
-            let Some(key) = idx.insert(pid, s.venue, s.ts, s.out) else {
-                outcomes[*j].duplicates += 1;
-                continue;
-            };
-            let g = pid as usize;
-            if g >= self.local_of.len() {
-                self.local_of.resize(g + 1, 0);
-            }
-            if self.local_of[g] == 0 {
-                self.local_count += 1;
-                self.local_of[g] = self.local_count;
-                record.new_persons.push(s.person.clone());
-            }
-            record.scans.push(ScanRecord {
-                ts: s.ts as i64,
-                person: self.local_of[g] - 1,
-                venue: s.venue | if s.out { log::OUT_BIT } else { 0 },
-            });
-            applied.push((pid, key));
-            max_ts = max_ts.max(s.ts);
-        }
-        let mut events = Vec::new();
-        let mut stored = Vec::new();
-        if !record.scans.is_empty() {
-            let base_seq = self.next_seq;
-            match log::encode_record(&record, base_seq, std::mem::take(&mut self.buf)) {
-                Ok((header, payload)) => {
-                    let seg = &self.active.segment;
-                    let off = self.active.offset;
-                    seg.map.write_at(off, &header);
-                    seg.map.write_at(off + log::RECORD_HEADER_LEN, &payload);
-                    self.active.offset = off + log::record_size(payload.len());
-                    seg.note_ts(max_ts as i64);
-                    self.next_seq += record.scans.len() as u64;
-                    self.buf = payload;
-                }
-                Err(e) => {
-                    // Only an allocation failure can get here; refuse to go on rather than
-                    // acknowledge what is not in the log.
-                    shared.poison(format!("encoding a log record failed: {e}"));
-                }
-            }
-            let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
-                .then(|| shared.watched.lock().clone());
-            if shared.has_change_listeners.load(Ordering::Acquire) {
-                stored = applied
-                    .iter()
-                    .map(|&(pid, key)| AppliedScan {
-                        person: PersonKey(pid),
-                        venue: VenueKey(visits::key_venue(key)),
-                        ts: i64::from(visits::key_ts(key)),
-                        out: visits::key_is_out(key),
-                    })
-                    .collect();
-            }
-            for (i, (pid, key)) in applied.iter().enumerate() {
-                idx.occupancy_on_scan(*pid, *key, now);
-                let ev = EventRec {
-                    seq: base_seq + i as u64,
-                    person: *pid,
-                    venue: visits::key_venue(*key),
-                    ts: visits::key_ts(*key),
-                    out: visits::key_is_out(*key),
-                };
-                idx.push_recent(ev);
-                if watched.as_ref().is_some_and(|w| w.contains_key(&ev.venue)) {
-                    events.push(idx.event(&ev));
-                }
-            }
-        }
-        self.record = record;
-        (events, stored)
-    }
-}
-
-/// The sync thread: makes appended ranges durable in groups, then completes the waiters and
-/// feeds the live-event listeners, in log order.
-fn sync_loop(shared: &Shared) {
-    let fsync = shared.config.durability == Durability::Fsync;
-    loop {
-        let items = {
-            let mut st = shared.sync.state.lock();
-            while st.items.is_empty() && !st.stop {
-                shared.sync.cv.wait(&mut st);
-            }
-            if st.items.is_empty() && st.stop {
-                return;
-            }
-            std::mem::take(&mut st.items)
-        };
-        let mut failure: Option<String> = shared.poison_reason();
-        if fsync && failure.is_none() {
-            let started = Instant::now();
-            // Each segment once, up to the furthest end queued for it, in log order.
-            let mut ranges: Vec<(&Arc<Segment>, usize)> = Vec::new();
-            for item in &items {
-                match ranges.last_mut() {
-                    Some((seg, end)) if Arc::ptr_eq(seg, &item.segment) => {
-                        *end = (*end).max(item.end)
-                    }
-                    _ => ranges.push((&item.segment, item.end)),
-                }
-            }
-            for (seg, end) in ranges {
-                let from = seg.synced.load(Ordering::Acquire);
-                if end <= from {
-                    continue;
-                }
-                let synced = match &shared.config.sync_fault {
-                    Some(fault) => fault().and_then(|()| seg.map.sync_range(from, end - from)),
-                    None => seg.map.sync_range(from, end - from),
-                };
-                if let Err(e) = synced {
-                    let msg = format!("syncing {} failed: {e}", seg.path.display());
-                    tracing::error!(%msg, "log poisoned");
-                    shared.poison(msg.clone());
-                    failure = Some(msg);
-                    break;
-                }
-                seg.synced.store(end, Ordering::Release);
-            }
-            if failure.is_none() {
-                let took = started.elapsed();
-                for o in shared.observers.read().iter() {
-                    o(took);
-                }
-            }
-        }
-        let listeners = shared.listeners.read();
-        let change_listeners = shared.change_listeners.read();
-        for item in items {
-            if failure.is_none() && !item.events.is_empty() {
-                for l in listeners.iter() {
-                    l(&item.events);
-                }
-            }
-            if failure.is_none() && !item.applied.is_empty() {
-                for l in change_listeners.iter() {
-                    l(StoreChange::Scans(&item.applied));
-                }
-            }
-            for (done, res) in item.done {
-                match &failure {
-                    Some(p) => done(Err(Error::Poisoned(p.clone()))),
-                    None => done(res),
-                }
-            }
-        }
-    }
-}
-
-/// The ticker thread: occupancy deadlines every 250 ms, retention every minute.
-fn ticker_loop(shared: &Shared) {
-    let mut last_purge = Instant::now();
-    loop {
-        {
-            let (lock, cv) = &shared.ticker_stop;
-            let mut stopped = lock.lock();
-            if !*stopped {
-                cv.wait_for(&mut stopped, TICK);
-            }
-            if *stopped {
-                return;
-            }
-        }
-        let now = shared.config.clock.now();
-        shared.index.write().tick(now);
-        if last_purge.elapsed() >= PURGE_EVERY {
-            last_purge = Instant::now();
-            if let Err(e) = purge(shared) {
-                tracing::error!(error = %e, "retention pass failed");
-            }
-        }
-    }
-}
-
-/// Removes whole segments whose every scan is older than the retention period, then prunes the
-/// indexes of scans older than it.
-fn purge(shared: &Shared) -> Result<PurgeReport> {
-    let now = shared.config.clock.now();
-    let cutoff = now - shared.config.retention_days as i64 * 86_400;
-    let removable: Vec<Arc<Segment>> = {
-        let mut segs = shared.segments.lock();
-        let keep_from = segs.len().saturating_sub(1);
-        let (old, _) = segs.split_at(keep_from);
-        let doomed: Vec<Arc<Segment>> = old
-            .iter()
-            .filter(|s| s.max_ts.load(Ordering::Relaxed) < cutoff)
-            .cloned()
-            .collect();
-        segs.retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
-        doomed
-    };
-    let mut report = PurgeReport::default();
-    for seg in &removable {
-        fs::remove_file(&seg.path)
-            .map_err(|e| Error::io(format!("removing {}", seg.path.display()), e))?;
-        report.segments_removed += 1;
-        tracing::info!(path = %seg.path.display(), "retention removed a segment");
-    }
-    if !removable.is_empty() {
-        log::sync_dir(&shared.config.data_dir)?;
-    }
-    report.scans_pruned = shared.index.write().prune_before(cutoff);
-    if report.scans_pruned > 0 {
-        notify(shared, StoreChange::Purged { cutoff });
-    }
-    Ok(report)
-}
-
 /// Tells every change listener.
-fn notify(shared: &Shared, change: StoreChange<'_>) {
+pub(crate) fn notify(shared: &Shared, change: StoreChange<'_>) {
     for l in shared.change_listeners.read().iter() {
         l(change);
     }

@@ -5,9 +5,11 @@
 //! ([`ScanItem`]) and get typed answers back; wire formats and metrics live in the `api` crate.
 //!
 //! Threads: one writer thread owns the log tail and applies batches to the indexes (callers feed it
-//! through a crossbeam channel); one sync thread makes appended ranges durable in groups and
-//! completes the waiting callers; one ticker thread expires occupancy deadlines every 250 ms and
-//! purges data older than the retention period. Readers take a shared lock on the indexes.
+//! through a crossbeam channel; `writer`); one sync thread makes appended ranges durable in groups
+//! and completes the waiting callers (`sync`); one ticker thread expires occupancy deadlines every
+//! 250 ms (`ticker`) and purges data older than the retention period (`purge`). Readers take a
+//! shared lock on the indexes. `engine` is the public [`Engine`] handle; `open` and `recovery`
+//! bring a data directory up.
 #![deny(unsafe_code)]
 
 mod audit;
@@ -21,10 +23,16 @@ mod journal;
 mod log;
 mod mmap;
 mod occupancy;
+mod open;
+mod purge;
+mod recovery;
 mod registry;
+mod sync;
+mod ticker;
 mod trace;
 mod types;
 mod visits;
+mod writer;
 
 pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
 pub use clock::{Clock, ManualClock, SystemClock};
