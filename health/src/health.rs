@@ -18,6 +18,7 @@ use engine::{Engine, StoreChange, TraceResult};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
+use crate::areas::Areas;
 use crate::case::{self, Case, CaseChange, CaseId, CaseStatus, CaseView, NewCase};
 use crate::error::{Error, Result};
 use crate::exposure::{ExposureIndex, Slot};
@@ -27,6 +28,7 @@ use crate::standing::{self, Derived};
 use crate::store::Store;
 use crate::tiers::{CaseFacts, PersonStatus, Tier, TierTable};
 use crate::tracker::{self, Msg};
+use crate::vaccinations::Vaccinations;
 
 /// Settings of the health domain.
 #[derive(Debug, Clone)]
@@ -108,7 +110,11 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     pub engine: Engine,
     pub policy: Policy,
-    store: Store,
+    pub store: Store,
+    /// The registered areas (section 12).
+    pub areas: RwLock<Areas>,
+    /// Dose records and their indexes (section 11).
+    pub vaccinations: Vaccinations,
     writes: Mutex<WriteState>,
     pub state: RwLock<State>,
     ticket: AtomicU64,
@@ -138,6 +144,8 @@ impl Health {
                 .then_with(|| a.id.cmp(&b.id))
         });
         let next_case = store.next_case_number()?;
+        let areas = Areas::from_stored(store.all(crate::store::AREAS)?);
+        let vaccinations = Vaccinations::load(store.db())?;
         let mut state = State::default();
         for case in cases {
             let slot = state.slots.len() as Slot;
@@ -153,6 +161,8 @@ impl Health {
             engine: engine.clone(),
             policy: config.policy,
             store,
+            areas: RwLock::new(areas),
+            vaccinations,
             writes: Mutex::new(WriteState { next_case }),
             state: RwLock::new(state),
             ticket: AtomicU64::new(0),
@@ -221,6 +231,13 @@ impl Health {
         let inner = &self.inner;
         let now = inner.engine.now();
         request.validate(now, inner.engine.config().retention_days)?;
+        if let Some(area) = &request.area {
+            if !inner.areas.read().contains(area) {
+                return Err(Error::Invalid(format!(
+                    "area {area} is not a registered area"
+                )));
+            }
+        }
         let slot = {
             let mut writes = inner.writes.lock();
             if let Some(id) = &request.id {
@@ -434,6 +451,16 @@ impl Health {
             .send(Msg::Settle(tx))
             .map_err(|_| Error::ShuttingDown)?;
         rx.recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// `(area, sampled_at)` of every case not discarded that names an area.
+    pub(crate) fn counted_case_areas(&self) -> Vec<(String, i64)> {
+        let st = self.inner.state.read();
+        st.slots
+            .iter()
+            .filter(|e| e.case.status.counts())
+            .filter_map(|e| e.case.area.clone().map(|a| (a, e.case.sampled_at)))
+            .collect()
     }
 
     /// Stops the health thread. Idempotent; every case change was already durable.

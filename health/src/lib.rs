@@ -10,6 +10,7 @@
 //! This crate knows nothing of HTTP, JSON or Prometheus; the `api` crate serves it.
 #![deny(unsafe_code)]
 
+mod areas;
 mod case;
 mod error;
 mod exposure;
@@ -20,7 +21,9 @@ mod standing;
 mod store;
 mod tiers;
 mod tracker;
+mod vaccinations;
 
+pub use areas::{risk_level, Area, AreaInput, AreaView, MAX_AREA_NAME_BYTES};
 pub use case::{is_valid_case_id, Case, CaseChange, CaseStatus, CaseView, NewCase, MAX_NOTE_BYTES};
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthStats, TierListener, UpdateObserver};

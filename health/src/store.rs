@@ -7,11 +7,15 @@
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::case::Case;
 use crate::error::{Error, Result};
 
 const CASES: TableDefinition<&str, &[u8]> = TableDefinition::new("cases");
+/// Areas by id (postcard `Area`).
+pub(crate) const AREAS: TableDefinition<&str, &[u8]> = TableDefinition::new("areas");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_CASE: &str = "next_case";
 
@@ -37,6 +41,66 @@ impl Store {
         txn.commit()
             .map_err(|e| Error::store("committing the tables", e))?;
         Ok(Store { db })
+    }
+
+    /// The database, for modules that keep tables of their own (each opens its tables in its
+    /// own transactions).
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Every value of a `&str -> postcard` table, in key order (empty if the table was never
+    /// written).
+    pub(crate) fn all<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("starting a read", e))?;
+        let table = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store("opening a table", e)),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .iter()
+            .map_err(|e| Error::store("reading a table", e))?
+        {
+            let (key, value) = row.map_err(|e| Error::store("reading a row", e))?;
+            out.push(
+                postcard::from_bytes(value.value())
+                    .map_err(|e| Error::store(&format!("decoding record {}", key.value()), e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Durably writes `(key, value)` rows into a `&str -> postcard` table, in one transaction.
+    pub(crate) fn put_all<'k, T: Serialize + 'k>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        rows: impl IntoIterator<Item = (&'k str, &'k T)>,
+    ) -> Result<()> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::store("starting a transaction", e))?;
+        {
+            let mut t = txn
+                .open_table(table)
+                .map_err(|e| Error::store("opening a table", e))?;
+            for (key, value) in rows {
+                let bytes = postcard::to_allocvec(value)
+                    .map_err(|e| Error::store("encoding a record", e))?;
+                t.insert(key, bytes.as_slice())
+                    .map_err(|e| Error::store("writing a record", e))?;
+            }
+        }
+        txn.commit()
+            .map_err(|e| Error::store("committing records", e))
     }
 
     /// Every stored case.
