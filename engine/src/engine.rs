@@ -363,6 +363,11 @@ impl Engine {
         trace::trace(self.shared().index.read(), request)
     }
 
+    /// Stored scans with `ts > after` (one binary search per person).
+    pub fn scans_after(&self, after: i64) -> u64 {
+        self.shared().index.read().scans_after(after)
+    }
+
     /// Store-wide counts.
     pub fn stats(&self) -> Stats {
         let shared = self.shared();

@@ -216,6 +216,18 @@ impl Index {
         removed
     }
 
+    /// Stored scans with `ts > after`.
+    pub(crate) fn scans_after(&self, after: i64) -> u64 {
+        if after < 0 {
+            return self.scans;
+        }
+        let after = after.min(i64::from(u32::MAX)) as u32;
+        self.person_keys
+            .iter()
+            .map(|keys| (keys.len() - keys.partition_point(|&k| key_ts(k) <= after)) as u64)
+            .sum()
+    }
+
     /// The person's number if they have stored scans.
     pub(crate) fn person(&self, id: &str) -> Option<u32> {
         let p = self.persons.find(id)?;

@@ -161,6 +161,63 @@ impl Areas {
     }
 }
 
+impl crate::Health {
+    /// Registers or updates areas, all or none, durably (`POST /v1/areas`). Returns how many.
+    pub fn register_areas(&self, inputs: Vec<AreaInput>) -> Result<usize> {
+        let inner = &self.inner;
+        let mut areas = inner.areas.write();
+        let stored = areas.validate(&inputs)?;
+        inner.store.put_all(
+            crate::store::AREAS,
+            stored.iter().map(|a| (a.id.as_str(), a)),
+        )?;
+        areas.apply(&stored);
+        drop(areas);
+        inner.vaccinations.areas_changed();
+        Ok(stored.len())
+    }
+
+    /// Whether `id` is a registered area.
+    pub fn is_area(&self, id: &str) -> bool {
+        self.inner.areas.read().contains(id)
+    }
+
+    /// Every area with its figures at `now`, sorted by id (`GET /v1/areas`).
+    pub fn area_views(&self) -> Vec<AreaView> {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        let areas = inner.areas.read();
+        // Cases not discarded, sampled in (now - 7 days, now], by their area and every area above.
+        let mut cases_7d: BTreeMap<String, u64> = BTreeMap::new();
+        for (area, sampled_at) in self.counted_case_areas() {
+            if sampled_at > now - 7 * 86_400 && sampled_at <= now {
+                for a in areas.self_and_ancestors(&area) {
+                    *cases_7d.entry(a).or_default() += 1;
+                }
+            }
+        }
+        let dose1 = inner
+            .vaccinations
+            .dose1_by_area(&|a: &str| areas.self_and_ancestors(a));
+        areas
+            .all()
+            .map(|a| {
+                let cases = cases_7d.get(&a.id).copied().unwrap_or(0);
+                let pop = a.population.max(1) as f64;
+                let rate = cases as f64 * 100_000.0 / pop;
+                let coverage = dose1.get(&a.id).copied().unwrap_or(0) as f64 / pop;
+                AreaView {
+                    area: a.clone(),
+                    cases_7d: cases,
+                    rate_per_100k: rate,
+                    dose1_coverage: coverage,
+                    level: risk_level(rate, coverage),
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,62 +273,5 @@ mod tests {
             .validate(&[input("OK", None), input("bad/", None)])
             .is_err());
         assert!(!areas.contains("OK"));
-    }
-}
-
-impl crate::Health {
-    /// Registers or updates areas, all or none, durably (`POST /v1/areas`). Returns how many.
-    pub fn register_areas(&self, inputs: Vec<AreaInput>) -> Result<usize> {
-        let inner = &self.inner;
-        let mut areas = inner.areas.write();
-        let stored = areas.validate(&inputs)?;
-        inner.store.put_all(
-            crate::store::AREAS,
-            stored.iter().map(|a| (a.id.as_str(), a)),
-        )?;
-        areas.apply(&stored);
-        drop(areas);
-        inner.vaccinations.areas_changed();
-        Ok(stored.len())
-    }
-
-    /// Whether `id` is a registered area.
-    pub fn is_area(&self, id: &str) -> bool {
-        self.inner.areas.read().contains(id)
-    }
-
-    /// Every area with its figures at `now`, sorted by id (`GET /v1/areas`).
-    pub fn area_views(&self) -> Vec<AreaView> {
-        let inner = &self.inner;
-        let now = inner.engine.now();
-        let areas = inner.areas.read();
-        // Cases not discarded, sampled in (now - 7 days, now], by their area and every area above.
-        let mut cases_7d: BTreeMap<String, u64> = BTreeMap::new();
-        for (area, sampled_at) in self.counted_case_areas() {
-            if sampled_at > now - 7 * 86_400 && sampled_at <= now {
-                for a in areas.self_and_ancestors(&area) {
-                    *cases_7d.entry(a).or_default() += 1;
-                }
-            }
-        }
-        let dose1 = inner
-            .vaccinations
-            .dose1_by_area(&|a: &str| areas.self_and_ancestors(a));
-        areas
-            .all()
-            .map(|a| {
-                let cases = cases_7d.get(&a.id).copied().unwrap_or(0);
-                let pop = a.population.max(1) as f64;
-                let rate = cases as f64 * 100_000.0 / pop;
-                let coverage = dose1.get(&a.id).copied().unwrap_or(0) as f64 / pop;
-                AreaView {
-                    area: a.clone(),
-                    cases_7d: cases,
-                    rate_per_100k: rate,
-                    dose1_coverage: coverage,
-                    level: risk_level(rate, coverage),
-                }
-            })
-            .collect()
     }
 }

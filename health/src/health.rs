@@ -23,6 +23,8 @@ use crate::case::{self, Case, CaseChange, CaseId, CaseStatus, CaseView, NewCase}
 use crate::error::{Error, Result};
 use crate::exposure::{ExposureIndex, Slot};
 use crate::policy::Policy;
+use crate::records::Records;
+use crate::samples::Samples;
 use crate::sites::{self, ExposureSite};
 use crate::standing::{self, Derived};
 use crate::store::Store;
@@ -40,6 +42,8 @@ pub struct HealthConfig {
     /// to show that the model comparison catches a stale trace.
     #[doc(hidden)]
     pub freshness: bool,
+    /// Most persons in one pooled sample (`--max-pool`).
+    pub max_pool: usize,
 }
 
 impl HealthConfig {
@@ -49,6 +53,7 @@ impl HealthConfig {
             db_path: data_dir.into().join("health.redb"),
             policy: Policy::default(),
             freshness: true,
+            max_pool: crate::samples::DEFAULT_MAX_POOL,
         }
     }
 }
@@ -115,6 +120,11 @@ pub(crate) struct Inner {
     pub areas: RwLock<Areas>,
     /// Dose records and their indexes (section 11).
     pub vaccinations: Vaccinations,
+    /// Samples and results (section 11).
+    pub samples: Samples,
+    pub max_pool: usize,
+    /// Declarations and notices (sections 11, 12).
+    pub records: Records,
     writes: Mutex<WriteState>,
     pub state: RwLock<State>,
     ticket: AtomicU64,
@@ -146,6 +156,8 @@ impl Health {
         let next_case = store.next_case_number()?;
         let areas = Areas::from_stored(store.all(crate::store::AREAS)?);
         let vaccinations = Vaccinations::load(store.db())?;
+        let samples = Samples::load(&store)?;
+        let records = Records::load(&store)?;
         let mut state = State::default();
         for case in cases {
             let slot = state.slots.len() as Slot;
@@ -163,6 +175,9 @@ impl Health {
             store,
             areas: RwLock::new(areas),
             vaccinations,
+            samples,
+            max_pool: config.max_pool.max(1),
+            records,
             writes: Mutex::new(WriteState { next_case }),
             state: RwLock::new(state),
             ticket: AtomicU64::new(0),
@@ -200,6 +215,11 @@ impl Health {
         for &slot in &counted {
             inner.rederive(slot, now);
         }
+        let health = Health { inner };
+        health.reconcile_samples()?;
+        health.purge_samples()?;
+        health.purge_declarations()?;
+        let inner = health.inner;
         {
             // F0 persons with no counted contacts still need their first event state.
             let mut st = inner.state.write();
@@ -289,17 +309,8 @@ impl Health {
             }
             inner.insert_case(case, now)
         };
-        let ticket = inner.ticket.fetch_add(1, Ordering::AcqRel) + 1;
-        let (person, window) = inner.derivation_input(slot);
-        let derived = standing::derive(&inner.engine, &person, window, &inner.policy);
-        let mut st = inner.state.write();
-        inner.install(&mut st, slot, ticket, derived, inner.engine.now());
-        if let Some(n) = st.pending.get_mut(&slot) {
-            *n -= 1;
-            if *n == 0 {
-                st.pending.remove(&slot);
-            }
-        }
+        inner.derive_pending(slot);
+        let st = inner.state.read();
         Ok((inner.view(&st.slots[slot as usize]), true))
     }
 
@@ -380,6 +391,14 @@ impl Health {
             st.unseen.remove(&slot);
             let old = st.slots[slot as usize].trace.clone();
             st.tiers.set_contacts(slot, Some(&old), None, &mut changed);
+            // A restored case (a corrected correction) starts again from no listings.
+            let e = &mut st.slots[slot as usize];
+            e.trace = Arc::new(standing::empty_trace(
+                &e.person,
+                e.window.0,
+                e.window.1,
+                &inner.policy,
+            ));
         }
         inner.publish(&mut st, changed, now);
         Ok(inner.view(&st.slots[slot as usize]))
@@ -451,6 +470,83 @@ impl Health {
             .send(Msg::Settle(tx))
             .map_err(|_| Error::ShuttingDown)?;
         rx.recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Registers (or restores) the case of a one-person positive sample: id `sample:<sample id>`,
+    /// `sampled_at` = collection, `isolated_at` = result time, no date bounds. Nothing happens
+    /// when the case exists and is not discarded, or when the person has another active case.
+    pub(crate) fn register_sample_case(
+        &self,
+        case_id: &str,
+        person: &str,
+        collected_at: i64,
+        resulted_at: i64,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        let slot = {
+            let _writes = inner.writes.lock();
+            let existing = inner.state.read().by_id.get(case_id).copied();
+            let active_other = inner.active_case_of(person);
+            match existing {
+                Some(slot) => {
+                    let mut case = inner.state.read().slots[slot as usize].case.clone();
+                    if case.status != CaseStatus::Discarded || active_other.is_some() {
+                        return Ok(());
+                    }
+                    case.status = CaseStatus::Active;
+                    case.recovered_at = None;
+                    inner.store.put_case(&case, None)?;
+                    let mut st = inner.state.write();
+                    let person = st.slots[slot as usize].person.clone();
+                    st.slots[slot as usize].case = case;
+                    st.tiers.set_active(&person, slot, true);
+                    *st.pending.entry(slot).or_insert(0) += 1;
+                    inner.publish(&mut st, vec![person], now);
+                    slot
+                }
+                None => {
+                    if active_other.is_some() {
+                        return Ok(());
+                    }
+                    let case = Case {
+                        id: case_id.to_string(),
+                        person: person.to_string(),
+                        sampled_at: collected_at,
+                        onset: None,
+                        isolated_at: resulted_at,
+                        isolated_at_given: true,
+                        area: None,
+                        note: None,
+                        source: case_id.to_string(),
+                        status: CaseStatus::Active,
+                        registered_at: now,
+                        recovered_at: None,
+                    };
+                    inner.store.put_case(&case, None)?;
+                    inner.insert_case(case, now)
+                }
+            }
+        };
+        inner.derive_pending(slot);
+        Ok(())
+    }
+
+    /// Discards the case a corrected positive had registered, if it exists and is not already.
+    pub(crate) fn discard_sample_case(&self, case_id: &str) -> Result<()> {
+        let exists = self
+            .inner
+            .state
+            .read()
+            .by_id
+            .get(case_id)
+            .map(|&s| self.inner.state.read().slots[s as usize].case.status);
+        match exists {
+            Some(CaseStatus::Active | CaseStatus::Recovered) => {
+                self.update_case(case_id, CaseChange::Discard).map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `(area, sampled_at)` of every case not discarded that names an area.
@@ -529,6 +625,22 @@ impl Inner {
             self.publish(&mut st, vec![person], now);
         }
         slot
+    }
+
+    /// Derives the first standing trace of a case marked pending, installs it and clears the
+    /// mark.
+    fn derive_pending(&self, slot: Slot) {
+        let ticket = self.ticket.fetch_add(1, Ordering::AcqRel) + 1;
+        let (person, window) = self.derivation_input(slot);
+        let derived = standing::derive(&self.engine, &person, window, &self.policy);
+        let mut st = self.state.write();
+        self.install(&mut st, slot, ticket, derived, self.engine.now());
+        if let Some(n) = st.pending.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                st.pending.remove(&slot);
+            }
+        }
     }
 
     pub(crate) fn derivation_input(&self, slot: Slot) -> (Arc<str>, (i64, i64)) {

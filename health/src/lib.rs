@@ -16,6 +16,8 @@ mod error;
 mod exposure;
 mod health;
 mod policy;
+mod records;
+mod samples;
 mod sites;
 mod standing;
 mod store;
@@ -28,5 +30,13 @@ pub use case::{is_valid_case_id, Case, CaseChange, CaseStatus, CaseView, NewCase
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthStats, TierListener, UpdateObserver};
 pub use policy::Policy;
+pub use records::{
+    Declaration, Followup, NewDeclaration, Notice, NoticeKind, Pass, PassBasis, PassColor, Summary,
+    Symptom, Travel, MAX_NOTICE_BODY_BYTES, MAX_NOTICE_TITLE_BYTES,
+};
+pub use samples::{
+    LabResult, MemberResult, NewSample, PersonResult, Sample, SampleKind, DEFAULT_MAX_POOL,
+    SAMPLE_RETENTION_DAYS,
+};
 pub use sites::{ExposureSite, SITE_GRANULARITY_S};
 pub use tiers::{PersonStatus, Tier};

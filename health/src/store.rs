@@ -103,6 +103,29 @@ impl Store {
             .map_err(|e| Error::store("committing records", e))
     }
 
+    /// Durably removes `keys` from a `&str -> postcard` table, in one transaction.
+    pub(crate) fn delete_all<'k>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<()> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::store("starting a transaction", e))?;
+        {
+            let mut t = txn
+                .open_table(table)
+                .map_err(|e| Error::store("opening a table", e))?;
+            for key in keys {
+                t.remove(key)
+                    .map_err(|e| Error::store("removing a record", e))?;
+            }
+        }
+        txn.commit()
+            .map_err(|e| Error::store("committing a removal", e))
+    }
+
     /// Every stored case.
     pub(crate) fn cases(&self) -> Result<Vec<Case>> {
         let txn = self

@@ -1,33 +1,1099 @@
 //! Vaccinations (contract section 11): dose records, single, bulk and imported, with a reason for
 //! every rejected row; who is fully or partially vaccinated; first-dose coverage by area.
 //!
-//! (Being built: the skeleton gives the rest of the crate its interface.)
+//! Doses live in the health database's `vaccination_doses` table, keyed by `(person, dose
+//! number)` (postcard values). One request is one write transaction committed with
+//! `Durability::Immediate` before it is answered, however many rows it holds; a rejected row
+//! stores nothing, an exact duplicate (of a stored dose or of an earlier row of the same request)
+//! is accepted and stored once, and the same dose number with any other field is a `conflict`.
+//!
+//! Everything the lookups need is kept in memory and rebuilt at open: each person's doses
+//! (ascending by number, at most ten), the fully-vaccinated times of all persons (for the
+//! summary "as of now"), and how many persons have each distinct set of dose areas (for
+//! `dose1_by_area`, which walks each set's areas and their ancestors once, so its cost is the
+//! number of distinct sets, not of persons). Vaccine codes and area ids are interned.
+//!
+//! Writes are serialized by one mutex (the check for conflicts and the store are atomic);
+//! readers take the state's read lock only.
 
-use redb::Database;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
 
-use crate::error::Result;
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::areas::Areas;
+use crate::error::{Error, Result};
+
+/// Doses by `(person, dose number)`; values are postcard [`StoredDose`]s.
+const DOSES: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("vaccination_doses");
+
+/// The earliest accepted `administered_at`: 2020-12-01T00:00:00Z.
+pub const MIN_ADMINISTERED_AT: i64 = 1_606_780_800;
+/// Highest dose number.
+pub const MAX_DOSE: u8 = 10;
+/// Longest `lot` or `site`, in bytes (longer is `invalid_row`).
+pub const MAX_DOSE_TEXT_BYTES: usize = 256;
+
+/// A vaccine the server accepts (`docs/vaccines.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vaccine {
+    /// The code sent in `vaccine` (the EU DCC `mp` value where one exists).
+    pub code: &'static str,
+    /// The product's name.
+    pub name: &'static str,
+    /// One dose completes the primary series.
+    pub single_dose: bool,
+}
+
+/// Every accepted vaccine, in the order of `docs/vaccines.md`.
+pub const VACCINES: &[Vaccine] = &[
+    Vaccine {
+        code: "EU/1/20/1528",
+        name: "Comirnaty (Pfizer-BioNTech)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "EU/1/20/1507",
+        name: "Spikevax (Moderna)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "EU/1/21/1529",
+        name: "Vaxzevria (AstraZeneca)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "EU/1/20/1525",
+        name: "Jcovden (Janssen)",
+        single_dose: true,
+    },
+    Vaccine {
+        code: "BBIBP-CorV",
+        name: "Covilo (Sinopharm Vero Cell)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "CoronaVac",
+        name: "CoronaVac (Sinovac)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "Covaxin",
+        name: "Covaxin (Bharat Biotech)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "Sputnik-V",
+        name: "Sputnik V (Gamaleya)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "Abdala",
+        name: "Abdala (CIGB)",
+        single_dose: false,
+    },
+    Vaccine {
+        code: "Hayat-Vax",
+        name: "Hayat-Vax (Gulf Pharmaceutical Industries, Sinopharm)",
+        single_dose: false,
+    },
+];
+
+/// The accepted vaccine with this code (exact, case-sensitive).
+pub fn vaccine(code: &str) -> Option<&'static Vaccine> {
+    VACCINES.iter().find(|v| v.code == code)
+}
+
+fn is_single_dose(code: &str) -> bool {
+    vaccine(code).is_some_and(|v| v.single_dose)
+}
+
+/// Why a dose record was not accepted. The names are the contract's reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DoseReject {
+    InvalidPerson,
+    InvalidDose,
+    UnknownVaccine,
+    InvalidTs,
+    InFuture,
+    UnknownArea,
+    Conflict,
+    InvalidRow,
+}
+
+impl DoseReject {
+    /// Every reason, in a stable order (for metrics that pre-create their series).
+    pub const ALL: [DoseReject; 8] = [
+        DoseReject::InvalidPerson,
+        DoseReject::InvalidDose,
+        DoseReject::UnknownVaccine,
+        DoseReject::InvalidTs,
+        DoseReject::InFuture,
+        DoseReject::UnknownArea,
+        DoseReject::Conflict,
+        DoseReject::InvalidRow,
+    ];
+
+    /// The contract's reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            DoseReject::InvalidPerson => "invalid_person",
+            DoseReject::InvalidDose => "invalid_dose",
+            DoseReject::UnknownVaccine => "unknown_vaccine",
+            DoseReject::InvalidTs => "invalid_ts",
+            DoseReject::InFuture => "in_future",
+            DoseReject::UnknownArea => "unknown_area",
+            DoseReject::Conflict => "conflict",
+            DoseReject::InvalidRow => "invalid_row",
+        }
+    }
+
+    /// The reason with this code.
+    pub fn parse(code: &str) -> Option<DoseReject> {
+        DoseReject::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl fmt::Display for DoseReject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// One dose record as a client sent it, after its JSON or CSV types were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoseInput {
+    pub person: String,
+    pub dose: i64,
+    pub vaccine: String,
+    pub administered_at: i64,
+    pub lot: Option<String>,
+    pub site: Option<String>,
+    pub area: Option<String>,
+}
+
+/// One record of a request: a dose to check, or one the caller already rejected while decoding
+/// it (a field of the wrong type, a CSV row of the wrong length). Indexes in
+/// [`DoseOutcome::rejected`] are positions in the request, so callers can mix both.
+pub type DoseItem = Result<DoseInput, DoseReject>;
+
+/// What became of a request once its accepted doses are durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoseOutcome {
+    /// Accepted records, exact duplicates included.
+    pub accepted: u32,
+    /// Rejected records by index, ascending.
+    pub rejected: Vec<(usize, DoseReject)>,
+}
+
+/// A stored dose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dose {
+    pub person: String,
+    pub dose: u8,
+    pub vaccine: String,
+    pub administered_at: i64,
+    pub lot: Option<String>,
+    pub site: Option<String>,
+    pub area: Option<String>,
+}
+
+/// The value of a row of [`DOSES`].
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredDose {
+    vaccine: String,
+    administered_at: i64,
+    lot: Option<String>,
+    site: Option<String>,
+    area: Option<String>,
+}
+
+/// [`StoredDose`] borrowed, for writing (postcard encodes both alike).
+#[derive(Serialize)]
+struct StoredDoseRef<'a> {
+    vaccine: &'a str,
+    administered_at: i64,
+    lot: Option<&'a str>,
+    site: Option<&'a str>,
+    area: Option<&'a str>,
+}
+
+/// A dose in memory.
+#[derive(Debug, Clone)]
+struct Rec {
+    dose: u8,
+    vaccine: Arc<str>,
+    administered_at: i64,
+    lot: Option<Box<str>>,
+    site: Option<Box<str>>,
+    area: Option<Arc<str>>,
+}
+
+/// A record that passed every check but the conflict check: what would be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    person: String,
+    dose: u8,
+    vaccine: &'static str,
+    administered_at: i64,
+    lot: Option<String>,
+    site: Option<String>,
+    area: Option<String>,
+}
+
+impl Rec {
+    fn matches(&self, c: &Candidate) -> bool {
+        &*self.vaccine == c.vaccine
+            && self.administered_at == c.administered_at
+            && self.lot.as_deref() == c.lot.as_deref()
+            && self.site.as_deref() == c.site.as_deref()
+            && self.area.as_deref() == c.area.as_deref()
+    }
+}
+
+/// An empty text means absent (a CSV's empty cell and a JSON `""` are the same record).
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl Candidate {
+    /// The contract's rules, in the documented order: person, dose, vaccine, time, area, then
+    /// the lengths of `lot` and `site`.
+    fn check(d: DoseInput, now: i64, areas: &Areas) -> Result<Candidate, DoseReject> {
+        if !engine::is_valid_person_id(&d.person) {
+            return Err(DoseReject::InvalidPerson);
+        }
+        let dose = match u8::try_from(d.dose) {
+            Ok(n) if (1..=MAX_DOSE).contains(&n) => n,
+            _ => return Err(DoseReject::InvalidDose),
+        };
+        let vaccine = vaccine(&d.vaccine).ok_or(DoseReject::UnknownVaccine)?.code;
+        if d.administered_at < MIN_ADMINISTERED_AT {
+            return Err(DoseReject::InvalidTs);
+        }
+        if d.administered_at > now.saturating_add(engine::FUTURE_SKEW_S) {
+            return Err(DoseReject::InFuture);
+        }
+        let area = non_empty(d.area);
+        if let Some(a) = &area {
+            if !areas.contains(a) {
+                return Err(DoseReject::UnknownArea);
+            }
+        }
+        let lot = non_empty(d.lot);
+        let site = non_empty(d.site);
+        if [&lot, &site]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(|t| t.len() > MAX_DOSE_TEXT_BYTES))
+        {
+            return Err(DoseReject::InvalidRow);
+        }
+        Ok(Candidate {
+            person: d.person,
+            dose,
+            vaccine,
+            administered_at: d.administered_at,
+            lot,
+            site,
+            area,
+        })
+    }
+}
+
+/// The in-memory indexes.
+#[derive(Default)]
+struct State {
+    /// Each person's doses, ascending by number.
+    persons: FxHashMap<Arc<str>, Vec<Rec>>,
+    /// How many persons became fully vaccinated at each time.
+    full_times: BTreeMap<i64, u64>,
+    /// Persons with a fully-vaccinated time.
+    fully: u64,
+    /// How many persons have each distinct (sorted) set of dose areas; persons whose doses name
+    /// no area are not counted.
+    area_sets: FxHashMap<Box<[Arc<str>]>, u64>,
+    /// Interned vaccine codes and area ids.
+    pool: FxHashSet<Arc<str>>,
+    doses: u64,
+}
+
+/// The earliest `administered_at` of a dose numbered 2 or higher, or of a single-dose vaccine.
+fn full_at(recs: &[Rec]) -> Option<i64> {
+    recs.iter()
+        .filter(|r| r.dose >= 2 || is_single_dose(&r.vaccine))
+        .map(|r| r.administered_at)
+        .min()
+}
+
+fn area_set(recs: &[Rec]) -> Box<[Arc<str>]> {
+    let mut set: Vec<Arc<str>> = recs.iter().filter_map(|r| r.area.clone()).collect();
+    set.sort();
+    set.dedup();
+    set.into_boxed_slice()
+}
+
+impl State {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.pool.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.pool.insert(a.clone());
+        a
+    }
+
+    /// Adds a dose not stored before (its `(person, dose)` is new).
+    fn add(
+        &mut self,
+        person: &str,
+        dose: u8,
+        vaccine: &str,
+        administered_at: i64,
+        lot: Option<&str>,
+        site: Option<&str>,
+        area: Option<&str>,
+    ) {
+        let rec = Rec {
+            dose,
+            vaccine: self.intern(vaccine),
+            administered_at,
+            lot: lot.map(Box::from),
+            site: site.map(Box::from),
+            area: area.map(|a| self.intern(a)),
+        };
+        let (before_full, before_set) = match self.persons.get(person) {
+            Some(recs) => (full_at(recs), area_set(recs)),
+            None => (None, Box::default()),
+        };
+        if !self.persons.contains_key(person) {
+            self.persons.insert(Arc::from(person), Vec::new());
+        }
+        let Some(recs) = self.persons.get_mut(person) else {
+            return;
+        };
+        match recs.binary_search_by_key(&dose, |r| r.dose) {
+            Ok(i) => recs[i] = rec,
+            Err(i) => {
+                recs.insert(i, rec);
+                self.doses += 1;
+            }
+        }
+        let (after_full, after_set) = (full_at(recs), area_set(recs));
+        if before_full != after_full {
+            if let Some(t) = before_full {
+                self.untime(t);
+            }
+            if let Some(t) = after_full {
+                *self.full_times.entry(t).or_default() += 1;
+                self.fully += 1;
+            }
+        }
+        if before_set != after_set {
+            if !before_set.is_empty() {
+                if let Some(n) = self.area_sets.get_mut(&before_set) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.area_sets.remove(&before_set);
+                    }
+                }
+            }
+            if !after_set.is_empty() {
+                *self.area_sets.entry(after_set).or_default() += 1;
+            }
+        }
+    }
+
+    fn untime(&mut self, t: i64) {
+        if let Some(n) = self.full_times.get_mut(&t) {
+            *n -= 1;
+            if *n == 0 {
+                self.full_times.remove(&t);
+            }
+            self.fully -= 1;
+        }
+    }
+
+    fn find(&self, person: &str, dose: u8) -> Option<&Rec> {
+        let recs = self.persons.get(person)?;
+        recs.binary_search_by_key(&dose, |r| r.dose)
+            .ok()
+            .map(|i| &recs[i])
+    }
+}
 
 /// The vaccination records and their in-memory indexes.
 #[derive(Default)]
-pub(crate) struct Vaccinations {}
+pub(crate) struct Vaccinations {
+    state: RwLock<State>,
+    /// Serializes writes: the conflict check and the store are one step.
+    writes: Mutex<()>,
+    /// `dose1_by_area`'s last answer; cleared (under the state's write lock) by every write and
+    /// by `areas_changed`.
+    by_area: Mutex<Option<HashMap<String, u64>>>,
+}
 
 impl Vaccinations {
     /// Loads the stored doses.
-    pub(crate) fn load(_db: &Database) -> Result<Vaccinations> {
-        Ok(Vaccinations::default())
+    pub(crate) fn load(db: &Database) -> Result<Vaccinations> {
+        let out = Vaccinations::default();
+        let txn = db
+            .begin_read()
+            .map_err(|e| Error::store("starting a read", e))?;
+        let table = match txn.open_table(DOSES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+            Err(e) => return Err(Error::store("opening the doses table", e)),
+        };
+        {
+            let mut st = out.state.write();
+            for row in table
+                .iter()
+                .map_err(|e| Error::store("reading doses", e))?
+            {
+                let (key, value) = row.map_err(|e| Error::store("reading a dose", e))?;
+                let (person, dose) = key.value();
+                let d: StoredDose = postcard::from_bytes(value.value()).map_err(|e| {
+                    Error::store(&format!("decoding dose {dose} of person {person}"), e)
+                })?;
+                st.add(
+                    person,
+                    dose,
+                    &d.vaccine,
+                    d.administered_at,
+                    d.lot.as_deref(),
+                    d.site.as_deref(),
+                    d.area.as_deref(),
+                );
+            }
+            tracing::info!(
+                doses = st.doses,
+                persons = st.persons.len(),
+                "vaccinations loaded"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Durably writes `rows` in one transaction.
+    fn store(db: &Database, rows: &[Candidate]) -> Result<()> {
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| Error::store("starting a transaction", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| Error::store("setting durability", e))?;
+        {
+            let mut table = txn
+                .open_table(DOSES)
+                .map_err(|e| Error::store("opening the doses table", e))?;
+            for c in rows {
+                let bytes = postcard::to_allocvec(&StoredDoseRef {
+                    vaccine: c.vaccine,
+                    administered_at: c.administered_at,
+                    lot: c.lot.as_deref(),
+                    site: c.site.as_deref(),
+                    area: c.area.as_deref(),
+                })
+                .map_err(|e| Error::store("encoding a dose", e))?;
+                table
+                    .insert((c.person.as_str(), c.dose), bytes.as_slice())
+                    .map_err(|e| Error::store("writing a dose", e))?;
+            }
+        }
+        txn.commit()
+            .map_err(|e| Error::store("committing doses", e))
     }
 }
 
 impl Vaccinations {
     /// Called after areas are registered or re-parented: coverage is recounted on next read.
-    pub(crate) fn areas_changed(&self) {}
+    pub(crate) fn areas_changed(&self) {
+        *self.by_area.lock() = None;
+    }
 
     /// Distinct persons with a dose whose area is each area or below it. `self_and_ancestors`
     /// maps a dose's area to itself and every area above it.
     pub(crate) fn dose1_by_area(
         &self,
-        _self_and_ancestors: &dyn Fn(&str) -> Vec<String>,
-    ) -> std::collections::HashMap<String, u64> {
-        std::collections::HashMap::new()
+        self_and_ancestors: &dyn Fn(&str) -> Vec<String>,
+    ) -> HashMap<String, u64> {
+        let st = self.state.read();
+        let mut cache = self.by_area.lock();
+        if let Some(map) = &*cache {
+            return map.clone();
+        }
+        let mut map: HashMap<String, u64> = HashMap::new();
+        let mut closure: Vec<String> = Vec::new();
+        for (set, &n) in &st.area_sets {
+            closure.clear();
+            for a in set.iter() {
+                closure.extend(self_and_ancestors(a));
+            }
+            closure.sort();
+            closure.dedup();
+            for a in closure.drain(..) {
+                *map.entry(a).or_default() += n;
+            }
+        }
+        *cache = Some(map.clone());
+        map
+    }
+}
+
+impl crate::Health {
+    /// Records doses (`POST /v1/vaccinations`): checks every record, then stores the accepted
+    /// ones that are not stored yet in one durable transaction before returning. Nothing is
+    /// stored from a rejected record; if the store fails, nothing of the request is stored.
+    pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
+        let inner = &self.inner;
+        let v = &inner.vaccinations;
+        let _writes = v.writes.lock();
+        let now = inner.engine.now();
+        let mut outcome = DoseOutcome::default();
+        let mut fresh: Vec<Candidate> = Vec::new();
+        // (person, dose) of `fresh` rows -> their position there.
+        let mut seen: FxHashMap<(String, u8), usize> = FxHashMap::default();
+        {
+            let areas = inner.areas.read();
+            let st = v.state.read();
+            for (index, item) in items.into_iter().enumerate() {
+                let c = match item.and_then(|d| Candidate::check(d, now, &areas)) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        outcome.rejected.push((index, reason));
+                        continue;
+                    }
+                };
+                let key = (c.person.clone(), c.dose);
+                let same = match seen.get(&key) {
+                    Some(&i) => Some(fresh[i] == c),
+                    None => st.find(&c.person, c.dose).map(|r| r.matches(&c)),
+                };
+                match same {
+                    Some(true) => outcome.accepted += 1,
+                    Some(false) => outcome.rejected.push((index, DoseReject::Conflict)),
+                    None => {
+                        seen.insert(key, fresh.len());
+                        fresh.push(c);
+                        outcome.accepted += 1;
+                    }
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(outcome);
+        }
+        Vaccinations::store(inner.store.db(), &fresh)?;
+        let mut st = v.state.write();
+        for c in &fresh {
+            st.add(
+                &c.person,
+                c.dose,
+                c.vaccine,
+                c.administered_at,
+                c.lot.as_deref(),
+                c.site.as_deref(),
+                c.area.as_deref(),
+            );
+        }
+        *v.by_area.lock() = None;
+        Ok(outcome)
+    }
+
+    /// A person's doses, ascending by dose number (empty for a person with none).
+    pub fn doses(&self, person: &str) -> Vec<Dose> {
+        let st = self.inner.vaccinations.state.read();
+        let Some(recs) = st.persons.get(person) else {
+            return Vec::new();
+        };
+        recs.iter()
+            .map(|r| Dose {
+                person: person.to_string(),
+                dose: r.dose,
+                vaccine: r.vaccine.to_string(),
+                administered_at: r.administered_at,
+                lot: r.lot.as_deref().map(String::from),
+                site: r.site.as_deref().map(String::from),
+                area: r.area.as_deref().map(String::from),
+            })
+            .collect()
+    }
+
+    /// When the person became fully vaccinated: the earliest `administered_at` of a dose
+    /// numbered 2 or higher, or of any dose of a single-dose vaccine (`None`: not fully
+    /// vaccinated by any dose recorded).
+    pub fn fully_vaccinated_at(&self, person: &str) -> Option<i64> {
+        let st = self.inner.vaccinations.state.read();
+        full_at(st.persons.get(person)?)
+    }
+
+    /// The earliest `administered_at` of any of the person's doses.
+    pub fn first_dose_at(&self, person: &str) -> Option<i64> {
+        let st = self.inner.vaccinations.state.read();
+        st.persons
+            .get(person)?
+            .iter()
+            .map(|r| r.administered_at)
+            .min()
+    }
+
+    /// `(dose1, fully_vaccinated)` for the summary: distinct persons with a dose, and persons
+    /// fully vaccinated at or before `now`.
+    pub fn vaccination_counts(&self, now: i64) -> (u64, u64) {
+        let st = self.inner.vaccinations.state.read();
+        let later: u64 = match now.checked_add(1) {
+            Some(after) => st.full_times.range(after..).map(|(_, n)| n).sum(),
+            None => 0,
+        };
+        (st.persons.len() as u64, st.fully - later)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{AreaInput, Health, HealthConfig};
+    use engine::{Config, Durability as EngineDurability, Engine, ManualClock};
+
+    const T0: i64 = 1_800_000_000;
+    const DAY: i64 = 86_400;
+
+    struct World {
+        health: Health,
+        clock: Arc<ManualClock>,
+        dir: tempfile::TempDir,
+    }
+
+    fn open_in(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> World {
+        let mut c = Config::new(dir.path());
+        c.durability = EngineDurability::Os;
+        c.clock = clock.clone();
+        c.segment_bytes = 1 << 20;
+        let engine = Engine::open(c).unwrap();
+        let health = Health::open(engine, HealthConfig::new(dir.path())).unwrap();
+        World { health, clock, dir }
+    }
+
+    fn world() -> World {
+        open_in(tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(T0)))
+    }
+
+    impl World {
+        /// Shuts down and reopens engine and health over the same directory.
+        fn reopen(self) -> World {
+            let World { health, clock, dir } = self;
+            health.shutdown();
+            health.engine().shutdown().unwrap();
+            drop(health);
+            open_in(dir, clock)
+        }
+
+        fn areas(&self, tree: &[(&str, Option<&str>, u64)]) {
+            let inputs = tree
+                .iter()
+                .map(|(id, parent, pop)| AreaInput {
+                    id: (*id).into(),
+                    name: format!("Area {id}"),
+                    population: *pop as i64,
+                    parent: parent.map(Into::into),
+                })
+                .collect();
+            self.health.register_areas(inputs).unwrap();
+        }
+
+        fn record(&self, items: Vec<DoseItem>) -> DoseOutcome {
+            self.health.record_doses(items).unwrap()
+        }
+    }
+
+    fn dose(person: &str, n: i64, vaccine: &str, at: i64) -> DoseInput {
+        DoseInput {
+            person: person.into(),
+            dose: n,
+            vaccine: vaccine.into(),
+            administered_at: at,
+            lot: None,
+            site: None,
+            area: None,
+        }
+    }
+
+    fn in_area(mut d: DoseInput, area: &str) -> DoseInput {
+        d.area = Some(area.into());
+        d
+    }
+
+    const PFIZER: &str = "EU/1/20/1528";
+    const JANSSEN: &str = "EU/1/20/1525";
+
+    #[test]
+    fn reasons_have_the_contract_codes() {
+        let codes: Vec<&str> = DoseReject::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                "invalid_person",
+                "invalid_dose",
+                "unknown_vaccine",
+                "invalid_ts",
+                "in_future",
+                "unknown_area",
+                "conflict",
+                "invalid_row"
+            ]
+        );
+        for r in DoseReject::ALL {
+            assert_eq!(DoseReject::parse(r.code()), Some(r));
+        }
+        // The contract's ten codes, exactly one of them single-dose.
+        for code in [
+            "EU/1/20/1528",
+            "EU/1/20/1507",
+            "EU/1/21/1529",
+            "EU/1/20/1525",
+            "BBIBP-CorV",
+            "CoronaVac",
+            "Covaxin",
+            "Sputnik-V",
+            "Abdala",
+            "Hayat-Vax",
+        ] {
+            assert!(vaccine(code).is_some(), "{code}");
+        }
+        let single: Vec<&str> = VACCINES
+            .iter()
+            .filter(|v| v.single_dose)
+            .map(|v| v.code)
+            .collect();
+        assert_eq!(single, [JANSSEN]);
+    }
+
+    #[test]
+    fn the_vaccine_list_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/vaccines.md"
+        ))
+        .unwrap();
+        for v in VACCINES {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", v.code)))
+                .unwrap_or_else(|| panic!("docs/vaccines.md has no row for {}", v.code));
+            let doses = if v.single_dose { "| 1 |" } else { "| 2 |" };
+            assert!(row.contains(doses), "{row}");
+        }
+    }
+
+    #[test]
+    fn every_reason_is_given_and_nothing_rejected_is_stored() {
+        let w = world();
+        w.areas(&[("ST", None, 1000)]);
+        let mut long_lot = dose("p9", 1, PFIZER, T0);
+        long_lot.lot = Some("x".repeat(MAX_DOSE_TEXT_BYTES + 1));
+        let items: Vec<DoseItem> = vec![
+            Ok(dose("bad person", 1, PFIZER, T0)),
+            Ok(dose("", 1, PFIZER, T0)),
+            Ok(dose("p1", 0, PFIZER, T0)),
+            Ok(dose("p1", 11, PFIZER, T0)),
+            Ok(dose("p1", -1, PFIZER, T0)),
+            Ok(dose("p1", 1, "pfizer", T0)),
+            Ok(dose("p1", 1, "", T0)),
+            Ok(dose("p1", 1, PFIZER, MIN_ADMINISTERED_AT - 1)),
+            Ok(dose("p1", 1, PFIZER, T0 + 301)),
+            Ok(in_area(dose("p1", 1, PFIZER, T0), "NOWHERE")),
+            Err(DoseReject::InvalidRow),
+            Ok(long_lot),
+            // Accepted: the bounds themselves.
+            Ok(dose("p2", 1, PFIZER, MIN_ADMINISTERED_AT)),
+            Ok(in_area(dose("p2", 10, PFIZER, T0 + 300), "ST")),
+        ];
+        let out = w.record(items);
+        use DoseReject::*;
+        assert_eq!(
+            out.rejected,
+            vec![
+                (0, InvalidPerson),
+                (1, InvalidPerson),
+                (2, InvalidDose),
+                (3, InvalidDose),
+                (4, InvalidDose),
+                (5, UnknownVaccine),
+                (6, UnknownVaccine),
+                (7, InvalidTs),
+                (8, InFuture),
+                (9, UnknownArea),
+                (10, InvalidRow),
+                (11, InvalidRow),
+            ]
+        );
+        assert_eq!(out.accepted, 2);
+        assert!(w.health.doses("p1").is_empty());
+        assert!(w.health.doses("p9").is_empty());
+        let p2: Vec<u8> = w.health.doses("p2").iter().map(|d| d.dose).collect();
+        assert_eq!(p2, [1, 10]);
+        assert_eq!(w.health.vaccination_counts(T0 + 300), (1, 1));
+        // The dose at now + 300 is not yet given at now.
+        assert_eq!(w.health.vaccination_counts(T0), (1, 0));
+        // The checks follow the clock.
+        w.clock.advance(1);
+        assert_eq!(w.record(vec![Ok(dose("p3", 1, PFIZER, T0 + 301))]).accepted, 1);
+    }
+
+    #[test]
+    fn duplicates_are_stored_once_and_conflicts_refused() {
+        let w = world();
+        w.areas(&[("ST", None, 1000)]);
+        let mut a = in_area(dose("p1", 1, PFIZER, T0 - 30 * DAY), "ST");
+        a.lot = Some("FE1234".into());
+        a.site = Some("Commune 3, clinic".into());
+        let mut other_lot = a.clone();
+        other_lot.lot = Some("FE9999".into());
+        let mut no_lot = a.clone();
+        no_lot.lot = None;
+        let mut other_area = a.clone();
+        other_area.area = None;
+        let mut other_time = a.clone();
+        other_time.administered_at += 1;
+        let mut other_vaccine = a.clone();
+        other_vaccine.vaccine = "CoronaVac".into();
+        // Within one request: the duplicate is accepted, every variant conflicts.
+        let out = w.record(vec![
+            Ok(a.clone()),
+            Ok(a.clone()),
+            Ok(other_lot.clone()),
+            Ok(no_lot.clone()),
+            Ok(other_area.clone()),
+            Ok(other_time.clone()),
+            Ok(other_vaccine.clone()),
+            Ok(dose("p1", 2, PFIZER, T0 - 5 * DAY)),
+        ]);
+        assert_eq!(out.accepted, 3);
+        let conflicts: Vec<usize> = out
+            .rejected
+            .iter()
+            .map(|(i, r)| {
+                assert_eq!(*r, DoseReject::Conflict);
+                *i
+            })
+            .collect();
+        assert_eq!(conflicts, [2, 3, 4, 5, 6]);
+        assert_eq!(w.health.doses("p1").len(), 2);
+        // Against what is stored, also after a restart.
+        let w = w.reopen();
+        let out = w.record(vec![
+            Ok(other_lot),
+            Ok(a.clone()),
+            Ok(other_vaccine),
+            Ok(dose("p1", 2, PFIZER, T0 - 5 * DAY)),
+        ]);
+        assert_eq!(out.accepted, 2);
+        assert_eq!(
+            out.rejected,
+            vec![(0, DoseReject::Conflict), (2, DoseReject::Conflict)]
+        );
+        let doses = w.health.doses("p1");
+        assert_eq!(doses.len(), 2);
+        assert_eq!(doses[0].lot.as_deref(), Some("FE1234"));
+        assert_eq!(doses[0].site.as_deref(), Some("Commune 3, clinic"));
+        assert_eq!(doses[0].area.as_deref(), Some("ST"));
+        // An empty text is the same as an absent one.
+        let mut empty_lot = dose("p1", 2, PFIZER, T0 - 5 * DAY);
+        empty_lot.lot = Some(String::new());
+        empty_lot.area = Some(String::new());
+        assert_eq!(w.record(vec![Ok(empty_lot)]).accepted, 1);
+    }
+
+    #[test]
+    fn fully_vaccinated_by_a_second_dose_or_a_single_dose_vaccine() {
+        let w = world();
+        let t = T0 - 100 * DAY;
+        w.record(vec![
+            // Two doses, recorded out of order.
+            Ok(dose("two", 2, PFIZER, t + 21 * DAY)),
+            Ok(dose("two", 1, PFIZER, t)),
+            // One dose of a two-dose vaccine.
+            Ok(dose("one", 1, "Sputnik-V", t)),
+            // The single-dose vaccine.
+            Ok(dose("jj", 1, JANSSEN, t + 5 * DAY)),
+            // A booster only (its first dose typed in elsewhere): dose 3 counts.
+            Ok(dose("boost", 3, "EU/1/20/1507", t + 200 * DAY / 2)),
+            // Mixed: the earliest qualifying dose wins.
+            Ok(dose("mix", 1, "CoronaVac", t)),
+            Ok(dose("mix", 2, JANSSEN, t + 10 * DAY)),
+            Ok(dose("mix", 3, PFIZER, t + 90 * DAY)),
+        ]);
+        let h = &w.health;
+        assert_eq!(h.fully_vaccinated_at("two"), Some(t + 21 * DAY));
+        assert_eq!(h.first_dose_at("two"), Some(t));
+        assert_eq!(h.fully_vaccinated_at("one"), None);
+        assert_eq!(h.first_dose_at("one"), Some(t));
+        assert_eq!(h.fully_vaccinated_at("jj"), Some(t + 5 * DAY));
+        assert_eq!(h.fully_vaccinated_at("boost"), Some(t + 100 * DAY));
+        assert_eq!(h.fully_vaccinated_at("mix"), Some(t + 10 * DAY));
+        assert_eq!(h.fully_vaccinated_at("nobody"), None);
+        assert_eq!(h.first_dose_at("nobody"), None);
+        let doses: Vec<u8> = h.doses("two").iter().map(|d| d.dose).collect();
+        assert_eq!(doses, [1, 2]);
+        // Counts as of a time: nobody is fully vaccinated before t + 5 days.
+        assert_eq!(h.vaccination_counts(T0), (5, 4));
+        assert_eq!(h.vaccination_counts(t + 5 * DAY - 1), (5, 0));
+        assert_eq!(h.vaccination_counts(t + 5 * DAY), (5, 1));
+        assert_eq!(h.vaccination_counts(t + 21 * DAY), (5, 3));
+        assert_eq!(h.vaccination_counts(i64::MAX), (5, 4));
+        // A dose 2 of "one" later makes them fully vaccinated from then.
+        w.record(vec![Ok(dose("one", 2, "Sputnik-V", T0 - DAY))]);
+        assert_eq!(h.fully_vaccinated_at("one"), Some(T0 - DAY));
+        assert_eq!(h.vaccination_counts(T0), (5, 5));
+        // The same after a restart.
+        let w = w.reopen();
+        assert_eq!(w.health.vaccination_counts(T0), (5, 5));
+        assert_eq!(w.health.fully_vaccinated_at("mix"), Some(t + 10 * DAY));
+    }
+
+    #[test]
+    fn dose1_by_area_counts_each_person_once_per_area_and_above() {
+        let w = world();
+        // Province P; districts D1, D2; communes C11, C12 under D1 and C21 under D2.
+        w.areas(&[
+            ("P", None, 10_000),
+            ("D1", Some("P"), 6_000),
+            ("D2", Some("P"), 4_000),
+            ("C11", Some("D1"), 3_000),
+            ("C12", Some("D1"), 3_000),
+            ("C21", Some("D2"), 4_000),
+        ]);
+        let t = T0 - 50 * DAY;
+        w.record(vec![
+            // a: two doses in C11 (one person, counted once).
+            Ok(in_area(dose("a", 1, PFIZER, t), "C11")),
+            Ok(in_area(dose("a", 2, PFIZER, t + 21 * DAY), "C11")),
+            // b: dose 1 in C11, dose 2 in C12: once in each commune, once in D1 and P.
+            Ok(in_area(dose("b", 1, PFIZER, t), "C11")),
+            Ok(in_area(dose("b", 2, PFIZER, t + 21 * DAY), "C12")),
+            // c: C11 and C21: once in each branch, once in P.
+            Ok(in_area(dose("c", 1, PFIZER, t), "C11")),
+            Ok(in_area(dose("c", 2, PFIZER, t + 21 * DAY), "C21")),
+            // d: at district level only.
+            Ok(in_area(dose("d", 1, "Abdala", t), "D2")),
+            // e: no area at all: counted nowhere.
+            Ok(dose("e", 1, "Abdala", t)),
+        ]);
+        let by_area = |w: &World| {
+            let mut v: Vec<(String, u64)> = w
+                .health
+                .area_views()
+                .into_iter()
+                .map(|a| {
+                    let n = (a.dose1_coverage * a.area.population as f64).round() as u64;
+                    (a.area.id, n)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let want = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(a, n)| ((*a).to_string(), *n)).collect()
+        };
+        assert_eq!(
+            by_area(&w),
+            want(&[
+                ("C11", 3),
+                ("C12", 1),
+                ("C21", 1),
+                ("D1", 3),
+                ("D2", 2),
+                ("P", 4)
+            ])
+        );
+        // Coverage is counts over population.
+        let views = w.health.area_views();
+        let p = views.iter().find(|a| a.area.id == "P").unwrap();
+        assert!((p.dose1_coverage - 4.0 / 10_000.0).abs() < 1e-12);
+        // A new dose is counted at once (the cached answer is dropped).
+        w.record(vec![Ok(in_area(dose("e", 2, "Abdala", t + DAY), "C12"))]);
+        assert_eq!(
+            by_area(&w),
+            want(&[
+                ("C11", 3),
+                ("C12", 2),
+                ("C21", 1),
+                ("D1", 4),
+                ("D2", 2),
+                ("P", 5)
+            ])
+        );
+        // Re-parenting C21 under D1 moves its persons.
+        w.areas(&[("C21", Some("D1"), 4_000)]);
+        assert_eq!(
+            by_area(&w),
+            want(&[
+                ("C11", 3),
+                ("C12", 2),
+                ("C21", 1),
+                ("D1", 4),
+                ("D2", 1),
+                ("P", 5)
+            ])
+        );
+        // And it is all rebuilt at open.
+        let w = w.reopen();
+        assert_eq!(
+            by_area(&w),
+            want(&[
+                ("C11", 3),
+                ("C12", 2),
+                ("C21", 1),
+                ("D1", 4),
+                ("D2", 1),
+                ("P", 5)
+            ])
+        );
+    }
+
+    #[test]
+    fn every_accepted_dose_survives_a_reopen() {
+        let w = world();
+        w.areas(&[("ST", None, 1000)]);
+        let mut items = Vec::new();
+        for p in 0..3000 {
+            let n = 1 + (p % 3) as i64;
+            for d in 1..=n {
+                let mut x = dose(&format!("p{p:05}"), d, PFIZER, T0 - (100 - d) * DAY);
+                x.lot = (p % 2 == 0).then(|| format!("L{p}"));
+                if p % 5 == 0 {
+                    x.area = Some("ST".into());
+                }
+                items.push(Ok(x));
+            }
+            if p % 100 == 0 {
+                items.push(Ok(dose(&format!("p{p:05}"), 1, "nope", T0)));
+            }
+        }
+        let total = items.len();
+        let out = w.record(items);
+        assert_eq!(out.rejected.len(), 30);
+        assert_eq!(out.accepted as usize, total - 30);
+        let before: Vec<Vec<Dose>> = (0..3000)
+            .map(|p| w.health.doses(&format!("p{p:05}")))
+            .collect();
+        let counts = w.health.vaccination_counts(T0);
+        let w = w.reopen();
+        for (p, doses) in before.iter().enumerate() {
+            assert_eq!(&w.health.doses(&format!("p{p:05}")), doses);
+        }
+        assert_eq!(w.health.vaccination_counts(T0), counts);
+        assert_eq!(counts, (3000, 2000));
+    }
+
+    #[test]
+    fn an_empty_request_stores_nothing() {
+        let w = world();
+        assert_eq!(w.record(Vec::new()), DoseOutcome::default());
+        assert_eq!(w.health.vaccination_counts(T0), (0, 0));
     }
 }

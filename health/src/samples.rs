@@ -1,0 +1,493 @@
+//! Test samples and their results (contract section 11): tubes of one person or a pool, the lab's
+//! result and its corrections, each member's result, the case a one-person positive registers,
+//! and which pooled positives are still unresolved.
+//!
+//! A result and the case it registers or discards are two transactions (the health database's
+//! and the case's); a crash between them is repaired at open (`reconcile`), so a stored positive
+//! always ends with its case and a stored correction always ends with that case discarded.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+use redb::TableDefinition;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::health::Health;
+
+/// Samples by id (postcard `Sample`).
+const SAMPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("samples");
+
+/// Default `--max-pool`.
+pub const DEFAULT_MAX_POOL: usize = 10;
+/// Samples and results are kept this long after `collected_at`.
+pub const SAMPLE_RETENTION_DAYS: i64 = 180;
+
+/// The kind of test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SampleKind {
+    Pcr,
+    Antigen,
+}
+
+impl SampleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleKind::Pcr => "pcr",
+            SampleKind::Antigen => "antigen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SampleKind> {
+        match s {
+            "pcr" => Some(SampleKind::Pcr),
+            "antigen" => Some(SampleKind::Antigen),
+            _ => None,
+        }
+    }
+}
+
+/// What the lab enters for a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LabResult {
+    Positive,
+    Negative,
+    Invalid,
+}
+
+impl LabResult {
+    pub const ALL: [LabResult; 3] = [LabResult::Positive, LabResult::Negative, LabResult::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabResult::Positive => "positive",
+            LabResult::Negative => "negative",
+            LabResult::Invalid => "invalid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LabResult> {
+        LabResult::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// One person's result of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberResult {
+    Pending,
+    Positive,
+    Negative,
+    Invalid,
+    /// A positive pool: the member must be re-sampled alone.
+    PoolPositive,
+}
+
+impl MemberResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberResult::Pending => "pending",
+            MemberResult::Positive => "positive",
+            MemberResult::Negative => "negative",
+            MemberResult::Invalid => "invalid",
+            MemberResult::PoolPositive => "pool_positive",
+        }
+    }
+}
+
+/// A stored sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: String,
+    pub kind: SampleKind,
+    /// As given (distinct).
+    pub persons: Vec<String>,
+    pub collected_at: i64,
+    pub site: Option<String>,
+    /// `None` while pending.
+    pub result: Option<LabResult>,
+    pub resulted_at: Option<i64>,
+}
+
+impl Sample {
+    pub fn pooled(&self) -> bool {
+        self.persons.len() > 1
+    }
+
+    /// The result each member has.
+    pub fn member_result(&self) -> MemberResult {
+        match (self.result, self.pooled()) {
+            (None, _) => MemberResult::Pending,
+            (Some(LabResult::Positive), true) => MemberResult::PoolPositive,
+            (Some(LabResult::Positive), false) => MemberResult::Positive,
+            (Some(LabResult::Negative), _) => MemberResult::Negative,
+            (Some(LabResult::Invalid), _) => MemberResult::Invalid,
+        }
+    }
+
+    /// The id of the case a one-person positive of this sample registers.
+    pub fn case_id(&self) -> String {
+        format!("sample:{}", self.id)
+    }
+}
+
+/// A sample registration (`POST /v1/samples`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSample {
+    pub id: String,
+    pub kind: SampleKind,
+    pub persons: Vec<String>,
+    pub collected_at: Option<i64>,
+    pub site: Option<String>,
+}
+
+/// One of a person's results (`GET /v1/persons/{id}/results`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonResult {
+    pub sample: String,
+    pub kind: SampleKind,
+    pub collected_at: i64,
+    pub site: Option<String>,
+    pub pooled: bool,
+    pub result: MemberResult,
+    pub resulted_at: Option<i64>,
+}
+
+/// Every sample in memory, with each person's samples.
+#[derive(Default)]
+pub(crate) struct Samples {
+    inner: Mutex<SamplesState>,
+}
+
+#[derive(Default)]
+struct SamplesState {
+    by_id: BTreeMap<String, Sample>,
+    by_person: FxHashMap<String, Vec<String>>,
+}
+
+impl SamplesState {
+    fn insert(&mut self, s: Sample) {
+        if !self.by_id.contains_key(&s.id) {
+            for p in &s.persons {
+                self.by_person
+                    .entry(p.clone())
+                    .or_default()
+                    .push(s.id.clone());
+            }
+        }
+        self.by_id.insert(s.id.clone(), s);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(s) = self.by_id.remove(id) {
+            for p in &s.persons {
+                if let Some(list) = self.by_person.get_mut(p) {
+                    list.retain(|x| x != id);
+                    if list.is_empty() {
+                        self.by_person.remove(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn of_person(&self, person: &str) -> impl Iterator<Item = &Sample> {
+        self.by_person
+            .get(person)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+    }
+}
+
+impl Samples {
+    pub(crate) fn load(store: &crate::store::Store) -> Result<Samples> {
+        let mut st = SamplesState::default();
+        for s in store.all::<Sample>(SAMPLES)? {
+            st.insert(s);
+        }
+        Ok(Samples {
+            inner: Mutex::new(st),
+        })
+    }
+
+    /// Every one-person sample with a result, for the repair at open.
+    fn resulted_single(&self) -> Vec<Sample> {
+        let st = self.inner.lock();
+        st.by_id
+            .values()
+            .filter(|s| !s.pooled() && s.result.is_some())
+            .cloned()
+            .collect()
+    }
+}
+
+fn valid_sample_id(id: &str) -> bool {
+    engine::is_valid_venue_id(id)
+}
+
+impl Health {
+    /// Registers a sample (`POST /v1/samples`), durably. Returns it and whether it was created
+    /// (`false`: an identical retry).
+    pub fn register_sample(&self, request: NewSample) -> Result<(Sample, bool)> {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        if !valid_sample_id(&request.id) {
+            return Err(Error::Invalid(
+                "id must be 1-64 bytes of [A-Za-z0-9._:-]".into(),
+            ));
+        }
+        if request.persons.is_empty() || request.persons.len() > inner.max_pool {
+            return Err(Error::Invalid(format!(
+                "persons must list 1 to {} persons",
+                inner.max_pool
+            )));
+        }
+        for (i, p) in request.persons.iter().enumerate() {
+            if !engine::is_valid_person_id(p) {
+                return Err(Error::Invalid(format!(
+                    "persons[{i}] must be 1-64 bytes of [A-Za-z0-9._:+-]"
+                )));
+            }
+            if request.persons[..i].contains(p) {
+                return Err(Error::Invalid(format!(
+                    "persons[{i}] ({p}) is listed twice"
+                )));
+            }
+        }
+        if let Some(site) = &request.site {
+            if inner.engine.venue(site).is_none() {
+                return Err(Error::Invalid(format!(
+                    "site {site} is not a registered venue"
+                )));
+            }
+        }
+        let oldest = now - i64::from(inner.engine.config().retention_days) * 86_400;
+        if let Some(t) = request.collected_at {
+            if t < oldest || t > now + 300 {
+                return Err(Error::Invalid(format!(
+                    "collected_at must be within [{oldest}, {}]",
+                    now + 300
+                )));
+            }
+        }
+        let mut st = inner.samples.inner.lock();
+        if let Some(existing) = st.by_id.get(&request.id) {
+            let same_persons = {
+                let mut a = existing.persons.clone();
+                let mut b = request.persons.clone();
+                a.sort();
+                b.sort();
+                a == b
+            };
+            if existing.kind == request.kind
+                && existing.site == request.site
+                && same_persons
+                && request
+                    .collected_at
+                    .is_none_or(|t| t == existing.collected_at)
+            {
+                return Ok((existing.clone(), false));
+            }
+            return Err(Error::Conflict(format!(
+                "sample {} is already registered with other fields",
+                request.id
+            )));
+        }
+        let sample = Sample {
+            id: request.id,
+            kind: request.kind,
+            persons: request.persons,
+            collected_at: request.collected_at.unwrap_or(now),
+            site: request.site,
+            result: None,
+            resulted_at: None,
+        };
+        inner
+            .store
+            .put_all(SAMPLES, [(sample.id.as_str(), &sample)])?;
+        st.insert(sample.clone());
+        Ok((sample, true))
+    }
+
+    /// One sample.
+    pub fn sample(&self, id: &str) -> Option<Sample> {
+        self.inner.samples.inner.lock().by_id.get(id).cloned()
+    }
+
+    /// Enters (or corrects) a sample's result (`POST /v1/samples/{id}/result`), durably, and
+    /// registers, discards or restores the case a one-person positive stands for. Returns the
+    /// sample and whether its result changed.
+    pub fn enter_result(
+        &self,
+        id: &str,
+        result: LabResult,
+        resulted_at: Option<i64>,
+    ) -> Result<(Sample, bool)> {
+        let inner = &self.inner;
+        let now = inner.engine.now();
+        let sample = {
+            let mut st = inner.samples.inner.lock();
+            let Some(existing) = st.by_id.get(id) else {
+                return Err(Error::NotFound(format!("no sample {id}")));
+            };
+            if existing.result == Some(result) {
+                return Ok((existing.clone(), false));
+            }
+            let at = resulted_at.unwrap_or(now);
+            if at < existing.collected_at {
+                return Err(Error::Invalid(format!(
+                    "resulted_at must not be before collected_at ({})",
+                    existing.collected_at
+                )));
+            }
+            if at > now + 300 {
+                return Err(Error::Invalid(
+                    "resulted_at is more than 300 s in the future".into(),
+                ));
+            }
+            let mut updated = existing.clone();
+            updated.result = Some(result);
+            updated.resulted_at = Some(at);
+            inner
+                .store
+                .put_all(SAMPLES, [(updated.id.as_str(), &updated)])?;
+            st.insert(updated.clone());
+            updated
+        };
+        self.settle_sample_case(&sample, true)?;
+        Ok((sample, true))
+    }
+
+    /// Makes the case of a one-person sample agree with its result. `restore`: a discarded case
+    /// of a positive becomes active again (a correction corrected); at open, where nothing new
+    /// happened, a discarded case stays discarded.
+    fn settle_sample_case(&self, sample: &Sample, restore: bool) -> Result<()> {
+        if sample.pooled() {
+            return Ok(());
+        }
+        let (Some(result), Some(resulted_at)) = (sample.result, sample.resulted_at) else {
+            return Ok(());
+        };
+        let person = &sample.persons[0];
+        if result == LabResult::Positive {
+            if !restore && self.case(&sample.case_id()).is_some() {
+                return Ok(());
+            }
+            self.register_sample_case(&sample.case_id(), person, sample.collected_at, resulted_at)
+        } else {
+            self.discard_sample_case(&sample.case_id())
+        }
+    }
+
+    /// A person's results, ascending by `collected_at`, then sample id.
+    pub fn results(&self, person: &str) -> Vec<PersonResult> {
+        let st = self.inner.samples.inner.lock();
+        let mut out: Vec<PersonResult> = st
+            .of_person(person)
+            .map(|s| PersonResult {
+                sample: s.id.clone(),
+                kind: s.kind,
+                collected_at: s.collected_at,
+                site: s.site.clone(),
+                pooled: s.pooled(),
+                result: s.member_result(),
+                resulted_at: s.resulted_at,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.collected_at
+                .cmp(&b.collected_at)
+                .then_with(|| a.sample.cmp(&b.sample))
+        });
+        out
+    }
+
+    /// Whether `person` has a `pool_positive` not yet resolved by a later one-person sample
+    /// whose result is positive or negative.
+    pub fn has_unresolved_pool_positive(&self, person: &str) -> bool {
+        let st = self.inner.samples.inner.lock();
+        let samples: Vec<&Sample> = st.of_person(person).collect();
+        samples
+            .iter()
+            .filter(|s| s.member_result() == MemberResult::PoolPositive)
+            .any(|pool| {
+                !samples.iter().any(|s| {
+                    !s.pooled()
+                        && s.collected_at > pool.collected_at
+                        && matches!(
+                            s.member_result(),
+                            MemberResult::Positive | MemberResult::Negative
+                        )
+                })
+            })
+    }
+
+    /// Whether `person` has a `negative` result of a sample collected at or after `since`.
+    pub fn has_negative_since(&self, person: &str, since: i64) -> bool {
+        let st = self.inner.samples.inner.lock();
+        let found = st
+            .of_person(person)
+            .any(|s| s.member_result() == MemberResult::Negative && s.collected_at >= since);
+        found
+    }
+
+    /// `(samples collected after since, samples whose current result is positive with
+    /// resulted_at after since)` (the summary's 24-hour figures).
+    pub fn sample_counts_since(&self, since: i64) -> (u64, u64) {
+        let st = self.inner.samples.inner.lock();
+        let collected = st.by_id.values().filter(|s| s.collected_at > since).count() as u64;
+        let positive = st
+            .by_id
+            .values()
+            .filter(|s| {
+                s.result == Some(LabResult::Positive) && s.resulted_at.is_some_and(|t| t > since)
+            })
+            .count() as u64;
+        (collected, positive)
+    }
+
+    /// Every one-person positive or negative result of `person`: (kind, collected_at, positive).
+    pub fn definite_results(&self, person: &str) -> Vec<(SampleKind, i64, bool)> {
+        self.results(person)
+            .into_iter()
+            .filter(|r| !r.pooled)
+            .filter_map(|r| match r.result {
+                MemberResult::Positive => Some((r.kind, r.collected_at, true)),
+                MemberResult::Negative => Some((r.kind, r.collected_at, false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Drops samples collected more than 180 days ago (memory and database).
+    pub(crate) fn purge_samples(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let cutoff = inner.engine.now() - SAMPLE_RETENTION_DAYS * 86_400;
+        let mut st = inner.samples.inner.lock();
+        let old: Vec<String> = st
+            .by_id
+            .values()
+            .filter(|s| s.collected_at < cutoff)
+            .map(|s| s.id.clone())
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        inner
+            .store
+            .delete_all(SAMPLES, old.iter().map(String::as_str))?;
+        for id in &old {
+            st.remove(id);
+        }
+        Ok(old.len())
+    }
+
+    /// Repairs what a crash between a result and its case may have left (at open).
+    pub(crate) fn reconcile_samples(&self) -> Result<()> {
+        for s in self.inner.samples.resulted_single() {
+            self.settle_sample_case(&s, false)?;
+        }
+        Ok(())
+    }
+}

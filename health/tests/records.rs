@@ -1,0 +1,663 @@
+//! Samples and results (pooled propagation, corrections, the cases they register, discard and
+//! restore), pool-positive resolution, declarations and follow-ups, the health pass (one test per
+//! rule and their order), the summary, notices and areas, through the `Health` API over a real
+//! engine.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../engine/tests/model/mod.rs"]
+mod model;
+
+use engine::Action;
+use health::*;
+use model::{Harness, Scan, T0};
+
+const DAY: i64 = 86_400;
+
+struct World {
+    h: Harness,
+    health: Health,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let venues = vec![
+        ("SITE".to_string(), Some(3600)),
+        ("V".to_string(), Some(3600)),
+    ];
+    let h = Harness::open(&venues, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let health = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    World {
+        h,
+        health,
+        _dir: dir,
+    }
+}
+
+fn sample(id: &str, persons: &[&str], collected_at: i64) -> NewSample {
+    NewSample {
+        id: id.into(),
+        kind: SampleKind::Pcr,
+        persons: persons.iter().map(|p| p.to_string()).collect(),
+        collected_at: Some(collected_at),
+        site: Some("SITE".into()),
+    }
+}
+
+#[test]
+fn sample_registration_retries_and_conflicts() {
+    let w = world();
+    let (s, created) = w
+        .health
+        .register_sample(sample("T1", &["a", "b"], T0 - 60))
+        .unwrap();
+    assert!(created);
+    assert!(s.pooled());
+    assert_eq!(s.member_result(), MemberResult::Pending);
+    // Same id, kind, site and set of persons (another order), same collected_at: a retry.
+    let (again, created) = w
+        .health
+        .register_sample(sample("T1", &["b", "a"], T0 - 60))
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again, s);
+    // Without collected_at it still matches.
+    let mut no_time = sample("T1", &["a", "b"], 0);
+    no_time.collected_at = None;
+    assert!(!w.health.register_sample(no_time).unwrap().1);
+    for other in [
+        sample("T1", &["a"], T0 - 60),
+        sample("T1", &["a", "b"], T0 - 61),
+        NewSample {
+            kind: SampleKind::Antigen,
+            ..sample("T1", &["a", "b"], T0 - 60)
+        },
+        NewSample {
+            site: None,
+            ..sample("T1", &["a", "b"], T0 - 60)
+        },
+    ] {
+        assert!(matches!(
+            w.health.register_sample(other),
+            Err(Error::Conflict(_))
+        ));
+    }
+    // Bad input.
+    let eleven: Vec<String> = (0..11).map(|i| format!("p{i}")).collect();
+    let eleven: Vec<&str> = eleven.iter().map(String::as_str).collect();
+    for bad in [
+        sample("T/2", &["a"], T0),
+        sample("T2", &[], T0),
+        sample("T2", &eleven, T0),
+        sample("T2", &["a", "a"], T0),
+        sample("T2", &["not a person"], T0),
+        sample("T2", &["a"], T0 + 301),
+        sample("T2", &["a"], T0 - 22 * DAY),
+        NewSample {
+            site: Some("NOWHERE".into()),
+            ..sample("T2", &["a"], T0)
+        },
+    ] {
+        assert!(matches!(
+            w.health.register_sample(bad),
+            Err(Error::Invalid(_))
+        ));
+    }
+    assert!(w.health.sample("T2").is_none());
+}
+
+#[test]
+fn a_pooled_positive_marks_every_member_and_registers_no_case() {
+    let w = world();
+    w.health
+        .register_sample(sample("POOL", &["a", "b", "c"], T0 - 3600))
+        .unwrap();
+    let (s, changed) = w
+        .health
+        .enter_result("POOL", LabResult::Positive, Some(T0 - 60))
+        .unwrap();
+    assert!(changed);
+    assert_eq!(s.result, Some(LabResult::Positive));
+    for p in ["a", "b", "c"] {
+        let r = w.health.results(p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].result, MemberResult::PoolPositive);
+        assert!(r[0].pooled);
+        assert!(w.health.has_unresolved_pool_positive(p));
+        assert_eq!(w.health.pass(p).basis, PassBasis::PoolPositive);
+    }
+    assert!(w.health.cases(None, None).is_empty());
+    // Resolution: a later one-person sample with a definite result; `invalid` resolves nothing,
+    // and one collected before the pool resolves nothing either.
+    w.health
+        .register_sample(sample("A-EARLY", &["a"], T0 - 7200))
+        .unwrap();
+    w.health
+        .enter_result("A-EARLY", LabResult::Negative, Some(T0 - 60))
+        .unwrap();
+    assert!(w.health.has_unresolved_pool_positive("a"));
+    w.health
+        .register_sample(sample("A-INV", &["a"], T0 - 30))
+        .unwrap();
+    w.health
+        .enter_result("A-INV", LabResult::Invalid, None)
+        .unwrap();
+    assert!(w.health.has_unresolved_pool_positive("a"));
+    w.health
+        .register_sample(sample("A-NEG", &["a"], T0 - 20))
+        .unwrap();
+    w.health
+        .enter_result("A-NEG", LabResult::Negative, None)
+        .unwrap();
+    assert!(!w.health.has_unresolved_pool_positive("a"));
+    // Results list ascending by collected_at, then id.
+    let ids: Vec<String> = w
+        .health
+        .results("a")
+        .into_iter()
+        .map(|r| r.sample)
+        .collect();
+    assert_eq!(ids, ["A-EARLY", "POOL", "A-INV", "A-NEG"]);
+    // A pooled negative gives each member `negative`.
+    w.health
+        .register_sample(sample("POOL2", &["x", "y"], T0 - 100))
+        .unwrap();
+    w.health
+        .enter_result("POOL2", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(w.health.results("y")[0].result, MemberResult::Negative);
+}
+
+#[test]
+fn a_one_person_positive_registers_a_case_and_corrections_discard_and_restore_it() {
+    let w = world();
+    // The person was at V with a contact.
+    w.h.engine
+        .ingest(vec![
+            Scan::new("pos", "V", T0 - 5000, Action::In).item(),
+            Scan::new("near", "V", T0 - 4900, Action::In).item(),
+        ])
+        .unwrap();
+    w.health
+        .register_sample(sample("S1", &["pos"], T0 - 600))
+        .unwrap();
+    assert!(matches!(
+        w.health
+            .enter_result("S1", LabResult::Positive, Some(T0 - 601)),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        w.health
+            .enter_result("S1", LabResult::Positive, Some(T0 + 301)),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        w.health.enter_result("NOPE", LabResult::Positive, None),
+        Err(Error::NotFound(_))
+    ));
+    w.health
+        .enter_result("S1", LabResult::Positive, Some(T0 - 60))
+        .unwrap();
+    let case = w.health.case("sample:S1").unwrap();
+    assert_eq!(case.case.source, "sample:S1");
+    assert_eq!(case.case.sampled_at, T0 - 600);
+    assert_eq!(case.case.isolated_at, T0 - 60);
+    assert_eq!(case.case.status, CaseStatus::Active);
+    assert_eq!(case.f1, 1);
+    assert_eq!(w.health.status("near").tier, Tier::F1);
+    assert_eq!(w.health.pass("pos").basis, PassBasis::Case);
+    // The same result again changes nothing.
+    let (_, changed) = w
+        .health
+        .enter_result("S1", LabResult::Positive, None)
+        .unwrap();
+    assert!(!changed);
+    // A correction discards the case.
+    w.health
+        .enter_result("S1", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(
+        w.health.case("sample:S1").unwrap().case.status,
+        CaseStatus::Discarded
+    );
+    assert_eq!(w.health.status("near").tier, Tier::None);
+    assert_eq!(w.health.results("pos")[0].result, MemberResult::Negative);
+    // Positive again: the same case is active again, with its contacts.
+    w.health
+        .enter_result("S1", LabResult::Positive, None)
+        .unwrap();
+    let again = w.health.case("sample:S1").unwrap();
+    assert_eq!(again.case.status, CaseStatus::Active);
+    assert_eq!(again.f1, 1);
+    assert_eq!(w.health.status("near").tier, Tier::F1);
+    // A person who already has an active case gets no second one.
+    w.health
+        .register_sample(sample("S2", &["pos"], T0 - 300))
+        .unwrap();
+    w.health
+        .enter_result("S2", LabResult::Positive, None)
+        .unwrap();
+    assert!(w.health.case("sample:S2").is_none());
+}
+
+#[test]
+fn a_restart_keeps_samples_results_and_their_cases() {
+    let venues = vec![("SITE".to_string(), Some(3600))];
+    let h = Harness::open(&venues, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let health = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    health
+        .register_sample(sample("S1", &["pos"], T0 - 600))
+        .unwrap();
+    health
+        .enter_result("S1", LabResult::Positive, None)
+        .unwrap();
+    health
+        .register_sample(sample("P1", &["a", "b"], T0 - 600))
+        .unwrap();
+    // Discarded by hand (registered in error): a restart must not bring it back.
+    health
+        .register_sample(sample("S3", &["other"], T0 - 600))
+        .unwrap();
+    health
+        .enter_result("S3", LabResult::Positive, None)
+        .unwrap();
+    health
+        .update_case("sample:S3", CaseChange::Discard)
+        .unwrap();
+    health.shutdown();
+    drop(health);
+    let again = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        again.sample("S1").unwrap().result,
+        Some(LabResult::Positive)
+    );
+    assert_eq!(again.sample("P1").unwrap().result, None);
+    assert_eq!(again.status("pos").tier, Tier::F0);
+    assert_eq!(
+        again.case("sample:S3").unwrap().case.status,
+        CaseStatus::Discarded
+    );
+}
+
+#[test]
+fn pass_rules_hold_in_order() {
+    let w = world();
+    let now = T0;
+    // Rule 8: nothing at all.
+    assert_eq!(w.health.pass("nobody").color, PassColor::Red);
+    assert_eq!(w.health.pass("nobody").basis, PassBasis::NoRecord);
+    assert_eq!(w.health.pass("nobody").as_of, now);
+    // Rule 7: a negative of a sample collected at or after now - 72 h (not one before).
+    w.health
+        .register_sample(sample("NEG-OLD", &["t"], now - 72 * 3600 - 1))
+        .unwrap();
+    w.health
+        .enter_result("NEG-OLD", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(w.health.pass("t").basis, PassBasis::NoRecord);
+    w.health
+        .register_sample(sample("NEG", &["t"], now - 72 * 3600))
+        .unwrap();
+    w.health
+        .enter_result("NEG", LabResult::Negative, None)
+        .unwrap();
+    let p = w.health.pass("t");
+    assert_eq!(
+        (p.color, p.basis),
+        (PassColor::Yellow, PassBasis::NegativeTest)
+    );
+    // Rule 5 beats 7: a recovered case within 180 days.
+    w.health
+        .register_case(NewCase {
+            id: Some("R".into()),
+            person: "t".into(),
+            sampled_at: now - 20 * DAY,
+            ..NewCase::default()
+        })
+        .unwrap();
+    // Rule 1 while active.
+    let p = w.health.pass("t");
+    assert_eq!((p.color, p.basis), (PassColor::Red, PassBasis::Case));
+    w.health
+        .update_case(
+            "R",
+            CaseChange::Recover {
+                at: Some(now - 10 * DAY),
+            },
+        )
+        .unwrap();
+    let p = w.health.pass("t");
+    assert_eq!((p.color, p.basis), (PassColor::Green, PassBasis::Recovered));
+    // Rule 3 beats 5: an unresolved pool positive.
+    w.health
+        .register_sample(sample("POOL", &["t", "u"], now - 3600))
+        .unwrap();
+    w.health
+        .enter_result("POOL", LabResult::Positive, None)
+        .unwrap();
+    let p = w.health.pass("t");
+    assert_eq!(
+        (p.color, p.basis),
+        (PassColor::Red, PassBasis::PoolPositive)
+    );
+    // A later one-person negative resolves it: back to recovered.
+    w.health
+        .register_sample(sample("T-ALONE", &["t"], now - 60))
+        .unwrap();
+    w.health
+        .enter_result("T-ALONE", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(w.health.pass("t").basis, PassBasis::Recovered);
+    // A recovery older than 180 days does not count.
+    w.h.clock.set(now - 10 * DAY + 181 * DAY);
+    assert_ne!(w.health.pass("t").basis, PassBasis::Recovered);
+}
+
+#[test]
+fn f1_is_red_and_f2_turns_green_to_yellow() {
+    let w = world();
+    w.h.engine
+        .ingest(vec![
+            Scan::new("case", "V", T0 - 10_000, Action::In).item(),
+            Scan::new("f1", "V", T0 - 10_000, Action::In).item(),
+            Scan::new("f1", "SITE", T0 - 5_000, Action::In).item(),
+            Scan::new("f2", "SITE", T0 - 5_000, Action::In).item(),
+        ])
+        .unwrap();
+    w.health
+        .register_case(NewCase {
+            person: "case".into(),
+            sampled_at: T0 - 100,
+            ..NewCase::default()
+        })
+        .unwrap();
+    assert_eq!(w.health.status("f1").tier, Tier::F1);
+    assert_eq!(w.health.status("f2").tier, Tier::F2);
+    let p = w.health.pass("f1");
+    assert_eq!((p.color, p.basis), (PassColor::Red, PassBasis::F1));
+    // F2 with only a negative test stays yellow with its own basis (the downgrade is for green).
+    w.health
+        .register_sample(sample("N", &["f2"], T0 - 60))
+        .unwrap();
+    w.health
+        .enter_result("N", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(w.health.pass("f2").basis, PassBasis::NegativeTest);
+    // F2 and green (recovered) becomes yellow, basis f2.
+    w.health
+        .register_case(NewCase {
+            id: Some("OLD".into()),
+            person: "f2".into(),
+            sampled_at: T0 - 15 * DAY,
+            isolated_at: Some(T0 - 15 * DAY),
+            ..NewCase::default()
+        })
+        .unwrap();
+    w.health
+        .update_case(
+            "OLD",
+            CaseChange::Recover {
+                at: Some(T0 - 5 * DAY),
+            },
+        )
+        .unwrap();
+    let p = w.health.pass("f2");
+    assert_eq!((p.color, p.basis), (PassColor::Yellow, PassBasis::F2));
+}
+
+#[test]
+fn declarations_and_followups() {
+    let w = world();
+    let decl = |person: &str, ts: i64, symptoms: &[&str], exposure: bool| NewDeclaration {
+        person: person.into(),
+        ts: Some(ts),
+        symptoms: symptoms.iter().map(|s| s.to_string()).collect(),
+        exposure,
+        travel: vec![],
+    };
+    let d = w
+        .health
+        .declare(decl("s1", T0 - 100, &["fever", "cough", "fever"], true))
+        .unwrap();
+    assert_eq!(d.symptoms, [Symptom::Fever, Symptom::Cough]);
+    assert!(d.id.starts_with('D'));
+    for bad in [
+        decl("s1", T0, &["headache"], false),
+        decl("bad person", T0, &[], false),
+        decl("s1", T0 + 301, &[], false),
+        decl("s1", T0 - 22 * DAY, &[], false),
+        NewDeclaration {
+            travel: vec![Travel {
+                from: "Soc Trang".into(),
+                to: "Can Tho".into(),
+                date: "2026-02-30".into(),
+            }],
+            ..decl("s1", T0, &[], false)
+        },
+        NewDeclaration {
+            travel: vec![Travel {
+                from: "".into(),
+                to: "Can Tho".into(),
+                date: "2026-02-03".into(),
+            }],
+            ..decl("s1", T0, &[], false)
+        },
+    ] {
+        assert!(matches!(w.health.declare(bad), Err(Error::Invalid(_))));
+    }
+    // s2: symptoms but no other reason; s3: symptoms 15 days ago (too old) and exposure now;
+    // s4: symptoms and an unresolved pool positive; s5: symptoms and F1.
+    w.health
+        .declare(decl("s2", T0 - 50, &["fatigue"], false))
+        .unwrap();
+    w.health
+        .declare(decl("s3", T0 - 15 * DAY, &["fever"], false))
+        .unwrap();
+    w.health.declare(decl("s3", T0 - 10, &[], true)).unwrap();
+    w.health
+        .declare(decl("s4", T0 - 30, &["sore_throat"], false))
+        .unwrap();
+    w.health
+        .register_sample(sample("P", &["s4", "zz"], T0 - 1000))
+        .unwrap();
+    w.health
+        .enter_result("P", LabResult::Positive, None)
+        .unwrap();
+    w.h.engine
+        .ingest(vec![
+            Scan::new("k", "V", T0 - 9000, Action::In).item(),
+            Scan::new("s5", "V", T0 - 9000, Action::In).item(),
+        ])
+        .unwrap();
+    w.health
+        .register_case(NewCase {
+            person: "k".into(),
+            sampled_at: T0 - 100,
+            ..NewCase::default()
+        })
+        .unwrap();
+    w.health
+        .declare(decl(
+            "s5",
+            T0 - 100,
+            &["loss_of_taste_or_smell", "cough"],
+            false,
+        ))
+        .unwrap();
+    let f = w.health.followups();
+    let got: Vec<(&str, Tier, Vec<Symptom>, i64)> = f
+        .iter()
+        .map(|x| {
+            (
+                x.person.as_str(),
+                x.tier,
+                x.symptoms.clone(),
+                x.last_declared,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("s4", Tier::None, vec![Symptom::SoreThroat], T0 - 30),
+            (
+                "s1",
+                Tier::None,
+                vec![Symptom::Fever, Symptom::Cough],
+                T0 - 100
+            ),
+            (
+                "s5",
+                Tier::F1,
+                vec![Symptom::Cough, Symptom::LossOfTasteOrSmell],
+                T0 - 100
+            ),
+        ]
+    );
+}
+
+#[test]
+fn summary_counts_what_the_contract_lists() {
+    let w = world();
+    w.h.engine
+        .ingest(vec![
+            Scan::new("c", "V", T0 - 3000, Action::In).item(),
+            Scan::new("f", "V", T0 - 3000, Action::In).item(),
+            Scan::new("old", "V", T0 - 2 * DAY, Action::In).item(),
+        ])
+        .unwrap();
+    w.health
+        .register_case(NewCase {
+            person: "c".into(),
+            sampled_at: T0 - 60,
+            ..NewCase::default()
+        })
+        .unwrap();
+    w.health
+        .register_case(NewCase {
+            id: Some("OLD".into()),
+            person: "x".into(),
+            sampled_at: T0 - 8 * DAY,
+            ..NewCase::default()
+        })
+        .unwrap();
+    w.health
+        .register_case(NewCase {
+            id: Some("GONE".into()),
+            person: "y".into(),
+            sampled_at: T0 - 60,
+            ..NewCase::default()
+        })
+        .unwrap();
+    w.health.update_case("GONE", CaseChange::Discard).unwrap();
+    w.health
+        .register_sample(sample("S", &["q"], T0 - 100))
+        .unwrap();
+    w.health
+        .register_sample(sample("POOL", &["q", "r"], T0 - 100))
+        .unwrap();
+    w.health
+        .enter_result("POOL", LabResult::Positive, None)
+        .unwrap();
+    w.health
+        .register_sample(sample("OLD-S", &["q"], T0 - 2 * DAY))
+        .unwrap();
+    let s = w.health.summary();
+    assert_eq!(s.as_of, T0);
+    assert_eq!(s.cases_active, 2);
+    assert_eq!(
+        s.cases_new_24h, 2,
+        "OLD counts (registered now), GONE does not"
+    );
+    assert_eq!(s.cases_7d, 1, "only c: OLD was sampled 8 days ago");
+    assert_eq!((s.f1, s.f2), (1, 0));
+    assert_eq!(s.scans_24h, 2);
+    assert_eq!(s.samples_24h, 2);
+    assert_eq!(s.positive_24h, 1);
+    assert_eq!(s.present, w.h.engine.stats().present);
+}
+
+#[test]
+fn notices_newest_first_and_only_once_published() {
+    let w = world();
+    let n1 = w
+        .health
+        .publish_notice(
+            NoticeKind::Directive,
+            "Chỉ thị 16".into(),
+            "Ở nhà.".into(),
+            None,
+        )
+        .unwrap();
+    let n2 = w
+        .health
+        .publish_notice(NoticeKind::News, "Tin".into(), "".into(), Some(T0 + 3600))
+        .unwrap();
+    let n3 = w
+        .health
+        .publish_notice(NoticeKind::News, "Cũng lúc đó".into(), "x".into(), Some(T0))
+        .unwrap();
+    let ids: Vec<String> = w.health.notices().into_iter().map(|n| n.id).collect();
+    assert_eq!(
+        ids,
+        [n1.id.clone(), n3.id.clone()],
+        "ties by id, future hidden"
+    );
+    w.h.clock.set(T0 + 3600);
+    let ids: Vec<String> = w.health.notices().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, [n2.id, n1.id, n3.id]);
+    assert!(matches!(
+        w.health
+            .publish_notice(NoticeKind::News, " ".into(), "x".into(), None),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn areas_count_cases_below_them() {
+    let w = world();
+    w.health
+        .register_areas(vec![
+            AreaInput {
+                id: "ST".into(),
+                name: "Sóc Trăng".into(),
+                population: 100_000,
+                parent: None,
+            },
+            AreaInput {
+                id: "ST-1".into(),
+                name: "TP Sóc Trăng".into(),
+                population: 10_000,
+                parent: Some("ST".into()),
+            },
+        ])
+        .unwrap();
+    for (i, area) in ["ST-1", "ST-1", "ST"].iter().enumerate() {
+        w.health
+            .register_case(NewCase {
+                person: format!("p{i}"),
+                sampled_at: T0 - 60,
+                area: Some(area.to_string()),
+                ..NewCase::default()
+            })
+            .unwrap();
+    }
+    assert!(matches!(
+        w.health.register_case(NewCase {
+            person: "q".into(),
+            sampled_at: T0,
+            area: Some("NOPE".into()),
+            ..NewCase::default()
+        }),
+        Err(Error::Invalid(_))
+    ));
+    let views = w.health.area_views();
+    let st = views.iter().find(|v| v.area.id == "ST").unwrap();
+    let st1 = views.iter().find(|v| v.area.id == "ST-1").unwrap();
+    assert_eq!((st.cases_7d, st1.cases_7d), (3, 2));
+    assert!((st.rate_per_100k - 3.0).abs() < 1e-9);
+    assert!((st1.rate_per_100k - 20.0).abs() < 1e-9);
+    // No doses: coverage 0, so one level up.
+    assert_eq!((st.level, st1.level), (2, 3));
+}
