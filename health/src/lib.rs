@@ -40,3 +40,7 @@ pub use samples::{
 };
 pub use sites::{ExposureSite, SITE_GRANULARITY_S};
 pub use tiers::{PersonStatus, Tier};
+pub use vaccinations::{
+    vaccine, Dose, DoseInput, DoseItem, DoseOutcome, DoseReject, Vaccine, MAX_DOSE,
+    MAX_DOSE_TEXT_BYTES, MIN_ADMINISTERED_AT, VACCINES,
+};

@@ -245,6 +245,30 @@ struct Candidate {
     area: Option<String>,
 }
 
+impl StoredDose {
+    fn borrowed(&self) -> StoredDoseRef<'_> {
+        StoredDoseRef {
+            vaccine: &self.vaccine,
+            administered_at: self.administered_at,
+            lot: self.lot.as_deref(),
+            site: self.site.as_deref(),
+            area: self.area.as_deref(),
+        }
+    }
+}
+
+impl Candidate {
+    fn fields(&self) -> StoredDoseRef<'_> {
+        StoredDoseRef {
+            vaccine: self.vaccine,
+            administered_at: self.administered_at,
+            lot: self.lot.as_deref(),
+            site: self.site.as_deref(),
+            area: self.area.as_deref(),
+        }
+    }
+}
+
 impl Rec {
     fn matches(&self, c: &Candidate) -> bool {
         &*self.vaccine == c.vaccine
@@ -347,23 +371,14 @@ impl State {
     }
 
     /// Adds a dose not stored before (its `(person, dose)` is new).
-    fn add(
-        &mut self,
-        person: &str,
-        dose: u8,
-        vaccine: &str,
-        administered_at: i64,
-        lot: Option<&str>,
-        site: Option<&str>,
-        area: Option<&str>,
-    ) {
+    fn add(&mut self, person: &str, dose: u8, d: &StoredDoseRef<'_>) {
         let rec = Rec {
             dose,
-            vaccine: self.intern(vaccine),
-            administered_at,
-            lot: lot.map(Box::from),
-            site: site.map(Box::from),
-            area: area.map(|a| self.intern(a)),
+            vaccine: self.intern(d.vaccine),
+            administered_at: d.administered_at,
+            lot: d.lot.map(Box::from),
+            site: d.site.map(Box::from),
+            area: d.area.map(|a| self.intern(a)),
         };
         let (before_full, before_set) = match self.persons.get(person) {
             Some(recs) => (full_at(recs), area_set(recs)),
@@ -450,24 +465,13 @@ impl Vaccinations {
         };
         {
             let mut st = out.state.write();
-            for row in table
-                .iter()
-                .map_err(|e| Error::store("reading doses", e))?
-            {
+            for row in table.iter().map_err(|e| Error::store("reading doses", e))? {
                 let (key, value) = row.map_err(|e| Error::store("reading a dose", e))?;
                 let (person, dose) = key.value();
                 let d: StoredDose = postcard::from_bytes(value.value()).map_err(|e| {
                     Error::store(&format!("decoding dose {dose} of person {person}"), e)
                 })?;
-                st.add(
-                    person,
-                    dose,
-                    &d.vaccine,
-                    d.administered_at,
-                    d.lot.as_deref(),
-                    d.site.as_deref(),
-                    d.area.as_deref(),
-                );
+                st.add(person, dose, &d.borrowed());
             }
             tracing::info!(
                 doses = st.doses,
@@ -490,14 +494,8 @@ impl Vaccinations {
                 .open_table(DOSES)
                 .map_err(|e| Error::store("opening the doses table", e))?;
             for c in rows {
-                let bytes = postcard::to_allocvec(&StoredDoseRef {
-                    vaccine: c.vaccine,
-                    administered_at: c.administered_at,
-                    lot: c.lot.as_deref(),
-                    site: c.site.as_deref(),
-                    area: c.area.as_deref(),
-                })
-                .map_err(|e| Error::store("encoding a dose", e))?;
+                let bytes = postcard::to_allocvec(&c.fields())
+                    .map_err(|e| Error::store("encoding a dose", e))?;
                 table
                     .insert((c.person.as_str(), c.dose), bytes.as_slice())
                     .map_err(|e| Error::store("writing a dose", e))?;
@@ -589,15 +587,7 @@ impl crate::Health {
         Vaccinations::store(inner.store.db(), &fresh)?;
         let mut st = v.state.write();
         for c in &fresh {
-            st.add(
-                &c.person,
-                c.dose,
-                c.vaccine,
-                c.administered_at,
-                c.lot.as_deref(),
-                c.site.as_deref(),
-                c.area.as_deref(),
-            );
+            st.add(&c.person, c.dose, &c.fields());
         }
         *v.by_area.lock() = None;
         Ok(outcome)
@@ -774,11 +764,9 @@ mod tests {
 
     #[test]
     fn the_vaccine_list_is_documented() {
-        let doc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/vaccines.md"
-        ))
-        .unwrap();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vaccines.md"))
+                .unwrap();
         for v in VACCINES {
             let row = doc
                 .lines()
@@ -841,7 +829,10 @@ mod tests {
         assert_eq!(w.health.vaccination_counts(T0), (1, 0));
         // The checks follow the clock.
         w.clock.advance(1);
-        assert_eq!(w.record(vec![Ok(dose("p3", 1, PFIZER, T0 + 301))]).accepted, 1);
+        assert_eq!(
+            w.record(vec![Ok(dose("p3", 1, PFIZER, T0 + 301))]).accepted,
+            1
+        );
     }
 
     #[test]
