@@ -1,8 +1,10 @@
 //! checkin-loadtest as a library: the seeded dataset generator ([`gen`]), the dataset writers
-//! ([`dataset`]), the loopback-only target parsing ([`net`]), the HTTP load drivers ([`load`])
-//! and their latency/error report ([`report`]). The `checkin-loadtest` binary is a thin CLI over
-//! these; benches and end-to-end tests call them in-process.
+//! ([`dataset`]), the loopback-only target parsing ([`net`]), the HTTP load drivers ([`load`]),
+//! case registration during ingestion ([`cases`]) and their latency/error report ([`report`]).
+//! The `checkin-loadtest` binary is a thin CLI over these; benches and end-to-end tests call
+//! them in-process.
 
+pub mod cases;
 pub mod dataset;
 pub mod gen;
 pub mod http;
@@ -11,5 +13,6 @@ pub mod net;
 pub mod report;
 pub mod rng;
 
-pub use load::{run_ingest, run_trace, IngestOptions, TraceOptions};
+pub use cases::CaseOptions;
+pub use load::{run_ingest, run_ingest_with_cases, run_trace, IngestOptions, TraceOptions};
 pub use report::Report;

@@ -4,6 +4,7 @@
 //! from the scheduled time so a slow server cannot hide its queueing: no coordinated omission).
 //! Runs are always bounded (duration, scan or request count, end of input) and stop early on
 //! the `stop` flag (Ctrl-C in the binary). Live counters feed an indicatif progress bar.
+//! [`run_ingest_with_cases`] also registers cases while ingesting (see [`crate::cases`]).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -20,6 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{de::IgnoredAny, Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::cases::{register_cases, CaseOptions, CaseRecorder, CaseRun, CaseSignals, SentPersons};
 use crate::gen::{self, Generator, Ids, Params};
 use crate::http::{Answer, Conn, ConnSettings, SharedHttp2, TransportError};
 use crate::net::Target;
@@ -177,15 +179,21 @@ struct ScanSource {
     batch: usize,
     remaining: Option<u64>,
     line: Vec<u8>,
+    /// The persons sent so far, when cases are registered during the run.
+    sent: Option<Arc<Mutex<SentPersons>>>,
 }
 
 impl ScanSource {
-    /// Appends the next scan object (no newline) to `buf`; `false` at end of input.
-    fn next_scan(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+    /// Appends the next scan object (no newline) to `buf` (and notes it in `sent`); `false` at
+    /// end of input.
+    fn next_scan(&mut self, buf: &mut Vec<u8>, sent: Option<&mut SentPersons>) -> Result<bool> {
         match &mut self.input {
             ScanInput::Gen(g, ids) => match g.next() {
                 Some(s) => {
                     ids.write_json(buf, &s)?;
+                    if let Some(sent) = sent {
+                        sent.note_generated(s.person, s.ts);
+                    }
                     Ok(true)
                 }
                 None => Ok(false),
@@ -203,6 +211,9 @@ impl ScanSource {
                     continue;
                 }
                 buf.extend_from_slice(trimmed);
+                if let Some(sent) = sent {
+                    sent.note_line(trimmed);
+                }
                 return Ok(true);
             },
         }
@@ -218,11 +229,16 @@ impl JobSource for ScanSource {
         };
         let mut buf = Vec::with_capacity(want * 80);
         let mut n = 0usize;
+        // One lock per request, not per scan; a panic elsewhere cannot leave the record torn.
+        let sent = self.sent.clone();
+        let mut sent = sent
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
         while n < want {
             if n > 0 {
                 buf.push(b'\n');
             }
-            if !self.next_scan(&mut buf)? {
+            if !self.next_scan(&mut buf, sent.as_deref_mut())? {
                 if n > 0 {
                     buf.pop();
                 }
@@ -337,6 +353,8 @@ struct Ctx {
     /// Turns `true` when requests still in flight must be abandoned.
     cut: watch::Receiver<bool>,
     grace: Duration,
+    /// Cases registered so far, when the run registers cases.
+    cases_live: Option<Arc<AtomicU64>>,
 }
 
 /// Default [`Common::grace`]; after a stop request (Ctrl-C) requests in flight get
@@ -594,6 +612,9 @@ async fn ticker(ctx: Arc<Ctx>, pb: ProgressBar, bound: Bound, done: Arc<AtomicBo
                 msg.push_str(&format!("  {} scans/s", fmt_rate(sps)));
             }
             msg.push_str(&format!("  {} failed", fmt_count(failed)));
+            if let Some(c) = &ctx.cases_live {
+                msg.push_str(&format!("  {} cases", fmt_count(c.load(Ordering::Relaxed))));
+            }
             pb.set_message(msg);
             last = (now, req, acc);
         }
@@ -626,13 +647,28 @@ async fn cut_off(ctx: Arc<Ctx>, cut: watch::Sender<bool>, done: Arc<AtomicBool>)
     let _ = cut.send(true);
 }
 
-/// Runs the workers over `source` until a bound is hit; returns the merged recorder and the
-/// elapsed time.
+/// What a run measured: the workers' merged recorder, the elapsed time of the workers, and
+/// the case task's recorder when it registered cases.
+type Driven = (Recorder, Duration, Option<CaseRecorder>);
+
+/// The case task of a run, before its connection settings are known.
+struct CasePlan {
+    per_min: f64,
+    seed: u64,
+    retention_days: u32,
+    prefix: String,
+    token: Option<String>,
+    sent: Arc<Mutex<SentPersons>>,
+}
+
+/// Runs the workers over `source` until a bound is hit (and the case task beside them, if
+/// `cases`); returns the merged recorder, the elapsed time and the case recorder.
 async fn drive(
     common: &Common,
     source: Box<dyn JobSource>,
     bound: Bound,
-) -> Result<(Recorder, Duration)> {
+    cases: Option<CasePlan>,
+) -> Result<Driven> {
     if common.connections == 0 {
         bail!("connections must be at least 1");
     }
@@ -644,16 +680,47 @@ async fn drive(
     let settings = common.conn_settings();
     let start = Instant::now();
     let (cut_tx, cut_rx) = watch::channel(false);
+    let cases_live = cases.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
     let ctx = Arc::new(Ctx {
-        settings,
+        settings: settings.clone(),
         source: Mutex::new(source),
         source_error: Mutex::new(None),
         stop: common.stop.clone(),
         deadline: common.duration.map(|d| start + d),
         live: Live::default(),
-        cut: cut_rx,
+        cut: cut_rx.clone(),
         grace: common.grace,
+        cases_live: cases_live.clone(),
     });
+    let (ended_tx, ended_rx) = watch::channel(false);
+    let case_task = match (cases, cases_live) {
+        (Some(plan), Some(live)) => {
+            // Over HTTP/1.1 a connection of its own; with --http2 a stream of the one shared
+            // connection (the SharedHttp2 handle is cloned, not re-made).
+            let case_settings = Arc::new(ConnSettings {
+                token: plan.token.or_else(|| settings.token.clone()),
+                ..(*settings).clone()
+            });
+            let run = CaseRun {
+                per_min: plan.per_min,
+                seed: plan.seed,
+                retention_days: plan.retention_days,
+                prefix: plan.prefix,
+                sent: plan.sent,
+                settings: case_settings,
+                live,
+            };
+            let signals = CaseSignals {
+                stop: ctx.stop.clone(),
+                deadline: ctx.deadline,
+                ended: ended_rx,
+                cut: cut_rx,
+                grace: common.grace,
+            };
+            Some(tokio::spawn(register_cases(run, signals)))
+        }
+        _ => None,
+    };
     let pb = progress_bar(common.progress, bound);
     let done = Arc::new(AtomicBool::new(false));
     let tick = tokio::spawn(ticker(ctx.clone(), pb.clone(), bound, done.clone()));
@@ -683,6 +750,12 @@ async fn drive(
         rec.merge(&w.await.context("worker task failed")?);
     }
     let elapsed = start.elapsed();
+    // The scans are done: no new cases; one in flight gets the grace (or the run's cut-off).
+    let _ = ended_tx.send(true);
+    let case_rec = match case_task {
+        Some(t) => Some(t.await.context("case task failed")?),
+        None => None,
+    };
     done.store(true, Ordering::Relaxed);
     let _ = tick.await;
     let _ = cutter.await;
@@ -691,7 +764,7 @@ async fn drive(
     if let Some(e) = err {
         return Err(e.context("reading the scan input"));
     }
-    Ok((rec, elapsed))
+    Ok((rec, elapsed, case_rec))
 }
 
 /// Fails with a clear message when nothing answers at the target.
@@ -783,6 +856,13 @@ fn load_venues(source: &Source) -> Result<Vec<serde_json::Value>> {
 
 /// Registers the venues, then drives `POST /v1/scans` until a bound is hit.
 pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
+    run_ingest_with_cases(opts, CaseOptions::new(0.0)).await
+}
+
+/// [`run_ingest`], registering `cases.per_min` cases per minute while the scans go (none at
+/// 0); the report's `cases` then says how that went.
+pub async fn run_ingest_with_cases(opts: IngestOptions, cases: CaseOptions) -> Result<Report> {
+    let prefix = cases.validate(gen::now_unix())?;
     if !(1..=MAX_BATCH).contains(&opts.batch) {
         bail!("batch must be in 1..={MAX_BATCH} (the contract's limit per request)");
     }
@@ -809,18 +889,31 @@ pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
             ScanInput::File(BufReader::with_capacity(1 << 20, f), scans.clone())
         }
     };
+    let plan = prefix.map(|prefix| CasePlan {
+        per_min: cases.per_min,
+        seed: cases.seed,
+        retention_days: cases.retention_days,
+        prefix,
+        token: cases.token.clone(),
+        sent: Arc::new(Mutex::new(match &input {
+            ScanInput::Gen(_, ids) => SentPersons::generated(*ids),
+            ScanInput::File(..) => SentPersons::file(),
+        })),
+    });
+    let summary_of = plan.as_ref().map(|p| (p.per_min, p.prefix.clone()));
     let source = ScanSource {
         input,
         batch: opts.batch,
         remaining: opts.scans,
         line: Vec::new(),
+        sent: plan.as_ref().map(|p| p.sent.clone()),
     };
     let bound = match (opts.scans, c.duration) {
         (Some(n), _) => Bound::Scans(n),
         (None, Some(d)) => Bound::Time(d),
         (None, None) => Bound::Open,
     };
-    let (rec, elapsed) = drive(c, Box::new(source), bound).await?;
+    let (rec, elapsed, case_rec) = drive(c, Box::new(source), bound, plan).await?;
     let mut report = Report::new(
         RunInfo {
             command: "ingest".into(),
@@ -834,6 +927,11 @@ pub async fn run_ingest(opts: IngestOptions) -> Result<Report> {
         elapsed,
     );
     report.venues_registered = venues_registered;
+    if let (Some(r), Some((per_min, prefix))) = (case_rec, summary_of) {
+        // The case task schedules cases until the deadline or the end of the scans.
+        let window = c.duration.map_or(elapsed, |d| d.min(elapsed));
+        report.cases = Some(r.summary(per_min, &prefix, window));
+    }
     Ok(report)
 }
 
@@ -909,7 +1007,7 @@ pub async fn run_trace(opts: TraceOptions) -> Result<Report> {
         (None, Some(d)) => Bound::Time(d),
         (None, None) => Bound::Open,
     };
-    let (rec, elapsed) = drive(c, Box::new(source), bound).await?;
+    let (rec, elapsed, _) = drive(c, Box::new(source), bound, None).await?;
     Ok(Report::new(
         RunInfo {
             command: "trace".into(),

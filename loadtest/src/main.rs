@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use checkin_loadtest::cases::CaseOptions;
 use checkin_loadtest::dataset::{self, Formats};
 use checkin_loadtest::gen::{now_unix, Params};
 use checkin_loadtest::load::{
@@ -47,7 +48,8 @@ enum Cmd {
     /// up to 100 million scans and beyond.
     Generate(GenerateArgs),
     /// Register the venues, then drive POST /v1/scans (closed loop over --connections, or open
-    /// loop at --rate) with scans from --input or generated on the fly.
+    /// loop at --rate) with scans from --input or generated on the fly; with --cases-per-min,
+    /// register cases (POST /v1/cases) along the way.
     Ingest(IngestArgs),
     /// Drive POST /v1/trace for random persons of the dataset.
     Trace(TraceArgs),
@@ -219,7 +221,31 @@ struct IngestArgs {
     #[arg(long)]
     dataset_scans: Option<u64>,
     #[command(flatten)]
+    cases: CaseArgs,
+    #[command(flatten)]
     dataset: DatasetArgs,
+}
+
+/// Case registration while ingesting (contract section 10).
+#[derive(Args, Debug)]
+struct CaseArgs {
+    /// While ingesting, register this many cases per minute (POST /v1/cases, evenly spaced,
+    /// one at a time on a connection of their own, or a stream of the one with --http2), each
+    /// for a person (drawn with --seed) the run has already sent scans for, sampled at that
+    /// person's latest sent scan. Every case starts a standing trace on the server, so the
+    /// report shows ingestion with N of them. 0 = none.
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    cases_per_min: f64,
+    /// Bearer token for POST /v1/cases (epidemiologist or admin; default: --token).
+    #[arg(long, env = "CHECKIN_CASE_TOKEN", hide_env_values = true)]
+    case_token: Option<String>,
+    /// Case ids are PREFIX-1, PREFIX-2, ... (default lt-<seed>-<unix start time>, unique per
+    /// run; retries reuse the id, so they are idempotent).
+    #[arg(long, value_name = "PREFIX")]
+    case_ids: Option<String>,
+    /// The server's --retention-days: case sampled_at times are clamped to within it.
+    #[arg(long, default_value_t = 21)]
+    server_retention_days: u32,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,14 +443,24 @@ async fn ingest(args: IngestArgs, quiet: bool) -> Result<()> {
             Source::Generate(params)
         }
     };
-    let report = load::run_ingest(IngestOptions {
-        common,
-        source,
-        batch: args.batch,
-        scans: args.scans,
-        register_venues: !args.no_register,
-        venue_chunk: args.venue_chunk,
-    })
+    let cases = CaseOptions {
+        per_min: args.cases.cases_per_min,
+        seed: args.dataset.seed,
+        retention_days: args.cases.server_retention_days,
+        token: args.cases.case_token.clone(),
+        id_prefix: args.cases.case_ids.clone(),
+    };
+    let report = load::run_ingest_with_cases(
+        IngestOptions {
+            common,
+            source,
+            batch: args.batch,
+            scans: args.scans,
+            register_venues: !args.no_register,
+            venue_chunk: args.venue_chunk,
+        },
+        cases,
+    )
     .await?;
     finish(&report, args.load.json.as_ref())
 }
@@ -524,6 +560,26 @@ mod tests {
                 assert_eq!(a.load.connections, 8);
                 assert_eq!(a.load.duration, Some(Duration::from_secs(5)));
                 assert_eq!(a.dataset.persons, 10);
+                assert_eq!(a.cases.cases_per_min, 0.0, "no cases unless asked");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "checkin-loadtest",
+            "ingest",
+            "--cases-per-min",
+            "30",
+            "--case-ids",
+            "run7",
+            "--server-retention-days",
+            "14",
+        ])
+        .expect("parses");
+        match cli.cmd {
+            Cmd::Ingest(a) => {
+                assert_eq!(a.cases.cases_per_min, 30.0);
+                assert_eq!(a.cases.case_ids.as_deref(), Some("run7"));
+                assert_eq!(a.cases.server_retention_days, 14);
             }
             other => panic!("{other:?}"),
         }

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Highest latency the histograms track (longer ones are clamped), in microseconds.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 3 significant figures from 1 µs to one hour. The bounds are constants that hdrhistogram
     // accepts, so this cannot fail at run time.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
@@ -58,7 +58,8 @@ impl Default for Recorder {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+/// A duration in whole microseconds, clamped into the histograms' range.
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, MAX_LATENCY_US)
@@ -157,6 +158,34 @@ pub struct TraceSummary {
     pub max_f1: u64,
 }
 
+/// Cases registered during an ingest run (`--cases-per-min`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseSummary {
+    /// Target cases per minute.
+    pub per_min: f64,
+    /// Case ids are `<id_prefix>-1`, `<id_prefix>-2`, ...
+    pub id_prefix: String,
+    /// Cases whose scheduled time fell within the ingestion (more than `attempted` when
+    /// registrations, one at a time, took longer than the spacing).
+    pub due: u64,
+    /// Cases the run tried to register (one id each, retries included once).
+    pub attempted: u64,
+    /// Cases the server answered 2xx (201 created, or 200 for a retry it had stored).
+    pub registered: u64,
+    /// Of `registered`, those answered 200 (the id was stored already).
+    pub replayed: u64,
+    /// 409s because the person already had an active case (not errors).
+    pub active_conflicts: u64,
+    /// Cases that failed: other non-2xx answers, or no answer after the retries.
+    pub errors: u64,
+    /// `errors` by kind (`HTTP 403`, `timeout`, ...).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Requests re-sent after a transport error.
+    pub retries: u64,
+    /// Latency of every `POST /v1/cases` that got an answer.
+    pub latency: Latency,
+}
+
 /// The result of a run; `Display` is the human report, `Serialize` the `--json` one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -199,6 +228,9 @@ pub struct Report {
     pub venues_registered: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceSummary>,
+    /// Cases registered while ingesting (ingest with `--cases-per-min`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cases: Option<CaseSummary>,
 }
 
 /// Run settings the report repeats.
@@ -256,6 +288,7 @@ impl Report {
             rejected_by_reason: rec.reasons.clone(),
             venues_registered: None,
             trace,
+            cases: None,
         }
     }
 
@@ -372,6 +405,25 @@ impl fmt::Display for Report {
         fmt_latency_line(f, "all", &self.latency)?;
         for (k, l) in &self.latency_by {
             fmt_latency_line(f, k, l)?;
+        }
+        if let Some(c) = &self.cases {
+            writeln!(
+                f,
+                "cases      {} registered ({} replayed), {} already active (409), {} errors; \
+                 {} attempted of {} due at {}/min, ids {}-N",
+                fmt_count(c.registered),
+                fmt_count(c.replayed),
+                fmt_count(c.active_conflicts),
+                fmt_count(c.errors),
+                fmt_count(c.attempted),
+                fmt_count(c.due),
+                fmt_rate(c.per_min),
+                c.id_prefix
+            )?;
+            fmt_latency_line(f, "register", &c.latency)?;
+            for (k, v) in &c.errors_by_kind {
+                writeln!(f, "  case error {k:<16} {}", fmt_count(*v))?;
+            }
         }
         if let Some(t) = &self.trace {
             writeln!(
@@ -505,5 +557,67 @@ mod tests {
         assert_eq!(json["rejected_by_reason"]["unknown_venue"], 10);
         assert!(json["latency"]["p999_ms"].as_f64().is_some());
         assert!(json.get("trace").is_none());
+        assert!(
+            json.get("cases").is_none(),
+            "no cases block unless cases ran"
+        );
+        assert!(!text.contains("cases "), "{text}");
+    }
+
+    #[test]
+    fn report_with_cases_keeps_the_ingest_lines() {
+        let mut r = Recorder::default();
+        r.latency(Duration::from_micros(900), None);
+        r.requests = 1;
+        r.requests_ok = 1;
+        r.scans_sent = 100;
+        r.scans_accepted = 100;
+        let info = RunInfo {
+            command: "ingest".into(),
+            url: "http://127.0.0.1:8080".into(),
+            connections: 2,
+            http2: false,
+            batch: Some(100),
+            rate: None,
+        };
+        let plain = Report::new(info.clone(), &r, Duration::from_secs(1));
+        let mut hist = new_histogram();
+        for us in [2_000u64, 3_000, 40_000] {
+            hist.saturating_record(us);
+        }
+        let mut with = plain.clone();
+        with.cases = Some(CaseSummary {
+            per_min: 60.0,
+            id_prefix: "lt-42-1700000000".into(),
+            due: 6,
+            attempted: 5,
+            registered: 3,
+            replayed: 1,
+            active_conflicts: 1,
+            errors: 1,
+            errors_by_kind: [("HTTP 503".to_string(), 1)].into_iter().collect(),
+            retries: 0,
+            latency: Latency::from_histogram(&hist),
+        });
+        let (a, b) = (plain.to_string(), with.to_string());
+        for line in a.lines() {
+            assert!(b.lines().any(|l| l == line), "{line:?} changed in\n{b}");
+        }
+        for needle in [
+            "cases      3 registered (1 replayed), 1 already active (409), 1 errors; 5 attempted \
+             of 6 due at 60.0/min, ids lt-42-1700000000-N",
+            "  register   p50",
+            "case error HTTP 503",
+        ] {
+            assert!(b.contains(needle), "{needle:?} missing in\n{b}");
+        }
+        let json = serde_json::to_value(&with).expect("json");
+        assert_eq!(json["cases"]["registered"], 3);
+        assert_eq!(json["cases"]["active_conflicts"], 1);
+        assert_eq!(json["cases"]["errors"], 1);
+        assert_eq!(json["cases"]["errors_by_kind"]["HTTP 503"], 1);
+        assert_eq!(json["cases"]["latency"]["count"], 3);
+        assert!(json["cases"]["latency"]["p99_ms"].as_f64().is_some());
+        assert_eq!(json["scans_accepted"], 100, "ingest figures unchanged");
     }
 }

@@ -1,8 +1,9 @@
 //! The drivers against an in-process stand-in for checkin-server (a few lines of hyper that
-//! follow the contract's wire format for /healthz, /v1/venues, /v1/scans and /v1/trace). The
-//! real end-to-end run against checkin-server lives in the workspace's `tests` crate.
+//! follow the contract's wire format for /healthz, /v1/venues, /v1/scans, /v1/trace and
+//! POST /v1/cases). The real end-to-end run against checkin-server lives in the workspace's
+//! `tests` crate.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,14 @@ use checkin_loadtest::load::{
     run_ingest, run_trace, Common, DepthMode, IngestOptions, Persons, Source, TraceOptions, CUT_OFF,
 };
 use checkin_loadtest::net::Target;
+use checkin_loadtest::{run_ingest_with_cases, CaseOptions};
+
+/// A case the mock stored.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredCase {
+    person: String,
+    sampled_at: i64,
+}
 
 #[derive(Default)]
 struct State {
@@ -33,6 +42,82 @@ struct State {
     ndjson_requests: AtomicU64,
     traces: AtomicU64,
     bad_auth: AtomicU64,
+    /// Persons of every scan received.
+    persons: Mutex<HashSet<String>>,
+    /// Cases by id, the active case of each person, and POST /v1/cases requests per id.
+    cases: Mutex<HashMap<String, StoredCase>>,
+    active: Mutex<HashMap<String, String>>,
+    case_posts: Mutex<HashMap<String, u64>>,
+    /// Case requests answered 400 (sampled_at outside the retention window).
+    bad_cases: AtomicU64,
+}
+
+/// `POST /v1/cases` as section 10 has it: 201 new, 200 same id and fields, 409 same id with
+/// other fields or a person with an active case, 400 outside the retention window. Ids whose
+/// first request comes with a prefix `slow` are stored, then answered only after 3 s (a lost
+/// answer: the client's retry must get 200).
+async fn register_case(state: &State, body: &[u8]) -> Response<Full<Bytes>> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return reply(StatusCode::BAD_REQUEST, json!({}));
+    };
+    let (Some(id), Some(person), Some(sampled_at)) = (
+        v["id"].as_str(),
+        v["person"].as_str(),
+        v["sampled_at"].as_i64(),
+    ) else {
+        return reply(StatusCode::BAD_REQUEST, json!({}));
+    };
+    let posts = {
+        let mut posts = state.case_posts.lock().expect("lock");
+        let n = posts.entry(id.to_string()).or_default();
+        *n += 1;
+        *n
+    };
+    let now = now_unix();
+    if sampled_at < now - 21 * 86_400 || sampled_at > now + 300 {
+        state.bad_cases.fetch_add(1, Ordering::Relaxed);
+        return reply(StatusCode::BAD_REQUEST, json!({"status": 400}));
+    }
+    let case = StoredCase {
+        person: person.to_string(),
+        sampled_at,
+    };
+    let created = {
+        let mut cases = state.cases.lock().expect("lock");
+        let mut active = state.active.lock().expect("lock");
+        match cases.get(id) {
+            Some(c) if *c == case => false,
+            Some(_) => {
+                return reply(
+                    StatusCode::CONFLICT,
+                    json!({"status": 409, "detail": format!("case {id} is already registered with other fields")}),
+                )
+            }
+            None => {
+                if let Some(other) = active.get(person) {
+                    return reply(
+                        StatusCode::CONFLICT,
+                        json!({"status": 409, "detail": format!("person {person} already has an active case: {other}")}),
+                    );
+                }
+                cases.insert(id.to_string(), case);
+                active.insert(person.to_string(), id.to_string());
+                true
+            }
+        }
+    };
+    if id.starts_with("slow") && posts == 1 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    reply(
+        status,
+        json!({"id": id, "person": person, "sampled_at": sampled_at, "status": "active", "f1": 0, "f2": 0}),
+    )
 }
 
 fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
@@ -93,6 +178,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 }
             };
             let now = now_unix();
+            {
+                let mut persons = state.persons.lock().expect("lock");
+                for o in &objs {
+                    if let Some(p) = o["person"].as_str() {
+                        persons.insert(p.to_string());
+                    }
+                }
+            }
             let known = state.venues.lock().expect("lock");
             let mut accepted = 0u64;
             let mut rejected = Vec::new();
@@ -140,6 +233,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 json!({"case": v["person"], "visits": [], "f1": [{"person": "y"}, {"person": "z"}], "f2": f2}),
             )
         }
+        "/v1/cases" => register_case(&state, &body).await,
         _ => reply(StatusCode::NOT_FOUND, json!({})),
     }
 }
@@ -374,4 +468,228 @@ async fn errors_are_counted_not_fatal() {
     .await
     .expect_err("no server");
     assert!(err.to_string().contains("no checkin-server"), "{err}");
+}
+
+fn case_options(per_min: f64, prefix: &str) -> CaseOptions {
+    CaseOptions {
+        id_prefix: Some(prefix.into()),
+        ..CaseOptions::new(per_min)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_registers_cases_for_sent_persons() {
+    let (addr, state) = start_mock().await;
+    let mut c = common(addr);
+    // Open loop, so the run lasts its duration whatever the speed.
+    c.rate = Some(40.0);
+    c.duration = Some(Duration::from_millis(1500));
+    let opts = IngestOptions {
+        common: c,
+        source: Source::Generate(Params {
+            end_ts: now_unix(),
+            ..params()
+        }),
+        batch: 20,
+        scans: None,
+        register_venues: true,
+        venue_chunk: 1000,
+    };
+    let report = run_ingest_with_cases(opts, case_options(3_000.0, "t1"))
+        .await
+        .expect("run");
+    assert_eq!(report.failed_requests(), 0, "{report}");
+    assert_eq!(report.scans_accepted, report.scans_sent, "{report}");
+    let cases = report.cases.clone().expect("cases summary");
+    assert!(cases.attempted >= 1, "{report}");
+    assert_eq!(cases.errors, 0, "{report}");
+    assert_eq!(cases.retries, 0, "{report}");
+    assert_eq!(
+        cases.registered + cases.active_conflicts,
+        cases.attempted,
+        "{report}"
+    );
+    assert_eq!(
+        cases.latency.count, cases.attempted,
+        "every case got an answer"
+    );
+    assert!(cases.attempted <= cases.due + 1, "{report}");
+    assert_eq!(cases.id_prefix, "t1");
+    assert_eq!(state.bad_cases.load(Ordering::Relaxed), 0);
+
+    // What the mock stored is what the report counts: ids t1-1.., each for a person the run had
+    // sent scans for, sampled at a time inside the data's window.
+    let stored = state.cases.lock().expect("lock").clone();
+    assert_eq!(stored.len() as u64, cases.registered, "{report}");
+    let sent = state.persons.lock().expect("lock").clone();
+    let window = params().start_ts() - 86_400..=now_unix();
+    for (id, case) in &stored {
+        let n: u64 = id
+            .strip_prefix("t1-")
+            .and_then(|n| n.parse().ok())
+            .expect("id t1-<n>");
+        assert!((1..=cases.attempted).contains(&n), "{id}");
+        assert!(
+            sent.contains(&case.person),
+            "{id}: {} sent no scan",
+            case.person
+        );
+        assert!(window.contains(&case.sampled_at), "{id}: {case:?}");
+    }
+    // Distinct persons while the run had unregistered ones: no 409 from the run itself among
+    // 2,000 persons unless the draws ran out.
+    let persons: HashSet<&String> = stored.values().map(|c| &c.person).collect();
+    assert_eq!(persons.len(), stored.len());
+    let text = report.to_string();
+    assert!(text.contains("registered"), "{text}");
+    assert!(text.contains("  register   p50"), "{text}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["cases"]["registered"], cases.registered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_from_a_file_conflicts_clamping_and_errors() {
+    let (addr, state) = start_mock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Three persons, data 30-44 days old: every scan is too_old for the mock, but sampled_at
+    // is clamped into the retention window, so the cases are accepted.
+    let p = Params {
+        persons: 3,
+        venues: 20,
+        scans: 3_000,
+        end_ts: now_unix() - 30 * 86_400,
+        ..params()
+    };
+    checkin_loadtest::dataset::write_dataset(
+        &p,
+        dir.path(),
+        checkin_loadtest::dataset::Formats {
+            ndjson: true,
+            csv: false,
+        },
+        |_| {},
+    )
+    .expect("dataset");
+    let file = Source::File {
+        scans: dir.path().join("scans.ndjson"),
+        venues: None,
+    };
+    let mut c = common(addr);
+    c.rate = Some(20.0);
+    c.duration = Some(Duration::from_millis(800));
+    let opts = IngestOptions {
+        common: c,
+        source: file,
+        batch: 10,
+        scans: None,
+        register_venues: true,
+        venue_chunk: 1000,
+    };
+    let report = run_ingest_with_cases(opts.clone(), case_options(6_000.0, "t2"))
+        .await
+        .expect("run");
+    let cases = report.cases.clone().expect("cases summary");
+    assert_eq!(report.scans_accepted, 0, "{report}");
+    assert_eq!(state.bad_cases.load(Ordering::Relaxed), 0, "{report}");
+    assert_eq!(cases.errors, 0, "{report}");
+    assert!(cases.registered >= 1 && cases.registered <= 3, "{report}");
+    // Once the three persons have a case, every further case is a 409, counted apart.
+    assert_eq!(
+        cases.active_conflicts,
+        cases.attempted - cases.registered,
+        "{report}"
+    );
+    let oldest = now_unix() - 21 * 86_400;
+    for case in state.cases.lock().expect("lock").values() {
+        assert!(case.sampled_at >= oldest, "{case:?}");
+    }
+
+    // A token the server refuses: every case is an error, the scans go on.
+    let mut refused = case_options(6_000.0, "t3");
+    refused.token = Some("wrong".into());
+    let report = run_ingest_with_cases(opts, refused).await.expect("run");
+    let cases = report.cases.clone().expect("cases summary");
+    assert_eq!(report.failed_requests(), 0, "{report}");
+    assert!(cases.attempted >= 1, "{report}");
+    assert_eq!(cases.registered, 0, "{report}");
+    assert_eq!(cases.errors, cases.attempted, "{report}");
+    assert_eq!(
+        cases.errors_by_kind.get("HTTP 401"),
+        Some(&cases.attempted),
+        "{report}"
+    );
+    assert!(report.to_string().contains("case error HTTP 401"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_whose_answer_is_lost_is_retried_with_its_id() {
+    let (addr, state) = start_mock().await;
+    let mut c = common(addr);
+    c.rate = Some(20.0);
+    c.duration = Some(Duration::from_millis(1500));
+    // The mock answers each case's first request after 3 s: the client gives up at 1 s.
+    c.timeout = Duration::from_secs(1);
+    let opts = IngestOptions {
+        common: c,
+        source: Source::Generate(Params {
+            end_ts: now_unix(),
+            ..params()
+        }),
+        batch: 20,
+        scans: None,
+        register_venues: true,
+        venue_chunk: 1000,
+    };
+    let report = run_ingest_with_cases(opts, case_options(80.0, "slow"))
+        .await
+        .expect("run");
+    let cases = report.cases.clone().expect("cases summary");
+    assert!(cases.attempted >= 1, "{report}");
+    assert_eq!(cases.errors, 0, "{report}");
+    assert_eq!(cases.registered, cases.attempted, "{report}");
+    assert_eq!(
+        cases.replayed, cases.attempted,
+        "the retry got 200: {report}"
+    );
+    assert_eq!(cases.retries, cases.attempted, "{report}");
+    let posts = state.case_posts.lock().expect("lock").clone();
+    assert_eq!(posts.len() as u64, cases.attempted);
+    assert!(posts.values().all(|n| *n == 2), "{posts:?}");
+    assert_eq!(
+        state.cases.lock().expect("lock").len() as u64,
+        cases.attempted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cases_unless_asked() {
+    let (addr, state) = start_mock().await;
+    let report = run_ingest(IngestOptions {
+        common: common(addr),
+        source: Source::Generate(params()),
+        batch: 100,
+        scans: Some(1_000),
+        register_venues: true,
+        venue_chunk: 1000,
+    })
+    .await
+    .expect("run");
+    assert!(report.cases.is_none());
+    assert!(state.case_posts.lock().expect("lock").is_empty());
+    let mut bad = CaseOptions::new(f64::NAN);
+    bad.id_prefix = None;
+    let err = run_ingest_with_cases(
+        IngestOptions {
+            common: common(addr),
+            source: Source::Generate(params()),
+            batch: 100,
+            scans: Some(100),
+            register_venues: false,
+            venue_chunk: 1000,
+        },
+        bad,
+    )
+    .await
+    .expect_err("NaN cases per minute");
+    assert!(err.to_string().contains("cases per minute"), "{err}");
 }
