@@ -19,6 +19,7 @@ use crate::handlers;
 use crate::metrics::{Metrics, MetricsError};
 use crate::outbreak;
 use crate::problem::{ApiError, Body};
+use crate::records;
 use crate::routes::{self, Match, RouteId, RouteSpec, UNMATCHED};
 use crate::sse::Hub;
 use crate::tier_feed::TierHub;
@@ -219,6 +220,18 @@ impl App {
             RouteId::PersonStatus => outbreak::person_status(self, &ctx).await,
             RouteId::TierEvents => outbreak::tier_events(self),
             RouteId::ExposureSites => outbreak::exposure_sites(self, &ctx).await,
+            RouteId::RegisterSample => records::register_sample(self, req).await,
+            RouteId::Sample => records::get_sample(self, &ctx),
+            RouteId::SampleResult => records::enter_result(self, &ctx, req).await,
+            RouteId::PersonResults => records::person_results(self, &ctx).await,
+            RouteId::Declarations => records::declare(self, req).await,
+            RouteId::Followups => records::followups(self).await,
+            RouteId::PersonPass => records::pass(self, &ctx).await,
+            RouteId::RegisterAreas => records::register_areas(self, req).await,
+            RouteId::Areas => records::areas(self).await,
+            RouteId::Summary => records::summary(self).await,
+            RouteId::PublishNotice => records::publish_notice(self, req).await,
+            RouteId::Notices => records::notices(self).await,
         }
     }
 }

@@ -90,6 +90,11 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=60))]
     pub f1_quarantine_days: u32,
 
+    /// Most persons in one pooled test sample.
+    #[arg(long, env = "CHECKIN_MAX_POOL", default_value_t = health::DEFAULT_MAX_POOL as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_pool: u32,
+
     /// Days an F2 contact stays F2 after their last contact.
     #[arg(long, env = "CHECKIN_F2_QUARANTINE_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=60))]
@@ -122,6 +127,7 @@ impl Cli {
     /// The health domain's settings: its database in the data directory, the case policy.
     pub fn health_config(&self) -> HealthConfig {
         let mut config = HealthConfig::new(&self.data);
+        config.max_pool = self.max_pool as usize;
         config.policy = Policy {
             lookback_days: self.case_lookback_days,
             min_overlap_s: self.case_min_overlap,

@@ -17,6 +17,7 @@
 //! - `outbreak`: the routes of cases, person status, tier events and exposure sites (over the
 //!   `health` crate).
 //! - `tier_feed`: the live feed of tier changes.
+//! - `records`: samples and results, declarations, follow-ups, the pass, areas, summary, notices.
 //! - `trace_body`: the JSON of a trace answer, written straight into a buffer (`pub(crate)`, for
 //!   every route that answers in the shape of `POST /v1/trace`).
 //! - `metrics`: the Prometheus families.
@@ -34,6 +35,7 @@ mod handlers;
 mod metrics;
 mod outbreak;
 pub mod problem;
+mod records;
 pub mod routes;
 mod server;
 mod sse;

@@ -41,6 +41,10 @@ pub struct Metrics {
     last_rederived: std::sync::Arc<Mutex<(u64, u64)>>,
     standing_update: Histogram,
     status_reads: IntCounterVec,
+    samples_registered: IntCounter,
+    results_entered: IntCounterVec,
+    declarations: IntCounter,
+    passes_served: IntCounterVec,
 }
 
 /// A metric could not be registered (a programming error caught at start-up).
@@ -148,6 +152,36 @@ impl Metrics {
             ),
             &["tier"],
         )?;
+        let samples_registered = IntCounter::new(
+            "checkin_samples_registered_total",
+            "Test samples registered (retries not counted).",
+        )?;
+        let results_entered = IntCounterVec::new(
+            Opts::new(
+                "checkin_results_entered_total",
+                "Sample results entered or corrected, by result.",
+            ),
+            &["result"],
+        )?;
+        let declarations =
+            IntCounter::new("checkin_declarations_total", "Health declarations stored.")?;
+        let passes_served = IntCounterVec::new(
+            Opts::new(
+                "checkin_passes_served_total",
+                "Health passes answered, by colour.",
+            ),
+            &["color"],
+        )?;
+        registry.register(Box::new(samples_registered.clone()))?;
+        registry.register(Box::new(results_entered.clone()))?;
+        registry.register(Box::new(declarations.clone()))?;
+        registry.register(Box::new(passes_served.clone()))?;
+        for result in health::LabResult::ALL {
+            results_entered.with_label_values(&[result.as_str()]);
+        }
+        for color in health::PassColor::ALL {
+            passes_served.with_label_values(&[color.as_str()]);
+        }
         registry.register(Box::new(cases.clone()))?;
         registry.register(Box::new(persons_by_tier.clone()))?;
         registry.register(Box::new(rederivations.clone()))?;
@@ -215,6 +249,10 @@ impl Metrics {
             last_rederived: std::sync::Arc::default(),
             standing_update,
             status_reads,
+            samples_registered,
+            results_entered,
+            declarations,
+            passes_served,
         })
     }
 
@@ -266,6 +304,26 @@ impl Metrics {
     /// One standing-trace update pass.
     pub fn observe_standing(&self, elapsed: Duration) {
         self.standing_update.observe(elapsed.as_secs_f64());
+    }
+
+    /// One sample registered.
+    pub fn observe_sample(&self) {
+        self.samples_registered.inc();
+    }
+
+    /// One result entered or corrected.
+    pub fn observe_result(&self, result: &str) {
+        self.results_entered.with_label_values(&[result]).inc();
+    }
+
+    /// One declaration stored.
+    pub fn observe_declaration(&self) {
+        self.declarations.inc();
+    }
+
+    /// One pass answered.
+    pub fn observe_pass(&self, color: &str) {
+        self.passes_served.with_label_values(&[color]).inc();
     }
 
     /// One person status answered.

@@ -22,7 +22,7 @@ use crate::routes::query_param;
 /// Default look-back of `GET /v1/exposure-sites` (`since = now - 14 days`).
 const SITES_DEFAULT_WINDOW_S: i64 = 14 * 86_400;
 
-fn health_err(e: health::Error) -> ApiError {
+pub(crate) fn health_err(e: health::Error) -> ApiError {
     match e {
         health::Error::Invalid(m) => ApiError::BadRequest(m),
         health::Error::Conflict(m) => ApiError::Conflict(m),

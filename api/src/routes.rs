@@ -30,6 +30,18 @@ pub enum RouteId {
     PersonStatus,
     TierEvents,
     ExposureSites,
+    RegisterSample,
+    Sample,
+    SampleResult,
+    PersonResults,
+    Declarations,
+    Followups,
+    PersonPass,
+    RegisterAreas,
+    Areas,
+    Summary,
+    PublishNotice,
+    Notices,
 }
 
 /// One routed method and path pattern.
@@ -51,6 +63,11 @@ const EPI_ADMIN: &[Role] = &[Role::Epidemiologist, Role::Admin];
 const SCANNER_ADMIN: &[Role] = &[Role::Scanner, Role::Admin];
 const METRICS_ADMIN: &[Role] = &[Role::Metrics, Role::Admin];
 const EPI_ADMIN_APP: &[Role] = &[Role::Epidemiologist, Role::Admin, Role::App];
+const SAMPLER_ADMIN: &[Role] = &[Role::Sampler, Role::Admin];
+const LAB_ADMIN: &[Role] = &[Role::Lab, Role::Admin];
+const SAMPLE_READERS: &[Role] = &[Role::Sampler, Role::Lab, Role::Epidemiologist, Role::Admin];
+const APP_ADMIN: &[Role] = &[Role::App, Role::Admin];
+const PASS_READERS: &[Role] = &[Role::Scanner, Role::Venue, Role::App, Role::Admin];
 
 /// Every route the server answers (contract section 6).
 pub const ROUTES: &[RouteSpec] = &[
@@ -173,6 +190,78 @@ pub const ROUTES: &[RouteSpec] = &[
         pattern: "/v1/exposure-sites",
         who: Who::Anyone,
         id: RouteId::ExposureSites,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/samples",
+        who: Who::Roles(SAMPLER_ADMIN),
+        id: RouteId::RegisterSample,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/samples/{id}",
+        who: Who::Roles(SAMPLE_READERS),
+        id: RouteId::Sample,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/samples/{id}/result",
+        who: Who::Roles(LAB_ADMIN),
+        id: RouteId::SampleResult,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/results",
+        who: Who::Roles(EPI_ADMIN_APP),
+        id: RouteId::PersonResults,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/declarations",
+        who: Who::Roles(APP_ADMIN),
+        id: RouteId::Declarations,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/followups",
+        who: Who::Roles(EPI_ADMIN),
+        id: RouteId::Followups,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/pass",
+        who: Who::Roles(PASS_READERS),
+        id: RouteId::PersonPass,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/areas",
+        who: Who::Roles(ADMIN),
+        id: RouteId::RegisterAreas,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/areas",
+        who: Who::Anyone,
+        id: RouteId::Areas,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/summary",
+        who: Who::Anyone,
+        id: RouteId::Summary,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/notices",
+        who: Who::Roles(ADMIN),
+        id: RouteId::PublishNotice,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/notices",
+        who: Who::Anyone,
+        id: RouteId::Notices,
     },
 ];
 
