@@ -1,0 +1,404 @@
+//! Contract sections 11 and 12 over HTTP (all but vaccinations and certificates, which have
+//! suites of their own): samples and results, person results, declarations and follow-ups, the
+//! health pass, areas with risk levels, the summary and notices; their shapes, errors, audit
+//! entries and metrics.
+#![allow(clippy::unwrap_used)]
+
+mod api_support;
+
+use api_support::*;
+use checkin_tests::http::Response;
+use serde_json::{json, Value};
+
+const DAY: i64 = 86_400;
+
+async fn post(s: &Server, path: &str, token: &str, body: Value) -> Response {
+    s.post_as(path, token, &body).await
+}
+
+#[tokio::test]
+async fn samples_results_and_the_case_a_positive_registers() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["SITE", "V1"]).await;
+    s.scans(&json!([
+        scan("p1", "V1", T0 - 5000, "in"),
+        scan("p2", "V1", T0 - 5000, "in"),
+    ]))
+    .await;
+    let r = post(&s, "/v1/samples", SAMPLER, json!({"id": "T-1", "kind": "pcr", "persons": ["p1"], "site": "SITE", "collected_at": T0 - 600})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"id": "T-1", "kind": "pcr", "persons": ["p1"], "pooled": false,
+               "collected_at": T0 - 600, "site": "SITE", "result": "pending", "resulted_at": null})
+    );
+    // Retry 200, other fields 409, bad input 400.
+    let r = post(
+        &s,
+        "/v1/samples",
+        SAMPLER,
+        json!({"id": "T-1", "kind": "pcr", "persons": ["p1"], "site": "SITE"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    post(
+        &s,
+        "/v1/samples",
+        SAMPLER,
+        json!({"id": "T-1", "kind": "antigen", "persons": ["p1"], "site": "SITE"}),
+    )
+    .await
+    .assert_problem(409);
+    for bad in [
+        json!({"id": "T-2", "kind": "blood", "persons": ["p1"]}),
+        json!({"id": "T-2", "kind": "pcr", "persons": []}),
+        json!({"id": "T-2", "kind": "pcr", "persons": ["p1", "p1"]}),
+        json!({"id": "T-2", "kind": "pcr", "persons": (0..11).map(|i| format!("p{i}")).collect::<Vec<_>>()}),
+        json!({"id": "T-2", "kind": "pcr", "persons": ["p1"], "site": "NOWHERE"}),
+        json!({"id": "T-2", "kind": "pcr", "persons": [1]}),
+        json!({"id": "T/2", "kind": "pcr", "persons": ["p1"]}),
+        json!({"kind": "pcr", "persons": ["p1"]}),
+    ] {
+        post(&s, "/v1/samples", SAMPLER, bad)
+            .await
+            .assert_problem(400);
+    }
+    s.get_as("/v1/samples/T-2", LAB).await.assert_problem(404);
+    // The lab enters a positive: a case for p1, p2 becomes F1.
+    post(
+        &s,
+        "/v1/samples/T-1/result",
+        LAB,
+        json!({"result": "maybe"}),
+    )
+    .await
+    .assert_problem(400);
+    post(
+        &s,
+        "/v1/samples/T-1/result",
+        LAB,
+        json!({"result": "positive", "resulted_at": T0 - 601}),
+    )
+    .await
+    .assert_problem(400);
+    post(
+        &s,
+        "/v1/samples/NOPE/result",
+        LAB,
+        json!({"result": "positive"}),
+    )
+    .await
+    .assert_problem(404);
+    let r = post(
+        &s,
+        "/v1/samples/T-1/result",
+        LAB,
+        json!({"result": "positive"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"], "positive");
+    assert_eq!(r.json()["resulted_at"], T0);
+    let case = s.get_as("/v1/cases/sample:T-1", EPI).await.json();
+    assert_eq!(case["source"], "sample:T-1");
+    assert_eq!(case["sampled_at"], T0 - 600);
+    assert_eq!(case["isolated_at"], T0);
+    assert_eq!(
+        s.get_as("/v1/persons/p2/status", EPI).await.json()["tier"],
+        "F1"
+    );
+    // Results of the person.
+    let r = s.get_as("/v1/persons/p1/results", APP).await;
+    assert_eq!(
+        r.json(),
+        json!({"person": "p1", "results": [{"sample": "T-1", "kind": "pcr", "collected_at": T0 - 600,
+               "site": "SITE", "pooled": false, "result": "positive", "resulted_at": T0}]})
+    );
+    assert_eq!(
+        s.get_as("/v1/persons/nobody/results", APP).await.json(),
+        json!({"person": "nobody", "results": []})
+    );
+    // A correction discards the case; the contact is no longer F1.
+    let r = post(
+        &s,
+        "/v1/samples/T-1/result",
+        LAB,
+        json!({"result": "negative"}),
+    )
+    .await;
+    assert_eq!(r.json()["result"], "negative");
+    assert_eq!(
+        s.get_as("/v1/cases/sample:T-1", EPI).await.json()["status"],
+        "discarded"
+    );
+    assert_eq!(
+        s.get_as("/v1/persons/p2/status", EPI).await.json()["tier"],
+        "none"
+    );
+    // Pooled: every member pool_positive.
+    let r = post(
+        &s,
+        "/v1/samples",
+        SAMPLER,
+        json!({"id": "POOL", "kind": "antigen", "persons": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(r.json()["pooled"], true);
+    post(
+        &s,
+        "/v1/samples/POOL/result",
+        LAB,
+        json!({"result": "positive"}),
+    )
+    .await;
+    assert_eq!(
+        s.get_as("/v1/persons/b/results", EPI).await.json()["results"][0]["result"],
+        "pool_positive"
+    );
+    let pass = s.get_as("/v1/persons/b/pass", SCANNER).await.json();
+    assert_eq!(
+        pass,
+        json!({"person": "b", "color": "red", "basis": "pool_positive", "as_of": T0})
+    );
+    // Audit: each member of a changed result, then the results and pass reads.
+    let audit = s.get_as("/v1/audit?since=0", ADMIN).await.json();
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["subject"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [
+        ("/v1/samples/{id}/result", "p1"),
+        ("/v1/persons/{id}/results", "p1"),
+        ("/v1/samples/{id}/result", "a"),
+        ("/v1/samples/{id}/result", "b"),
+        ("/v1/persons/{id}/pass", "b"),
+    ] {
+        assert!(
+            actions.contains(&(want.0.to_string(), want.1.to_string())),
+            "missing {want:?} in {actions:?}"
+        );
+    }
+    let text = s.get_as("/metrics", METRICS).await.text();
+    for line in [
+        "checkin_samples_registered_total 2",
+        "checkin_results_entered_total{result=\"positive\"} 2",
+        "checkin_results_entered_total{result=\"negative\"} 1",
+        "checkin_passes_served_total{color=\"red\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn declarations_and_followups() {
+    let s = Server::start_with_tokens().await;
+    let r = post(
+        &s,
+        "/v1/declarations",
+        APP,
+        json!({"person": "d1", "symptoms": ["fever", "cough"], "exposure": true,
+               "travel": [{"from": "Sóc Trăng", "to": "Cần Thơ", "date": "2026-11-30"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d = r.json();
+    assert!(d["id"].as_str().unwrap().starts_with('D'));
+    assert_eq!(d["ts"], T0);
+    assert_eq!(d["travel"][0]["to"], "Cần Thơ");
+    for bad in [
+        json!({"person": "d1", "symptoms": ["headache"], "exposure": false}),
+        json!({"person": "d1", "symptoms": [], "exposure": "yes"}),
+        json!({"person": "d1", "symptoms": []}),
+        json!({"person": "d1", "symptoms": [], "exposure": false, "travel": [{"from": "A", "to": "B", "date": "30/11/2026"}]}),
+        json!({"person": "d1", "symptoms": [], "exposure": false, "ts": T0 + 301}),
+    ] {
+        post(&s, "/v1/declarations", APP, bad)
+            .await
+            .assert_problem(400);
+    }
+    post(
+        &s,
+        "/v1/declarations",
+        APP,
+        json!({"person": "d2", "symptoms": ["fatigue"], "exposure": false}),
+    )
+    .await;
+    let f = s.get_as("/v1/followups", EPI).await.json();
+    assert_eq!(
+        f,
+        json!({"persons": [{"person": "d1", "tier": "none", "symptoms": ["fever", "cough"], "last_declared": T0}]})
+    );
+}
+
+#[tokio::test]
+async fn the_pass_answers_a_colour_and_nothing_else() {
+    let s = Server::start_with_tokens().await;
+    let p = s.get_as("/v1/persons/x/pass", OWNER).await;
+    assert_eq!(p.status, 200);
+    assert_eq!(
+        p.json(),
+        json!({"person": "x", "color": "red", "basis": "no_record", "as_of": T0})
+    );
+    s.venues(&["SITE"]).await;
+    post(
+        &s,
+        "/v1/samples",
+        SAMPLER,
+        json!({"id": "N", "kind": "antigen", "persons": ["x"], "collected_at": T0 - 3600}),
+    )
+    .await;
+    post(
+        &s,
+        "/v1/samples/N/result",
+        LAB,
+        json!({"result": "negative"}),
+    )
+    .await;
+    let p = s.get_as("/v1/persons/x/pass", APP).await.json();
+    assert_eq!(
+        (p["color"].clone(), p["basis"].clone()),
+        (json!("yellow"), json!("negative_test"))
+    );
+    // 72 hours later the test no longer counts.
+    s.clock.set(T0 - 3600 + 72 * 3600 + 1);
+    assert_eq!(
+        s.get_as("/v1/persons/x/pass", APP).await.json()["basis"],
+        "no_record"
+    );
+}
+
+#[tokio::test]
+async fn areas_levels_and_the_summary() {
+    let s = Server::start_with_tokens().await;
+    let r = post(
+        &s,
+        "/v1/areas",
+        ADMIN,
+        json!([
+            {"id": "ST-1", "name": "Phường 1", "population": 10000, "parent": "ST"},
+            {"id": "ST", "name": "Sóc Trăng", "population": 1_200_000},
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"registered": 2}));
+    for bad in [
+        json!({"id": "X", "name": "X", "population": 0}),
+        json!({"id": "X", "name": "X", "population": 10, "parent": "NOPE"}),
+        json!({"id": "ST", "name": "Sóc Trăng", "population": 10, "parent": "ST-1"}),
+        json!({"id": "X", "name": "X", "population": "many"}),
+        json!([{"id": "Y", "name": "Y", "population": 1}, {"id": "bad id", "name": "Z", "population": 1}]),
+    ] {
+        post(&s, "/v1/areas", ADMIN, bad).await.assert_problem(400);
+    }
+    // Y was in the rejected request: not registered.
+    let areas = s.get("/v1/areas").await.json();
+    let ids: Vec<&str> = areas["areas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ST", "ST-1"]);
+    // Two cases in ST-1 this week: 20 per 100k there (level 2, +1 for coverage under 70 %).
+    for (i, person) in ["c1", "c2"].iter().enumerate() {
+        let r = post(&s, "/v1/cases", EPI, json!({"id": format!("K{i}"), "person": person, "sampled_at": T0 - 3600, "area": "ST-1"})).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    post(
+        &s,
+        "/v1/cases",
+        EPI,
+        json!({"person": "c3", "sampled_at": T0, "area": "NOPE"}),
+    )
+    .await
+    .assert_problem(400);
+    let areas = s.get("/v1/areas").await.json();
+    assert_eq!(areas["as_of"], T0);
+    let st1 = &areas["areas"][1];
+    assert_eq!(st1["cases_7d"], 2);
+    assert_eq!(st1["rate_per_100k"], 20.0);
+    assert_eq!(st1["dose1_coverage"], 0.0);
+    assert_eq!(st1["level"], 3);
+    assert_eq!(
+        areas["areas"][0]["cases_7d"], 2,
+        "cases below an area count for it"
+    );
+    assert_eq!(areas["areas"][0]["parent"], Value::Null);
+    let sum = s.get("/v1/summary").await.json();
+    assert_eq!(sum["as_of"], T0);
+    assert_eq!(sum["cases_active"], 2);
+    assert_eq!(sum["cases_new_24h"], 2);
+    assert_eq!(sum["cases_7d"], 2);
+    for key in [
+        "f1",
+        "f2",
+        "present",
+        "scans_24h",
+        "samples_24h",
+        "positive_24h",
+        "dose1",
+        "fully_vaccinated",
+    ] {
+        assert!(sum[key].is_u64(), "{key} in {sum}");
+    }
+    // Eight days later the cases are outside the week.
+    s.clock.set(T0 + 8 * DAY);
+    assert_eq!(s.get("/v1/areas").await.json()["areas"][1]["cases_7d"], 0);
+    assert_eq!(s.get("/v1/summary").await.json()["cases_7d"], 0);
+}
+
+#[tokio::test]
+async fn notices_are_published_and_listed_newest_first() {
+    let s = Server::start_with_tokens().await;
+    let r = post(&s, "/v1/notices", ADMIN, json!({"kind": "directive", "title": "Chỉ thị 16", "body": "Hạn chế tụ tập <b>không</b> quá 2 người."})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let first = r.json();
+    assert_eq!(first["published_at"], T0);
+    assert_eq!(first["kind"], "directive");
+    let later = post(
+        &s,
+        "/v1/notices",
+        ADMIN,
+        json!({"kind": "news", "title": "Sắp tới", "body": "", "published_at": T0 + 60}),
+    )
+    .await
+    .json();
+    post(
+        &s,
+        "/v1/notices",
+        ADMIN,
+        json!({"kind": "rumour", "title": "x", "body": "y"}),
+    )
+    .await
+    .assert_problem(400);
+    post(
+        &s,
+        "/v1/notices",
+        ADMIN,
+        json!({"kind": "news", "title": "", "body": "y"}),
+    )
+    .await
+    .assert_problem(400);
+    let list = s.get("/v1/notices").await.json();
+    assert_eq!(
+        list["notices"].as_array().unwrap().len(),
+        1,
+        "not yet published"
+    );
+    assert_eq!(
+        list["notices"][0]["body"], first["body"],
+        "bodies are plain text, kept as sent"
+    );
+    s.clock.set(T0 + 60);
+    let list = s.get("/v1/notices").await.json();
+    assert_eq!(list["notices"][0]["id"], later["id"]);
+    assert_eq!(list["notices"][1]["id"], first["id"]);
+}
