@@ -705,6 +705,7 @@ fn table() -> Vec<Row> {
             ..row("anonymous metrics", "GET", "/metrics", "", Problem(401))
         },
     ];
+    rows.extend(v2_rows(t));
     // Each row name is unique (failures are reported by name).
     let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     names.sort();
@@ -715,6 +716,62 @@ fn table() -> Vec<Row> {
         ..scans("a valid scan still works", ok("valid1"), Status(200))
     });
     rows
+}
+
+/// v2 routes (sections 10-12): malformed bodies, wrong types, out-of-range times, oversized and
+/// hostile ids. None of them may store a case, sample, declaration, area or notice (checked at the
+/// end through the list routes).
+fn v2_rows(t: i64) -> Vec<Row> {
+    use Want::*;
+    let long = "x".repeat(81);
+    let post =
+        |name: &str, path: &str, body: String, want: Want| row(name, "POST", path, body, want);
+    vec![
+        post("case: broken JSON", "/v1/cases", r#"{"person":"a""#.into(), Problem(400)),
+        post("case: array body", "/v1/cases", format!(r#"[{{"person":"a","sampled_at":{t}}}]"#), Problem(400)),
+        post("case: numeric person", "/v1/cases", format!(r#"{{"person":7,"sampled_at":{t}}}"#), Problem(400)),
+        post("case: float time", "/v1/cases", r#"{"person":"a","sampled_at":1.5e9}"#.into(), Problem(400)),
+        post("case: huge time", "/v1/cases", r#"{"person":"a","sampled_at":99999999999999999999}"#.into(), Problem(400)),
+        post("case: time far in the past", "/v1/cases", r#"{"person":"a","sampled_at":-9223372036854775808}"#.into(), Problem(400)),
+        post("case: oversized id", "/v1/cases", format!(r#"{{"id":"{long}","person":"a","sampled_at":{t}}}"#), Problem(400)),
+        post("case: id with a slash", "/v1/cases", format!(r#"{{"id":"a/b","person":"a","sampled_at":{t}}}"#), Problem(400)),
+        post("case: unknown area", "/v1/cases", format!(r#"{{"person":"a","sampled_at":{t},"area":"NOPE"}}"#), Problem(400)),
+        post("case: note of 64 KiB", "/v1/cases", format!(r#"{{"person":"a","sampled_at":{t},"note":"{}"}}"#, "n".repeat(65_536)), Problem(400)),
+        post("case: deeply nested", "/v1/cases", nested(100_000), Problem(400)),
+        row("case patch: unknown case", "PATCH", "/v1/cases/nope", r#"{"status":"recovered"}"#, Problem(404)),
+        row("case patch: bad status", "PATCH", "/v1/cases/nope", r#"{"status":7}"#, Problem(400)),
+        row("case: unknown case contacts", "GET", "/v1/cases/%00/contacts", "", Problem(404)),
+        row("cases: bad status filter", "GET", "/v1/cases?status=ACTIVE", "", Problem(400)),
+        row("status: weird person id is none", "GET", "/v1/persons/%E2%80%AE/status", "", Status(200)),
+        row("sites: bad since", "GET", "/v1/exposure-sites?since=1e9", "", Problem(400)),
+        post("sample: broken JSON", "/v1/samples", r#"{"id":"s""#.into(), Problem(400)),
+        post("sample: persons not a list", "/v1/samples", r#"{"id":"s1","kind":"pcr","persons":"a"}"#.into(), Problem(400)),
+        post("sample: 10,000 persons", "/v1/samples", format!(r#"{{"id":"s1","kind":"pcr","persons":[{}]}}"#, (0..10_000).map(|i| format!("\"p{i}\"")).collect::<Vec<_>>().join(",")), Problem(400)),
+        post("sample: unknown kind", "/v1/samples", r#"{"id":"s1","kind":"saliva","persons":["a"]}"#.into(), Problem(400)),
+        post("sample: future collection", "/v1/samples", format!(r#"{{"id":"s1","kind":"pcr","persons":["a"],"collected_at":{}}}"#, t + 86_400), Problem(400)),
+        post("result: unknown sample", "/v1/samples/nope/result", r#"{"result":"positive"}"#.into(), Problem(404)),
+        post("result: bad result", "/v1/samples/nope/result", r#"{"result":true}"#.into(), Problem(400)),
+        post("declaration: unknown symptom", "/v1/declarations", r#"{"person":"a","symptoms":["x"],"exposure":false}"#.into(), Problem(400)),
+        post("declaration: bad date", "/v1/declarations", r#"{"person":"a","symptoms":[],"exposure":false,"travel":[{"from":"A","to":"B","date":"2026-02-31"}]}"#.into(), Problem(400)),
+        post("declaration: exposure not a bool", "/v1/declarations", r#"{"person":"a","symptoms":[],"exposure":1}"#.into(), Problem(400)),
+        post("areas: cycle", "/v1/areas", r#"[{"id":"A","name":"A","population":1,"parent":"B"},{"id":"B","name":"B","population":1,"parent":"A"}]"#.into(), Problem(400)),
+        post("areas: negative population", "/v1/areas", r#"{"id":"A","name":"A","population":-5}"#.into(), Problem(400)),
+        post("areas: population as float", "/v1/areas", r#"{"id":"A","name":"A","population":1.5}"#.into(), Problem(400)),
+        post("notice: unknown kind", "/v1/notices", r#"{"kind":"ad","title":"t","body":"b"}"#.into(), Problem(400)),
+        post("notice: body of 1 MiB", "/v1/notices", format!(r#"{{"kind":"news","title":"t","body":"{}"}}"#, "b".repeat(1 << 20)), Problem(400)),
+        Row {
+            content_type: Some("text/plain"),
+            ..post("notice: text/plain", "/v1/notices", r#"{"kind":"news","title":"t","body":"b"}"#.into(), Problem(415))
+        },
+        Row {
+            token: Some(SCANNER),
+            ..post("case: scanner registers", "/v1/cases", format!(r#"{{"person":"a","sampled_at":{t}}}"#), Problem(403))
+        },
+        Row {
+            token: None,
+            ..row("anonymous pass", "GET", "/v1/persons/a/pass", "", Problem(401))
+        },
+    ]
 }
 
 /// Raw requests the HTTP layer must survive.
@@ -881,6 +938,22 @@ fn malformed_requests_get_problems_and_store_nothing() {
     }
     let (stored, venues) = stats();
     assert_eq!(venues, 2, "a rejected venue registration was stored");
+    for (path, key) in [
+        ("/v1/cases", "cases"),
+        ("/v1/areas", "areas"),
+        ("/v1/notices", "notices"),
+        ("/v1/followups", "persons"),
+    ] {
+        let r = send("GET", path, Some(ADMIN), None, b"").unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            r.json()[key],
+            serde_json::json!([]),
+            "a rejected row stored into {path}"
+        );
+    }
+    let r = send("GET", "/v1/samples/s1", Some(ADMIN), None, b"").unwrap();
+    assert_eq!(r.status, 404, "a rejected sample was stored");
     eprintln!(
         "reliability_hostile: {} table rows + {protocol} protocol rows tried; {stored} scans \
          stored; {} failures",
