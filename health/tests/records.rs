@@ -661,3 +661,115 @@ fn areas_count_cases_below_them() {
     // No doses: coverage 0, so one level up.
     assert_eq!((st.level, st1.level), (2, 3));
 }
+
+fn dose(person: &str, n: i64, vaccine: &str, at: i64, area: Option<&str>) -> DoseItem {
+    Ok(DoseInput {
+        person: person.into(),
+        dose: n,
+        vaccine: vaccine.into(),
+        administered_at: at,
+        lot: None,
+        site: None,
+        area: area.map(Into::into),
+    })
+}
+
+#[test]
+fn vaccination_rules_of_the_pass_and_their_order() {
+    let w = world();
+    let now = T0;
+    // Rule 6: a dose at least 14 days ago (not 13).
+    let out = w
+        .health
+        .record_doses(vec![dose("v", 1, "EU/1/20/1528", now - 13 * DAY, None)])
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+    assert_eq!(w.health.pass("v").basis, PassBasis::NoRecord);
+    w.h.clock.set(now + DAY);
+    let p = w.health.pass("v");
+    assert_eq!(
+        (p.color, p.basis),
+        (PassColor::Yellow, PassBasis::PartiallyVaccinated)
+    );
+    // Rule 6 beats 7.
+    w.health.register_sample(sample("NV", &["v"], now)).unwrap();
+    w.health
+        .enter_result("NV", LabResult::Negative, None)
+        .unwrap();
+    assert_eq!(w.health.pass("v").basis, PassBasis::PartiallyVaccinated);
+    // Rule 4: dose 2 at least 14 days ago.
+    w.health
+        .record_doses(vec![dose("v", 2, "EU/1/20/1528", now - 5 * DAY, None)])
+        .unwrap();
+    assert_eq!(w.health.pass("v").basis, PassBasis::PartiallyVaccinated);
+    w.h.clock.set(now + 9 * DAY);
+    let p = w.health.pass("v");
+    assert_eq!(
+        (p.color, p.basis),
+        (PassColor::Green, PassBasis::Vaccinated)
+    );
+    // A single-dose vaccine makes one fully vaccinated with its first dose.
+    w.health
+        .record_doses(vec![dose("j", 1, "EU/1/20/1525", now - 14 * DAY, None)])
+        .unwrap();
+    assert_eq!(w.health.pass("j").basis, PassBasis::Vaccinated);
+    // Rule 3 beats 4: an unresolved pool positive.
+    w.health
+        .register_sample(sample("PV", &["v", "k"], now + 9 * DAY - 60))
+        .unwrap();
+    w.health
+        .enter_result("PV", LabResult::Positive, None)
+        .unwrap();
+    assert_eq!(w.health.pass("v").basis, PassBasis::PoolPositive);
+    let s = w.health.summary();
+    assert_eq!((s.dose1, s.fully_vaccinated), (2, 2));
+}
+
+#[test]
+fn first_dose_coverage_counts_distinct_persons_below_an_area() {
+    let w = world();
+    w.health
+        .register_areas(vec![
+            AreaInput {
+                id: "P".into(),
+                name: "Province".into(),
+                population: 4,
+                parent: None,
+            },
+            AreaInput {
+                id: "D".into(),
+                name: "District".into(),
+                population: 2,
+                parent: Some("P".into()),
+            },
+            AreaInput {
+                id: "C".into(),
+                name: "Commune".into(),
+                population: 1,
+                parent: Some("D".into()),
+            },
+        ])
+        .unwrap();
+    w.health
+        .record_doses(vec![
+            dose("a", 1, "CoronaVac", T0 - DAY, Some("C")),
+            // The same person again in another area below P: counted once for P.
+            dose("a", 2, "CoronaVac", T0, Some("D")),
+            dose("b", 1, "CoronaVac", T0, Some("P")),
+        ])
+        .unwrap();
+    let views = w.health.area_views();
+    let cov = |id: &str| {
+        views
+            .iter()
+            .find(|v| v.area.id == id)
+            .unwrap()
+            .dose1_coverage
+    };
+    assert!((cov("C") - 1.0).abs() < 1e-9);
+    assert!((cov("D") - 0.5).abs() < 1e-9);
+    assert!((cov("P") - 0.5).abs() < 1e-9);
+    // Coverage of at least 0.7 takes the +1 away.
+    assert_eq!(views.iter().find(|v| v.area.id == "C").unwrap().level, 1);
+    assert_eq!(views.iter().find(|v| v.area.id == "P").unwrap().level, 2);
+}
