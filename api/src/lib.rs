@@ -11,6 +11,8 @@
 //! - `app`: shared state and the request pipeline (404/405, 401/403, dispatch, metrics).
 //! - `handlers`: one function per route.
 //! - [`decode`]: request bodies to engine inputs (the scan decoder is the hot path).
+//! - [`dose_decode`]: `POST /v1/vaccinations` bodies (JSON, NDJSON, CSV) to dose records.
+//! - `vaccinations`: the routes of dose records and a person's doses (over `health`).
 //! - `body`: media types, size caps and read deadlines.
 //! - [`access`]: tokens file, authentication, role rules.
 //! - `sse`: live venue feeds.
@@ -31,6 +33,7 @@ mod app;
 mod body;
 pub mod cli;
 pub mod decode;
+pub mod dose_decode;
 mod handlers;
 mod metrics;
 mod outbreak;
@@ -41,6 +44,7 @@ mod server;
 mod sse;
 mod tier_feed;
 mod trace_body;
+mod vaccinations;
 
 pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};
 pub use app::{App, ServerOptions};

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use engine::{IngestOutcome, RejectReason, Stats};
-use health::{CaseStatus, HealthStats, Tier};
+use health::{CaseStatus, DoseOutcome, DoseReject, HealthStats, Tier};
 use parking_lot::Mutex;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,6 +34,9 @@ pub struct Metrics {
     log_bytes: IntGauge,
     log_sync: Histogram,
     trace_duration: HistogramVec,
+    /// `checkin_vaccinations_accepted_total` and `checkin_vaccinations_rejected_total{reason}`.
+    vaccinations_accepted: IntCounter,
+    vaccinations_rejected: IntCounterVec,
     cases: IntGaugeVec,
     persons_by_tier: IntGaugeVec,
     rederivations: IntCounterVec,
@@ -115,6 +118,22 @@ impl Metrics {
             ]),
             &["depth"],
         )?;
+        let vaccinations_accepted = IntCounter::new(
+            "checkin_vaccinations_accepted_total",
+            "Dose records accepted (durable when counted; exact duplicates included).",
+        )?;
+        let vaccinations_rejected = IntCounterVec::new(
+            Opts::new(
+                "checkin_vaccinations_rejected_total",
+                "Dose records rejected, by reason code.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(vaccinations_accepted.clone()))?;
+        registry.register(Box::new(vaccinations_rejected.clone()))?;
+        for reason in DoseReject::ALL {
+            vaccinations_rejected.with_label_values(&[reason.code()]);
+        }
         let cases = IntGaugeVec::new(
             Opts::new("checkin_cases", "Cases registered, by status."),
             &["status"],
@@ -243,6 +262,8 @@ impl Metrics {
             log_bytes,
             log_sync,
             trace_duration,
+            vaccinations_accepted,
+            vaccinations_rejected,
             cases,
             persons_by_tier,
             rederivations,
@@ -282,6 +303,23 @@ impl Metrics {
         for (reason, n) in RejectReason::ALL.iter().zip(counts) {
             if n > 0 {
                 self.scans_rejected
+                    .with_label_values(&[reason.code()])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Counts the accepted and rejected dose records of one durable request.
+    pub fn record_doses(&self, outcome: &DoseOutcome) {
+        self.vaccinations_accepted
+            .inc_by(u64::from(outcome.accepted));
+        let mut counts = [0u64; DoseReject::ALL.len()];
+        for (_, reason) in &outcome.rejected {
+            counts[*reason as usize] += 1;
+        }
+        for (reason, n) in DoseReject::ALL.iter().zip(counts) {
+            if n > 0 {
+                self.vaccinations_rejected
                     .with_label_values(&[reason.code()])
                     .inc_by(n);
             }
@@ -396,6 +434,10 @@ mod tests {
         m.observe_request(UNMATCHED, "BREW", "404", Duration::from_millis(1));
         m.observe_sync(Duration::from_micros(300));
         m.observe_trace(2, Duration::from_millis(2));
+        m.record_doses(&DoseOutcome {
+            accepted: 4,
+            rejected: vec![(1, DoseReject::Conflict), (2, DoseReject::Conflict)],
+        });
         m.record_outcome(&IngestOutcome {
             accepted_in: 2,
             accepted_out: 1,
@@ -435,6 +477,11 @@ mod tests {
             "# TYPE checkin_log_bytes gauge",
             "# TYPE checkin_log_sync_duration_seconds histogram",
             "# TYPE checkin_trace_duration_seconds histogram",
+            "# TYPE checkin_vaccinations_accepted_total counter",
+            "checkin_vaccinations_accepted_total 4",
+            "# TYPE checkin_vaccinations_rejected_total counter",
+            "checkin_vaccinations_rejected_total{reason=\"conflict\"} 2",
+            "checkin_vaccinations_rejected_total{reason=\"invalid_row\"} 0",
             "checkin_scans_accepted_total{action=\"in\"} 2",
             "checkin_scans_rejected_total{reason=\"too_old\"} 1",
             "checkin_scans_rejected_total{reason=\"unknown_venue\"} 0",

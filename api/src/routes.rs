@@ -18,7 +18,9 @@ pub enum RouteId {
     VenueEvents,
     TopOccupancy,
     Scans,
+    RecordVaccinations,
     PersonVisits,
+    PersonVaccinations,
     Trace,
     Stats,
     Audit,
@@ -120,10 +122,22 @@ pub const ROUTES: &[RouteSpec] = &[
         id: RouteId::Scans,
     },
     RouteSpec {
+        method: "POST",
+        pattern: "/v1/vaccinations",
+        who: Who::Roles(&[Role::Vaccinator, Role::Admin]),
+        id: RouteId::RecordVaccinations,
+    },
+    RouteSpec {
         method: "GET",
         pattern: "/v1/persons/{id}/visits",
         who: Who::Roles(EPI_ADMIN),
         id: RouteId::PersonVisits,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/vaccinations",
+        who: Who::Roles(EPI_ADMIN_APP),
+        id: RouteId::PersonVaccinations,
     },
     RouteSpec {
         method: "POST",

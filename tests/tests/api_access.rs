@@ -122,6 +122,23 @@ fn matrix() -> Vec<Case> {
             body: None,
             want: [401, 401, 200, 403, 200, 403, 403, 403, 403, 403, 403],
         },
+        // The admin records the dose; the vaccinator's identical retry is accepted too.
+        Case {
+            method: "POST",
+            path: "/v1/vaccinations",
+            pattern: "/v1/vaccinations",
+            body: Some(
+                json!({"person": "p1", "dose": 1, "vaccine": "EU/1/20/1528", "administered_at": T0 - 60}),
+            ),
+            want: [401, 401, 200, 403, 403, 403, 403, 403, 403, 200, 403],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/persons/p1/vaccinations",
+            pattern: "/v1/persons/{id}/vaccinations",
+            body: None,
+            want: [401, 401, 200, 403, 200, 403, 403, 403, 403, 403, 200],
+        },
         Case {
             method: "POST",
             path: "/v1/trace",
