@@ -63,6 +63,8 @@ pub struct App {
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    /// Cluster mode's connection (`App::with_cluster`); unset in single-node mode.
+    pub(crate) cluster: std::sync::OnceLock<crate::cluster_mode::Node>,
     pub(crate) health: Health,
     pub(crate) tiers: Arc<TierHub>,
     pub(crate) access: Access,
@@ -105,6 +107,7 @@ impl App {
         Ok(App {
             inner: Arc::new(Inner {
                 engine,
+                cluster: std::sync::OnceLock::new(),
                 health,
                 tiers,
                 access,
@@ -119,6 +122,21 @@ impl App {
     /// The store.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Cluster mode (docs/cluster.md): scans, visits, occupancy and traces go through `node`;
+    /// the node's venue registry follows the stream. `None` keeps single-node mode.
+    pub fn with_cluster(self, node: Option<crate::cluster_mode::Node>) -> App {
+        if let Some(node) = node {
+            crate::cluster_mode::follow_venues(&node, self.inner.engine.clone());
+            let _ = self.inner.cluster.set(node);
+        }
+        self
+    }
+
+    /// The cluster connection, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster_mode::Node> {
+        self.inner.cluster.get()
     }
 
     /// The health domain (cases, tiers).
@@ -203,8 +221,8 @@ impl App {
             RouteId::Healthz => handlers::healthz(self),
             RouteId::Metrics => handlers::metrics(self),
             RouteId::RegisterVenues => handlers::register_venues(self, req).await,
-            RouteId::Venue => handlers::venue(self, &ctx),
-            RouteId::VenueOccupancy => handlers::venue_occupancy(self, &ctx),
+            RouteId::Venue => handlers::venue(self, &ctx).await,
+            RouteId::VenueOccupancy => handlers::venue_occupancy(self, &ctx).await,
             RouteId::VenueEvents => handlers::venue_events(self, &ctx, &req),
             RouteId::TopOccupancy => handlers::top_occupancy(self, &ctx).await,
             RouteId::Scans => handlers::scans(self, req).await,

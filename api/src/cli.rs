@@ -28,6 +28,17 @@ pub struct Cli {
     #[arg(long, env = "CHECKIN_DATA", default_value = "./checkin-data")]
     pub data: PathBuf,
 
+    /// Cluster mode (docs/cluster.md): NATS JetStream URLs, comma-separated. Scans and venues go
+    /// to the replicated stream; visits, occupancy and traces come from the shard processes.
+    /// Without it the server runs alone on its embedded store.
+    #[arg(long, env = "CHECKIN_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Cluster mode: the number of shards (the same on every process of the cluster).
+    #[arg(long, env = "CHECKIN_CLUSTER_SHARDS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cluster_shards: u32,
+
     /// Tokens file (TOML, [[tokens]] with name, role, sha256 and, for role "venue", venues).
     /// Without it the server runs open: no authentication, loopback only.
     #[arg(long, env = "CHECKIN_TOKENS")]

@@ -143,6 +143,10 @@ pub(crate) async fn register_venues(app: &App, req: Request<Incoming>) -> Answer
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
     let specs = decode::decode_venues(&body).map_err(ApiError::BadRequest)?;
+    if let Some(node) = app.cluster() {
+        let n = crate::cluster_mode::register_venues(app, node, specs).await?;
+        return json(StatusCode::OK, &serde_json::json!({ "registered": n }));
+    }
     let engine = app.engine().clone();
     let n = blocking(move || engine.register_venues(specs))
         .await?
@@ -159,11 +163,14 @@ struct VenueOut<'a> {
     present: u32,
 }
 
-pub(crate) fn venue(app: &App, ctx: &Ctx) -> Answer {
-    let v = app
+pub(crate) async fn venue(app: &App, ctx: &Ctx) -> Answer {
+    let mut v = app
         .engine()
         .venue(&ctx.param)
         .ok_or_else(|| unknown_venue(&ctx.param))?;
+    if let Some(node) = app.cluster() {
+        v.present = crate::cluster_mode::occupancy(app, node, &ctx.param).await?;
+    }
     json(
         StatusCode::OK,
         &VenueOut {
@@ -183,11 +190,14 @@ struct OccupancyOut<'a> {
     as_of: i64,
 }
 
-pub(crate) fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
+pub(crate) async fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
     let engine = app.engine();
-    let present = engine
-        .occupancy(&ctx.param)
-        .ok_or_else(|| unknown_venue(&ctx.param))?;
+    let present = match app.cluster() {
+        Some(node) => crate::cluster_mode::occupancy(app, node, &ctx.param).await?,
+        None => engine
+            .occupancy(&ctx.param)
+            .ok_or_else(|| unknown_venue(&ctx.param))?,
+    };
     json(
         StatusCode::OK,
         &OccupancyOut {
@@ -272,7 +282,10 @@ pub(crate) async fn top_occupancy(app: &App, ctx: &Ctx) -> Answer {
         },
     };
     let engine = app.engine().clone();
-    let top = blocking(move || engine.top_occupancy(n)).await?;
+    let top = match app.cluster() {
+        Some(node) => crate::cluster_mode::top_occupancy(node, n).await?,
+        None => blocking(move || engine.top_occupancy(n)).await?,
+    };
     json(
         StatusCode::OK,
         &TopOut {
@@ -303,7 +316,10 @@ pub(crate) async fn scans(app: &App, req: Request<Incoming>) -> Answer {
     let outcome = if items.is_empty() {
         IngestOutcome::default()
     } else {
-        submit(app.engine(), items).await?
+        match app.cluster() {
+            Some(node) => crate::cluster_mode::submit(app, node, items).await?,
+            None => submit(app.engine(), items).await?,
+        }
     };
     app.inner.metrics.record_outcome(&outcome);
     let mut out = String::with_capacity(40 + outcome.rejected.len() * 40);
@@ -389,6 +405,9 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
         )));
     }
     let entry = audit_entry(&engine, ctx, &person);
+    if let Some(node) = app.cluster() {
+        return crate::cluster_mode::person_visits(app, node, &person, from, to, entry).await;
+    }
     let reader = engine.clone();
     let looked_up = audited(&engine, entry, true, move || {
         reader.visits(&person, from, to)
@@ -430,6 +449,9 @@ pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answe
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let entry = audit_entry(&engine, ctx, &request.person);
+    if let Some(node) = app.cluster() {
+        return crate::cluster_mode::trace(app, node, request, entry).await;
+    }
     let metrics = app.inner.metrics.clone();
     // A depth-1 trace is tens of microseconds of in-memory work and runs on this worker; a
     // depth-2 trace can take milliseconds and goes to the blocking pool.

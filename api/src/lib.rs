@@ -41,6 +41,8 @@ pub mod problem;
 mod records;
 pub mod routes;
 mod server;
+// Cluster mode (`--cluster`): the routes over the shards (docs/cluster.md).
+pub mod cluster_mode;
 mod sse;
 mod tier_feed;
 mod trace_body;

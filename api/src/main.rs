@@ -46,6 +46,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
+    let cluster_node = match &cli.cluster {
+        Some(urls) => {
+            let node = api::cluster_mode::connect(urls, cli.cluster_shards)
+                .await
+                .context("cannot join the cluster")?;
+            tracing::info!(
+                shards = cli.cluster_shards,
+                "cluster mode: connected to NATS JetStream"
+            );
+            Some(node)
+        }
+        None => None,
+    };
     let config = cli.engine_config();
     let data = config.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
@@ -93,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         open_mode = app.is_open(),
         "checkin-server started"
     );
+    let app = app.with_cluster(cluster_node);
     api::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }

@@ -125,6 +125,9 @@ pub(crate) struct Inner {
     pub max_pool: usize,
     /// Declarations and notices (sections 11, 12).
     pub records: Records,
+    /// The summary's `scans_24h` and the second it was counted at: counting walks every
+    /// person's scans, so it is done at most once a second.
+    pub scans_24h: Mutex<Option<(i64, u64)>>,
     writes: Mutex<WriteState>,
     pub state: RwLock<State>,
     ticket: AtomicU64,
@@ -178,6 +181,7 @@ impl Health {
             samples,
             max_pool: config.max_pool.max(1),
             records,
+            scans_24h: Mutex::new(None),
             writes: Mutex::new(WriteState { next_case }),
             state: RwLock::new(state),
             ticket: AtomicU64::new(0),

@@ -529,7 +529,17 @@ impl Health {
         }
         let stats = inner.engine.stats();
         s.present = stats.present;
-        s.scans_24h = inner.engine.scans_after(now - 86_400);
+        s.scans_24h = {
+            let mut cached = inner.scans_24h.lock();
+            match *cached {
+                Some((at, n)) if at == now => n,
+                _ => {
+                    let n = inner.engine.scans_after(now - 86_400);
+                    *cached = Some((now, n));
+                    n
+                }
+            }
+        };
         let (samples, positive) = self.sample_counts_since(now - 86_400);
         s.samples_24h = samples;
         s.positive_24h = positive;

@@ -1,0 +1,261 @@
+//! Cluster mode (`--cluster`, contract section 14, docs/cluster.md): the routes whose data lives
+//! in the shards. Scans are validated here as in single-node mode, then published to JetStream
+//! (the answer waits for every publish acknowledgement); visits, occupancy and traces are asked
+//! of the shards (`cluster::Node`). Venues are registered here and published, and every HTTP
+//! node follows the venue subject of the stream so all of them validate alike. Cases, health
+//! records and the audit log stay on the node's local store (not yet in JetStream).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use engine::{
+    is_valid_person_id, is_valid_venue_id, Action, AuditEntry, Engine, IngestOutcome, RejectReason,
+    Rejection, ScanItem, TraceRequest,
+};
+use futures_util::StreamExt;
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::handlers::{engine_err, json, raw, Answer};
+use crate::problem::ApiError;
+
+pub use cluster::Node;
+
+/// The contract's clock-skew allowance for scans from the future.
+const FUTURE_SKEW_S: i64 = 300;
+
+/// Connects an HTTP node to the cluster.
+pub async fn connect(urls: &str, shards: u32) -> Result<Node, cluster::ClusterError> {
+    Node::connect(urls, shards).await
+}
+
+/// Keeps the local venue registry equal to the stream's venue registrations (from every HTTP
+/// node), so this node validates scans as the others do.
+pub(crate) fn follow_venues(node: &Node, engine: Engine) {
+    let js = node.jetstream().clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = follow_once(&js, &engine).await {
+                tracing::warn!(error = %e, "venue follower stopped; restarting in 1 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn follow_once(
+    js: &async_nats::jetstream::Context,
+    engine: &Engine,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use async_nats::jetstream::consumer;
+    let stream = js.get_stream(cluster::STREAM).await?;
+    let consumer: consumer::OrderedPullConsumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: cluster::VENUES_SUBJECT.to_string(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg?;
+        let venues: Vec<cluster::wire::WireVenue> = postcard::from_bytes(&msg.payload)?;
+        let specs: Vec<engine::VenueSpec> = venues.into_iter().map(Into::into).collect();
+        let engine = engine.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || engine.register_venues(specs)).await? {
+            tracing::warn!(error = %e, "venue registration from the stream refused");
+        }
+    }
+    Ok(())
+}
+
+fn cluster_err(e: cluster::ClusterError) -> ApiError {
+    match e {
+        cluster::ClusterError::Engine(e) => engine_err(e),
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// Validates as `Engine::submit` does (same reasons, same order), publishes the accepted scans
+/// and answers once JetStream acknowledged them all.
+pub(crate) async fn submit(
+    app: &App,
+    node: &Node,
+    items: Vec<ScanItem>,
+) -> Result<IngestOutcome, ApiError> {
+    let engine = app.engine();
+    let now = engine.now();
+    let oldest = now - i64::from(engine.config().retention_days) * 86_400;
+    let mut outcome = IngestOutcome::default();
+    let mut accepted = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match validate(engine, item, now, oldest) {
+            Ok(s) => {
+                if s.out {
+                    outcome.accepted_out += 1;
+                } else {
+                    outcome.accepted_in += 1;
+                }
+                accepted.push(s);
+            }
+            Err(reason) => outcome.rejected.push(Rejection { index, reason }),
+        }
+    }
+    if !accepted.is_empty() {
+        node.publish_scans(accepted).await.map_err(cluster_err)?;
+    }
+    Ok(outcome)
+}
+
+fn validate(
+    engine: &Engine,
+    item: ScanItem,
+    now: i64,
+    oldest: i64,
+) -> Result<cluster::wire::WireScan, RejectReason> {
+    let s = item?;
+    if !is_valid_person_id(&s.person) {
+        return Err(RejectReason::InvalidPerson);
+    }
+    if !is_valid_venue_id(&s.venue) {
+        return Err(RejectReason::InvalidVenue);
+    }
+    if engine.venue_key(&s.venue).is_none() {
+        return Err(RejectReason::UnknownVenue);
+    }
+    let ts = s.ts.unwrap_or(now);
+    if ts < oldest {
+        return Err(RejectReason::TooOld);
+    }
+    if ts > now + FUTURE_SKEW_S {
+        return Err(RejectReason::InFuture);
+    }
+    if u32::try_from(ts).is_err() {
+        return Err(RejectReason::InvalidTs);
+    }
+    Ok(cluster::wire::WireScan {
+        person: s.person,
+        venue: s.venue,
+        ts,
+        out: s.action == Action::Out,
+    })
+}
+
+/// Registers venues locally (which validates them) and publishes them for the shards and the
+/// other HTTP nodes; answers once JetStream acknowledged.
+pub(crate) async fn register_venues(
+    app: &App,
+    node: &Node,
+    specs: Vec<engine::VenueSpec>,
+) -> Result<usize, ApiError> {
+    let engine = app.engine().clone();
+    let copy = specs.clone();
+    let n = tokio::task::spawn_blocking(move || engine.register_venues(copy))
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
+        .map_err(engine_err)?;
+    node.publish_venues(&specs).await.map_err(cluster_err)?;
+    Ok(n)
+}
+
+async fn audit(engine: &Engine, entry: AuditEntry) -> Result<(), ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    engine.audit_submit(entry, move |r| {
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| {
+            ApiError::Unavailable("the store stopped before recording the audit entry".into())
+        })?
+        .map_err(engine_err)
+}
+
+#[derive(Serialize)]
+struct VisitOut<'a> {
+    venue: &'a str,
+    start: i64,
+    end: i64,
+}
+
+#[derive(Serialize)]
+struct PersonVisitsOut<'a> {
+    person: &'a str,
+    visits: Vec<VisitOut<'a>>,
+}
+
+/// `GET /v1/persons/{id}/visits` from the person's shard.
+pub(crate) async fn person_visits(
+    app: &App,
+    node: &Node,
+    person: &str,
+    from: i64,
+    to: i64,
+    entry: AuditEntry,
+) -> Answer {
+    let (audited, visits) = tokio::join!(audit(app.engine(), entry), node.visits(person, from, to));
+    audited?;
+    let visits = visits
+        .map_err(cluster_err)?
+        .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{person}'")))?;
+    json(
+        StatusCode::OK,
+        &PersonVisitsOut {
+            person,
+            visits: visits
+                .iter()
+                .map(|v| VisitOut {
+                    venue: &v.venue,
+                    start: v.start,
+                    end: v.end,
+                })
+                .collect(),
+        },
+    )
+}
+
+/// `POST /v1/trace` by fan-out.
+pub(crate) async fn trace(
+    app: &App,
+    node: &Node,
+    request: TraceRequest,
+    entry: AuditEntry,
+) -> Answer {
+    let started = std::time::Instant::now();
+    let (audited, result) = tokio::join!(audit(app.engine(), entry), node.trace(&request));
+    audited?;
+    let result = result
+        .map_err(cluster_err)?
+        .ok_or_else(|| ApiError::NotFound(format!("no scans of person '{}'", request.person)))?;
+    app.inner
+        .metrics
+        .observe_trace(request.depth, started.elapsed());
+    Ok(raw(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(crate::trace_body::trace_body(&result)),
+    ))
+}
+
+/// Persons present at a venue, summed over shards (a registered venue no shard has seen yet is 0).
+pub(crate) async fn occupancy(app: &App, node: &Node, venue: &str) -> Result<u32, ApiError> {
+    if app.engine().venue_key(venue).is_none() {
+        return Err(ApiError::NotFound(format!("unknown venue '{venue}'")));
+    }
+    Ok(node
+        .occupancy(venue)
+        .await
+        .map_err(cluster_err)?
+        .unwrap_or(0))
+}
+
+/// The `n` venues with most persons present, over all shards.
+pub(crate) async fn top_occupancy(node: &Node, n: usize) -> Result<Vec<(Arc<str>, u32)>, ApiError> {
+    Ok(node
+        .top_occupancy(n)
+        .await
+        .map_err(cluster_err)?
+        .into_iter()
+        .map(|(v, c)| (Arc::from(v), c))
+        .collect())
+}

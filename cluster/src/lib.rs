@@ -1,0 +1,54 @@
+//! Cluster mode (contract section 14) on NATS JetStream.
+//!
+//! Every accepted scan and venue registration is published to one JetStream stream
+//! ([`STREAM`], 3 replicas, file storage, servers with `sync_interval: always`) before the HTTP
+//! node answers. Scans go to the subject of their person's shard ([`scan_subject`]); venue
+//! registrations to [`VENUES_SUBJECT`], which every shard also consumes, in stream order, so a
+//! shard always knows a venue before the first scan validated against it.
+//!
+//! A shard process ([`shard`], binary `checkin-shard`) consumes its subjects with a durable
+//! consumer into an `engine` of its own (a cache of the stream, rebuilt from it at start) and
+//! answers queries over NATS request/reply on [`query_subject`] in a queue group, so either
+//! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
+//! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
+//! rounds (the case's visits, candidate overlaps from every shard, the F1s' visits, F2 overlaps).
+//! [`contacts`] holds the overlap arithmetic of contract section 5, shared by the shards.
+
+pub mod contacts;
+pub mod error;
+pub mod node;
+pub mod shard;
+pub mod wire;
+
+pub use error::{ClusterError, Result};
+pub use node::Node;
+
+/// The JetStream stream that holds every scan and venue registration.
+pub const STREAM: &str = "CHECKIN";
+/// The subject of venue registrations (every shard consumes it).
+pub const VENUES_SUBJECT: &str = "ck.venues";
+/// Number of JetStream replicas of the stream.
+pub const REPLICAS: usize = 3;
+/// Largest number of scans in one published message.
+pub const MAX_SCANS_PER_MESSAGE: usize = 8192;
+
+/// The subject of shard `k`'s scans.
+pub fn scan_subject(k: u32) -> String {
+    format!("ck.scans.{k}")
+}
+
+/// The request/reply subject of shard `k`'s queries.
+pub fn query_subject(k: u32) -> String {
+    format!("ck.q.{k}")
+}
+
+/// The shard of a person: FNV-1a of the id bytes, modulo the number of shards. Stable across
+/// processes and releases (it decides where a person's scans live).
+pub fn shard_of(person: &str, shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in person.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(shards.max(1))) as u32
+}

@@ -1,0 +1,482 @@
+//! The HTTP node's side of cluster mode: publishing validated scans and venue registrations to
+//! JetStream (acknowledged only after every publish acknowledgement), and answering reads by
+//! fan-out to the shards.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use bytes::Bytes;
+
+use crate::contacts::{clip, sort_contacts};
+use crate::error::{ClusterError, Result};
+use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
+use crate::{
+    query_subject, scan_subject, shard_of, MAX_SCANS_PER_MESSAGE, REPLICAS, STREAM, VENUES_SUBJECT,
+};
+
+/// How long a read keeps retrying a shard (no responders, timeouts) before it gives up with
+/// [`ClusterError::ShardUnavailable`] (the HTTP layer answers 503 with `Retry-After`).
+pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
+/// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
+const PUBLISH_TRIES: usize = 4;
+
+/// A connection to the cluster, as an HTTP node uses it. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    shards: u32,
+    /// Random per process: the first half of every `Nats-Msg-Id` this node sets.
+    node_id: String,
+    next_msg: AtomicU64,
+    /// Per shard, the stream sequence of this node's latest acknowledged publish to it (reads
+    /// wait for the shard to have applied it: read-your-writes through one node).
+    last_seq: Vec<AtomicU64>,
+    /// The latest acknowledged venue registration (every shard consumes it).
+    venue_seq: AtomicU64,
+}
+
+/// Connects to NATS (comma-separated URLs), retrying the first connection.
+pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
+    let addrs: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if addrs.is_empty() {
+        return Err(ClusterError::Connect("no NATS URL given".into()));
+    }
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .request_timeout(Some(Duration::from_secs(2)))
+        .retry_on_initial_connect()
+        .connect(&addrs[..])
+        .await
+        .map_err(|e| ClusterError::Connect(e.to_string()))
+}
+
+/// Creates the stream if it does not exist (3 replicas, file storage, a 2-minute duplicate
+/// window for `Nats-Msg-Id`). Retries for up to a minute while the cluster elects a leader.
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream::Stream> {
+    let config = jetstream::stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec!["ck.scans.*".to_string(), VENUES_SUBJECT.to_string()],
+        num_replicas: REPLICAS,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for JetStream to create the stream");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(ClusterError::JetStream(e.to_string())),
+        }
+    }
+}
+
+impl Node {
+    /// Connects, makes sure the stream exists, and serves `shards` shards.
+    pub async fn connect(urls: &str, shards: u32) -> Result<Node> {
+        let client = connect(urls, "checkin-http").await?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(5));
+        ensure_stream(&js).await?;
+        let node_id = format!("{:016x}", rand::random::<u64>());
+        Ok(Node {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                shards: shards.max(1),
+                node_id,
+                next_msg: AtomicU64::new(0),
+                last_seq: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
+                venue_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> u32 {
+        self.inner.shards
+    }
+
+    /// The JetStream context (for consumers of the venue subject).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    fn next_msg_id(&self) -> String {
+        let n = self.inner.next_msg.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.node_id)
+    }
+
+    /// Publishes one message, retrying with the same `Nats-Msg-Id`; returns its sequence.
+    async fn publish(&self, subject: String, payload: Bytes) -> Result<u64> {
+        let id = self.next_msg_id();
+        let mut last_err = String::new();
+        for attempt in 0..PUBLISH_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let msg = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&id);
+            let fut: PublishAckFuture = match self.inner.js.send_publish(subject.clone(), msg).await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    last_err = e.to_string();
+                    continue;
+                }
+            };
+            match fut.await {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) => last_err = e.to_string(),
+            }
+        }
+        Err(ClusterError::Publish(last_err))
+    }
+
+    /// Publishes validated scans, grouped by shard, up to [`MAX_SCANS_PER_MESSAGE`] a message,
+    /// all in flight at once; returns once JetStream acknowledged every message.
+    pub async fn publish_scans(&self, scans: Vec<WireScan>) -> Result<()> {
+        let mut by_shard: BTreeMap<u32, Vec<WireScan>> = BTreeMap::new();
+        for s in scans {
+            by_shard
+                .entry(shard_of(&s.person, self.inner.shards))
+                .or_default()
+                .push(s);
+        }
+        let mut pending = Vec::new();
+        for (shard, scans) in by_shard {
+            for chunk in scans.chunks(MAX_SCANS_PER_MESSAGE) {
+                let payload = postcard::to_stdvec(chunk).map_err(|e| ClusterError::Decode {
+                    what: "scan batch",
+                    reason: e.to_string(),
+                })?;
+                let node = self.clone();
+                pending.push(async move {
+                    let seq = node.publish(scan_subject(shard), payload.into()).await?;
+                    node.inner.last_seq[shard as usize].fetch_max(seq, Ordering::AcqRel);
+                    Ok::<(), ClusterError>(())
+                });
+            }
+        }
+        for r in futures_util::future::join_all(pending).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a venue registration; returns its stream sequence once acknowledged.
+    pub async fn publish_venues(&self, venues: &[engine::VenueSpec]) -> Result<u64> {
+        let wire: Vec<WireVenue> = venues.iter().map(WireVenue::from).collect();
+        let payload = postcard::to_stdvec(&wire).map_err(|e| ClusterError::Decode {
+            what: "venue batch",
+            reason: e.to_string(),
+        })?;
+        let seq = self
+            .publish(VENUES_SUBJECT.to_string(), payload.into())
+            .await?;
+        self.inner.venue_seq.fetch_max(seq, Ordering::AcqRel);
+        Ok(seq)
+    }
+
+    fn min_seq(&self, shard: u32) -> u64 {
+        let s = self.inner.last_seq[shard as usize].load(Ordering::Acquire);
+        s.max(self.inner.venue_seq.load(Ordering::Acquire))
+    }
+
+    /// One query to one shard (either replica), retried for up to [`READ_RETRY_FOR`].
+    async fn ask(&self, shard: u32, op: Op) -> Result<Reply> {
+        let query = Query {
+            min_seq: self.min_seq(shard),
+            op,
+        };
+        let payload: Bytes = serde_json::to_vec(&query)
+            .map_err(|e| ClusterError::Decode {
+                what: "query",
+                reason: e.to_string(),
+            })?
+            .into();
+        let deadline = Instant::now() + READ_RETRY_FOR;
+        let subject = query_subject(shard);
+        loop {
+            let reason = match self
+                .inner
+                .client
+                .request(subject.clone(), payload.clone())
+                .await
+            {
+                Ok(msg) => match serde_json::from_slice::<Reply>(&msg.payload) {
+                    Ok(Reply::Error(e)) => e,
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => {
+                        return Err(ClusterError::Decode {
+                            what: "shard reply",
+                            reason: e.to_string(),
+                        })
+                    }
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(ClusterError::ShardUnavailable { shard, reason });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ask_all(&self, op: Op) -> Result<Vec<Reply>> {
+        let asks = (0..self.inner.shards).map(|k| self.ask(k, op.clone()));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Visits of many persons, each from its shard; `None` for persons without scans.
+    pub async fn visits_many(
+        &self,
+        persons: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Option<Vec<WireVisit>>>> {
+        let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in persons.iter().enumerate() {
+            by_shard
+                .entry(shard_of(p, self.inner.shards))
+                .or_default()
+                .push(i);
+        }
+        let mut out: Vec<Option<Vec<WireVisit>>> = vec![None; persons.len()];
+        let asks = by_shard.into_iter().map(|(shard, idx)| {
+            let names: Vec<String> = idx.iter().map(|&i| persons[i].clone()).collect();
+            async move {
+                let reply = self
+                    .ask(
+                        shard,
+                        Op::Visits {
+                            persons: names,
+                            from,
+                            to,
+                        },
+                    )
+                    .await?;
+                Ok::<_, ClusterError>((idx, reply))
+            }
+        });
+        for r in futures_util::future::join_all(asks).await {
+            let (idx, reply) = r?;
+            let Reply::Visits(list) = reply else {
+                return Err(unexpected("visits"));
+            };
+            for (i, v) in idx.into_iter().zip(list) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One person's visits (section 3) from its shard.
+    pub async fn visits(&self, person: &str, from: i64, to: i64) -> Result<Option<Vec<WireVisit>>> {
+        Ok(self
+            .visits_many(&[person.to_string()], from, to)
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Persons present at a venue, summed over shards (`None` if no shard knows the venue).
+    pub async fn occupancy(&self, venue: &str) -> Result<Option<u32>> {
+        let replies = self
+            .ask_all(Op::Occupancy {
+                venue: venue.to_string(),
+            })
+            .await?;
+        let mut total: Option<u32> = None;
+        for r in replies {
+            match r {
+                Reply::Occupancy(Some(n)) => total = Some(total.unwrap_or(0) + n),
+                Reply::Occupancy(None) => {}
+                _ => return Err(unexpected("occupancy")),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The `n` venues with most persons present over all shards, ties by id.
+    pub async fn top_occupancy(&self, n: usize) -> Result<Vec<(String, u32)>> {
+        // Each shard's top-n is not enough for a global top-n (a venue can be 11th on every
+        // shard and 1st overall): ask every shard for all venues with someone present.
+        let replies = self.ask_all(Op::Top { n: usize::MAX }).await?;
+        let mut sum: BTreeMap<String, u32> = BTreeMap::new();
+        for r in replies {
+            let Reply::Top(list) = r else {
+                return Err(unexpected("top"));
+            };
+            for (v, c) in list {
+                *sum.entry(v).or_default() += c;
+            }
+        }
+        let mut all: Vec<(String, u32)> = sum.into_iter().filter(|(_, c)| *c > 0).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        Ok(all)
+    }
+
+    /// Accepted scans stored and persons, summed over shards.
+    pub async fn stats(&self) -> Result<(u64, u64)> {
+        let mut scans = 0;
+        let mut persons = 0;
+        for r in self.ask_all(Op::Stats).await? {
+            let Reply::Stats {
+                scans: s,
+                persons: p,
+            } = r
+            else {
+                return Err(unexpected("stats"));
+            };
+            scans += s;
+            persons += p;
+        }
+        Ok((scans, persons))
+    }
+
+    /// A contact trace (contract section 5) by fan-out; `None` if the case has no scans.
+    pub async fn trace(&self, req: &engine::TraceRequest) -> Result<Option<engine::TraceResult>> {
+        let Some(case_visits) = self.visits(&req.person, req.from, req.to).await? else {
+            return Ok(None);
+        };
+        let case_visits = clip(&case_visits, req.min_stay_s, req.from, req.to);
+        let threshold = req.min_overlap_s.max(1);
+        let mut f1 = self
+            .exposures(
+                vec![Source {
+                    person: req.person.clone(),
+                    visits: case_visits.clone(),
+                }],
+                req.linger_s,
+                threshold,
+                vec![req.person.clone()],
+            )
+            .await?;
+        sort_contacts(&mut f1);
+        let mut f2 = Vec::new();
+        if req.depth >= 2 && !f1.is_empty() {
+            let persons: Vec<String> = f1.iter().map(|e| e.person.clone()).collect();
+            // Fetch from the earliest first contact; each F1's visits are clipped to its own.
+            let earliest = f1.iter().map(|e| e.first_contact).min().unwrap_or(req.from);
+            let all = self.visits_many(&persons, earliest, req.to).await?;
+            let sources: Vec<Source> = f1
+                .iter()
+                .zip(all)
+                .map(|(e, v)| Source {
+                    person: e.person.clone(),
+                    visits: clip(
+                        &v.unwrap_or_default(),
+                        req.min_stay_s,
+                        e.first_contact,
+                        req.to,
+                    ),
+                })
+                .filter(|s| !s.visits.is_empty())
+                .collect();
+            if !sources.is_empty() {
+                let mut exclude: HashSet<String> = persons.into_iter().collect();
+                exclude.insert(req.person.clone());
+                f2 = self
+                    .exposures(
+                        sources,
+                        req.linger_s,
+                        threshold,
+                        exclude.into_iter().collect(),
+                    )
+                    .await?;
+                sort_contacts(&mut f2);
+            }
+        }
+        Ok(Some(engine::TraceResult {
+            case: req.person.as_str().into(),
+            from: req.from,
+            to: req.to,
+            min_overlap_s: req.min_overlap_s,
+            min_stay_s: req.min_stay_s,
+            linger_s: req.linger_s,
+            visits: case_visits.into_iter().map(to_visit).collect(),
+            f1: f1
+                .into_iter()
+                .map(|e| engine::F1Contact {
+                    person: e.person.into(),
+                    exposure_s: e.exposure_s,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                    venues: e.venues.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            f2: f2
+                .into_iter()
+                .map(|e| engine::F2Contact {
+                    person: e.person.into(),
+                    via: e.source.into(),
+                    exposure_s: e.exposure_s,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn exposures(
+        &self,
+        sources: Vec<Source>,
+        linger_s: i64,
+        threshold: i64,
+        exclude: Vec<String>,
+    ) -> Result<Vec<Exposure>> {
+        let replies = self
+            .ask_all(Op::Exposures {
+                sources,
+                linger_s,
+                threshold,
+                exclude,
+            })
+            .await?;
+        let mut out = Vec::new();
+        for r in replies {
+            let Reply::Exposures(list) = r else {
+                return Err(unexpected("exposures"));
+            };
+            out.extend(list);
+        }
+        Ok(out)
+    }
+}
+
+fn to_visit(v: WireVisit) -> engine::Visit {
+    engine::Visit {
+        venue: v.venue.into(),
+        start: v.start,
+        end: v.end,
+    }
+}
+
+fn unexpected(what: &'static str) -> ClusterError {
+    ClusterError::Decode {
+        what,
+        reason: "a shard answered with another kind of reply".into(),
+    }
+}

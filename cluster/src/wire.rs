@@ -1,0 +1,120 @@
+//! What goes over NATS: scan batches and venue registrations in the stream (postcard), queries
+//! and replies between HTTP nodes and shards (JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// One validated scan as it is stored in the stream (`ts` already resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireScan {
+    pub person: String,
+    pub venue: String,
+    pub ts: i64,
+    pub out: bool,
+}
+
+/// One venue registration as it is stored in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireVenue {
+    pub id: String,
+    pub name: String,
+    pub province: Option<String>,
+    pub default_stay_s: Option<u32>,
+}
+
+impl From<&engine::VenueSpec> for WireVenue {
+    fn from(v: &engine::VenueSpec) -> WireVenue {
+        WireVenue {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            province: v.province.clone(),
+            default_stay_s: v.default_stay_s,
+        }
+    }
+}
+
+impl From<WireVenue> for engine::VenueSpec {
+    fn from(v: WireVenue) -> engine::VenueSpec {
+        engine::VenueSpec {
+            id: v.id,
+            name: v.name,
+            province: v.province,
+            default_stay_s: v.default_stay_s,
+        }
+    }
+}
+
+/// A visit `[start, end)` at a venue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireVisit {
+    pub venue: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The visits that expose others: the case's (for F1) or one F1's (for F2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub person: String,
+    pub visits: Vec<WireVisit>,
+}
+
+/// A query to one shard. `min_seq`: the shard first waits until it has applied the stream up
+/// to this sequence (the asking node's latest acknowledged publish to that shard).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Query {
+    pub min_seq: u64,
+    pub op: Op,
+}
+
+/// What a query asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    /// Visits of each person with `start < to` and `end >= from`; `None` for a person without
+    /// stored scans.
+    Visits {
+        persons: Vec<String>,
+        from: i64,
+        to: i64,
+    },
+    /// Persons present at a venue now.
+    Occupancy { venue: String },
+    /// The `n` venues with most persons present.
+    Top { n: usize },
+    /// The shard's persons exposed by `sources`: for each person not in `exclude`, the source
+    /// with the largest exposure `>= threshold` (ties: smallest source id).
+    Exposures {
+        sources: Vec<Source>,
+        linger_s: i64,
+        threshold: i64,
+        exclude: Vec<String>,
+    },
+    /// Store counts.
+    Stats,
+}
+
+/// A shard's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Visits(Vec<Option<Vec<WireVisit>>>),
+    Occupancy(Option<u32>),
+    Top(Vec<(String, u32)>),
+    Exposures(Vec<Exposure>),
+    Stats {
+        scans: u64,
+        persons: u64,
+    },
+    /// The shard could not answer (not caught up in time, or an internal error).
+    Error(String),
+}
+
+/// One exposed person and the source that exposed it most.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    pub person: String,
+    pub source: String,
+    pub exposure_s: i64,
+    pub first_contact: i64,
+    pub last_contact: i64,
+    /// Sorted distinct venues of the pairs with positive overlap.
+    pub venues: Vec<String>,
+}
