@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::access::{Access, Principal, Who};
 use crate::body::BodyTimeouts;
+use crate::certificates::{self, Certificates};
 use crate::handlers;
 use crate::metrics::{Metrics, MetricsError};
 use crate::outbreak;
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) hub: Arc<Hub>,
     pub(crate) options: ServerOptions,
+    /// The certificate signing key and settings (`App::with_certificates`).
+    pub(crate) certificates: std::sync::OnceLock<Certificates>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -115,6 +118,7 @@ impl App {
                 hub,
                 options,
                 shutdown,
+                certificates: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -232,6 +236,9 @@ impl App {
             RouteId::Trace => handlers::trace(self, &ctx, req).await,
             RouteId::Stats => handlers::stats(self),
             RouteId::Audit => handlers::audit(self, &ctx).await,
+            RouteId::Keys => certificates::keys(self),
+            RouteId::PersonCertificate => certificates::certificate(self, &ctx).await,
+            RouteId::Verify => certificates::verify(self, req).await,
             RouteId::RegisterCase => outbreak::register_case(self, &ctx, req).await,
             RouteId::ListCases => outbreak::list_cases(self, &ctx).await,
             RouteId::Case => outbreak::get_case(self, &ctx),

@@ -110,6 +110,22 @@ pub struct Cli {
     #[arg(long, env = "CHECKIN_F2_QUARANTINE_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=60))]
     pub f2_quarantine_days: u32,
+
+    /// The certificate signing key: a PKCS#8 PEM ECDSA P-256 private key file. Without it the
+    /// server signs with signing-key.pem in the data directory, created (mode 0600) on first
+    /// start; back that file up, certificates already issued verify only with it.
+    #[arg(long, env = "CHECKIN_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// The issuer of the certificates the server signs (payload claim 1).
+    #[arg(long, env = "CHECKIN_ISSUER", default_value = certs::DEFAULT_ISSUER,
+          value_parser = crate::certificates::parse_issuer)]
+    pub issuer: String,
+
+    /// Days a certificate is valid after it is issued.
+    #[arg(long, env = "CHECKIN_CERTIFICATE_DAYS", default_value_t = certs::DEFAULT_CERTIFICATE_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_CERTIFICATE_DAYS)))]
+    pub certificate_days: u32,
 }
 
 /// `--durability`.
@@ -270,6 +286,33 @@ mod tests {
         assert!(Cli::try_parse_from(["checkin-server", "--segment-bytes", "1000"]).is_err());
         let cli = Cli::try_parse_from(["checkin-server", "--segment-bytes", "65536"]).unwrap();
         assert_eq!(cli.engine_config().segment_bytes, 65_536);
+    }
+
+    #[test]
+    fn certificate_flags_parse_and_are_checked() {
+        let cli = Cli::try_parse_from(["checkin-server"]).unwrap();
+        assert_eq!(cli.signing_key, None);
+        assert_eq!(cli.issuer, "VN");
+        assert_eq!(cli.certificate_days, 365);
+        let cli = Cli::try_parse_from([
+            "checkin-server",
+            "--signing-key",
+            "/etc/checkin/key.pem",
+            "--issuer",
+            "VN-ST",
+            "--certificate-days",
+            "3650",
+        ])
+        .unwrap();
+        assert_eq!(cli.signing_key, Some(PathBuf::from("/etc/checkin/key.pem")));
+        assert_eq!(cli.issuer, "VN-ST");
+        assert_eq!(cli.certificate_days, 3650);
+        for days in ["0", "3651", "-1"] {
+            assert!(Cli::try_parse_from(["checkin-server", "--certificate-days", days]).is_err());
+        }
+        for issuer in ["", "V\nN"] {
+            assert!(Cli::try_parse_from(["checkin-server", "--issuer", issuer]).is_err());
+        }
     }
 
     #[test]

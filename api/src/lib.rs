@@ -22,6 +22,8 @@
 //! - `records`: samples and results, declarations, follow-ups, the pass, areas, summary, notices.
 //! - `trace_body`: the JSON of a trace answer, written straight into a buffer (`pub(crate)`, for
 //!   every route that answers in the shape of `POST /v1/trace`).
+//! - `certificates`: the signing key, `GET /v1/keys`, a person's certificate (JSON or QR SVG)
+//!   and `POST /v1/verify` (over the `certs` crate).
 //! - `metrics`: the Prometheus families.
 //! - [`problem`]: errors as `application/problem+json`.
 //! - `server`: accept loop, connection limit, graceful shutdown.
@@ -31,6 +33,7 @@
 pub mod access;
 mod app;
 mod body;
+mod certificates;
 pub mod cli;
 pub mod decode;
 pub mod dose_decode;
@@ -50,6 +53,9 @@ mod vaccinations;
 
 pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};
 pub use app::{App, ServerOptions};
+pub use certificates::{
+    load_signing_key, CertificatesError, KeySource, MAX_CERTIFICATE_DAYS, MAX_ISSUER_BYTES,
+};
 pub use decode::{decode_scans, DecodeError, ScanFormat, MAX_BODY_BYTES, MAX_SCANS};
 pub use metrics::{Metrics, MetricsError};
 pub use problem::ApiError;

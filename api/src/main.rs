@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use api::cli::{resolve_listen, Cli};
-use api::{Access, App, TokenSet};
+use api::{Access, App, KeySource, TokenSet};
 use clap::Parser;
 use engine::Engine;
 use health::Health;
@@ -85,6 +85,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
+    let (signing_key, key_source) = api::load_signing_key(cli.signing_key.as_deref(), &data)
+        .context("cannot load the certificate signing key")?;
+    tracing::info!(
+        kid = signing_key.kid(),
+        source = key_source.as_str(),
+        path = %key_source.path().display(),
+        "certificate signing key ready"
+    );
+    if let KeySource::Flag(path) = &key_source {
+        use std::os::unix::fs::PermissionsExt as _;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            tracing::warn!(
+                path = %path.display(),
+                "the signing key file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -96,7 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("cannot open the health database {}", path.display()))?
     };
-    let app = App::new(engine, health, access, cli.server_options())?;
+    let app = App::new(engine, health, access, cli.server_options())?.with_certificates(
+        signing_key,
+        cli.issuer.clone(),
+        cli.certificate_days,
+    )?;
     tracing::info!(
         listen = %listener.local_addr()?,
         durability = ?cli.durability,

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use certs::InvalidReason;
 use engine::{IngestOutcome, RejectReason, Stats};
 use health::{CaseStatus, DoseOutcome, DoseReject, HealthStats, Tier};
 use parking_lot::Mutex;
@@ -37,6 +38,10 @@ pub struct Metrics {
     /// `checkin_vaccinations_accepted_total` and `checkin_vaccinations_rejected_total{reason}`.
     vaccinations_accepted: IntCounter,
     vaccinations_rejected: IntCounterVec,
+    certificates_issued: IntCounter,
+    /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
+    /// [`VERIFY_REASONS`] entry, in that order.
+    certificate_verifications: Vec<IntCounter>,
     cases: IntGaugeVec,
     persons_by_tier: IntGaugeVec,
     rederivations: IntCounterVec,
@@ -218,6 +223,24 @@ impl Metrics {
         for tier in Tier::ALL {
             status_reads.with_label_values(&[tier.as_str()]);
         }
+        let certificates_issued = IntCounter::new(
+            "checkin_certificates_issued_total",
+            "Health certificates signed (each GET /v1/persons/{id}/certificate that answered one, \
+             JSON or QR).",
+        )?;
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "checkin_certificate_verifications_total",
+                "Certificates verified by POST /v1/verify, by result: valid or the reason code.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(certificates_issued.clone()))?;
+        registry.register(Box::new(verifications.clone()))?;
+        let certificate_verifications = std::iter::once("valid")
+            .chain(VERIFY_REASONS.iter().map(|r| r.reason_code()))
+            .map(|result| verifications.with_label_values(&[result]))
+            .collect();
         registry.register(Box::new(scans_accepted.clone()))?;
         registry.register(Box::new(scans_rejected.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -264,6 +287,8 @@ impl Metrics {
             trace_duration,
             vaccinations_accepted,
             vaccinations_rejected,
+            certificates_issued,
+            certificate_verifications,
             cases,
             persons_by_tier,
             rederivations,
@@ -339,6 +364,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// One certificate signed.
+    pub fn observe_certificate_issued(&self) {
+        self.certificates_issued.inc();
+    }
+
+    /// One certificate verified: valid (`None`) or invalid for `reason`.
+    pub fn observe_verification(&self, reason: Option<InvalidReason>) {
+        let i = reason.map_or(0, |r| verify_reason_index(r) + 1);
+        if let Some(counter) = self.certificate_verifications.get(i) {
+            counter.inc();
+        }
+    }
+
     /// One standing-trace update pass.
     pub fn observe_standing(&self, elapsed: Duration) {
         self.standing_update.observe(elapsed.as_secs_f64());
@@ -404,6 +442,31 @@ impl Metrics {
     }
 }
 
+/// Every reason a certificate can fail verification, in the order of the `certs` crate.
+pub(crate) const VERIFY_REASONS: [InvalidReason; 7] = [
+    InvalidReason::BadPrefix,
+    InvalidReason::BadBase45,
+    InvalidReason::BadZlib,
+    InvalidReason::BadCose,
+    InvalidReason::UnknownKid,
+    InvalidReason::BadSignature,
+    InvalidReason::Expired,
+];
+
+/// `reason`'s place in [`VERIFY_REASONS`] (an exhaustive match: a new reason fails to compile
+/// until it is listed).
+fn verify_reason_index(reason: InvalidReason) -> usize {
+    match reason {
+        InvalidReason::BadPrefix => 0,
+        InvalidReason::BadBase45 => 1,
+        InvalidReason::BadZlib => 2,
+        InvalidReason::BadCose => 3,
+        InvalidReason::UnknownKid => 4,
+        InvalidReason::BadSignature => 5,
+        InvalidReason::Expired => 6,
+    }
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -426,6 +489,34 @@ fn method_label(method: &str) -> &'static str {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_families_have_every_result() {
+        let m = Metrics::new().unwrap();
+        m.observe_certificate_issued();
+        m.observe_verification(None);
+        m.observe_verification(Some(InvalidReason::Expired));
+        m.observe_verification(Some(InvalidReason::Expired));
+        let text = m
+            .render(&Stats::default(), &HealthStats::default())
+            .unwrap();
+        assert!(text.contains("# TYPE checkin_certificates_issued_total counter"));
+        assert!(
+            text.contains("checkin_certificates_issued_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE checkin_certificate_verifications_total counter"));
+        assert!(text.contains("checkin_certificate_verifications_total{result=\"valid\"} 1"));
+        assert!(text.contains("checkin_certificate_verifications_total{result=\"expired\"} 2"));
+        for (i, reason) in VERIFY_REASONS.iter().enumerate() {
+            assert_eq!(verify_reason_index(*reason), i);
+            let series = format!(
+                "checkin_certificate_verifications_total{{result=\"{}\"}}",
+                reason.reason_code()
+            );
+            assert!(text.contains(&series), "missing {series}");
+        }
+    }
 
     #[test]
     fn exposition_has_every_contract_family() {

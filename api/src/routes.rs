@@ -24,6 +24,9 @@ pub enum RouteId {
     Trace,
     Stats,
     Audit,
+    Keys,
+    PersonCertificate,
+    Verify,
     RegisterCase,
     ListCases,
     Case,
@@ -64,6 +67,7 @@ const ADMIN: &[Role] = &[Role::Admin];
 const EPI_ADMIN: &[Role] = &[Role::Epidemiologist, Role::Admin];
 const SCANNER_ADMIN: &[Role] = &[Role::Scanner, Role::Admin];
 const METRICS_ADMIN: &[Role] = &[Role::Metrics, Role::Admin];
+const CERTIFICATE_READERS: &[Role] = &[Role::App, Role::Admin];
 const EPI_ADMIN_APP: &[Role] = &[Role::Epidemiologist, Role::Admin, Role::App];
 const SAMPLER_ADMIN: &[Role] = &[Role::Sampler, Role::Admin];
 const LAB_ADMIN: &[Role] = &[Role::Lab, Role::Admin];
@@ -156,6 +160,24 @@ pub const ROUTES: &[RouteSpec] = &[
         pattern: "/v1/audit",
         who: Who::Roles(ADMIN),
         id: RouteId::Audit,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/keys",
+        who: Who::Anyone,
+        id: RouteId::Keys,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/v1/persons/{id}/certificate",
+        who: Who::Roles(CERTIFICATE_READERS),
+        id: RouteId::PersonCertificate,
+    },
+    RouteSpec {
+        method: "POST",
+        pattern: "/v1/verify",
+        who: Who::Anyone,
+        id: RouteId::Verify,
     },
     RouteSpec {
         method: "POST",

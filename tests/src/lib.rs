@@ -481,7 +481,11 @@ impl InProcess {
             .unwrap();
         let health =
             health::Health::open(engine.clone(), health::HealthConfig::new(&data_dir)).unwrap();
-        let app = api::App::new(engine.clone(), health, api::Access::Open, options).unwrap();
+        let (key, _) = api::load_signing_key(None, &data_dir).unwrap();
+        let app = api::App::new(engine.clone(), health, api::Access::Open, options)
+            .unwrap()
+            .with_certificates(key, certs::DEFAULT_ISSUER, certs::DEFAULT_CERTIFICATE_DAYS)
+            .unwrap();
         let serving = runtime.block_on(Serving::start(app));
         InProcess {
             addr: serving.addr,

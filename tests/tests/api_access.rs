@@ -160,6 +160,27 @@ fn matrix() -> Vec<Case> {
             body: None,
             want: [401, 401, 200, 403, 403, 403, 403, 403, 403, 403, 403],
         },
+        Case {
+            method: "GET",
+            path: "/v1/keys",
+            pattern: "/v1/keys",
+            body: None,
+            want: [200; 11],
+        },
+        Case {
+            method: "GET",
+            path: "/v1/persons/p1/certificate",
+            pattern: "/v1/persons/{id}/certificate",
+            body: None,
+            want: [401, 401, 200, 403, 403, 403, 403, 403, 403, 403, 200],
+        },
+        Case {
+            method: "POST",
+            path: "/v1/verify",
+            pattern: "/v1/verify",
+            body: Some(json!({"hc1": "HC1:not a certificate"})),
+            want: [200; 11],
+        },
         // The admin registers the case; the epidemiologist's identical retry is 200.
         Case {
             method: "POST",

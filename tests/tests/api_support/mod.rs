@@ -152,6 +152,9 @@ impl Server {
                 .unwrap()
         };
         let app = App::new(engine, health, access, opts.options).unwrap();
+        // The certificate key in the data directory, as the binary does without --signing-key.
+        let (key, _) = api::load_signing_key(None, dir.path()).unwrap();
+        let app = app.with_certificates(key, "VN", 365).unwrap();
         let serving = Serving::start(app.clone()).await;
         Server {
             addr: serving.addr,
