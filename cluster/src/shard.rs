@@ -106,47 +106,58 @@ pub async fn run(
         let state = Arc::clone(&state);
         let name = name.clone();
         async move {
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| ClusterError::JetStream(e.to_string()))?;
             let mut since_ack = 0u32;
-            while let Some(msg) = messages.next().await {
-                let msg = match msg {
+            // The message stream survives reconnects; should it end or fail to start, start it
+            // again (redelivered messages are exact duplicates, which the engine ignores).
+            loop {
+                let mut messages = match consumer.messages().await {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(error = %e, "consumer error; continuing");
+                        tracing::warn!(error = %e, "cannot pull from the consumer; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
                 };
-                let (seq, pending) = match msg.info() {
-                    Ok(i) => (i.stream_sequence, i.pending),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "message without JetStream info; skipped");
-                        continue;
+                while let Some(msg) = messages.next().await {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error; continuing");
+                            continue;
+                        }
+                    };
+                    let (seq, pending) = match msg.info() {
+                        Ok(i) => (i.stream_sequence, i.pending),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "message without JetStream info; skipped");
+                            continue;
+                        }
+                    };
+                    apply_message(&state, msg.subject.as_str(), &msg.payload).await?;
+                    state.applied.fetch_max(seq, Ordering::AcqRel);
+                    since_ack += 1;
+                    if pending == 0 || since_ack >= 256 {
+                        since_ack = 0;
+                        if let Err(e) = msg.ack().await {
+                            tracing::warn!(error = %e, "ack failed (redelivery is harmless)");
+                        }
                     }
-                };
-                apply_message(&state, msg.subject.as_str(), &msg.payload).await?;
-                state.applied.store(seq, Ordering::Release);
-                since_ack += 1;
-                if pending == 0 || since_ack >= 256 {
-                    since_ack = 0;
-                    if let Err(e) = msg.ack().await {
-                        tracing::warn!(error = %e, "ack failed (redelivery is harmless)");
+                    if pending == 0 {
+                        if let Some(tx) = ready_tx.take() {
+                            tracing::info!(
+                                %name,
+                                seq,
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "caught up with the stream"
+                            );
+                            let _ = tx.send(());
+                        }
                     }
                 }
-                if pending == 0 {
-                    if let Some(tx) = ready_tx.take() {
-                        tracing::info!(
-                            %name,
-                            seq,
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "caught up with the stream"
-                        );
-                        let _ = tx.send(());
-                    }
-                }
+                tracing::warn!("the consumer's message stream ended; pulling again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            #[allow(unreachable_code)]
             Ok::<(), ClusterError>(())
         }
     };
