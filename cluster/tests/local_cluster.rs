@@ -270,7 +270,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         .expect("clock")
         .as_secs() as i64;
     let persons = 240u64;
-    let mut rng = Rng(0x5eed_c1u64);
+    let mut rng = Rng(0x005e_edc1_u64);
     let batches = 40;
     let mut acked = 0usize;
     for b in 0..batches {
