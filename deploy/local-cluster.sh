@@ -32,9 +32,14 @@ launch() {
   echo $! >"$dir/pids/$name.pid"
 }
 
+# Running and not a zombie (a killed process whose parent has not reaped it yet still answers
+# kill -0; in a container without an init that reaps, it may stay a zombie).
 alive() {
-  local f="$dir/pids/$1.pid"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f="$dir/pids/$1.pid" p
+  [ -f "$f" ] || return 1
+  p=$(cat "$f")
+  kill -0 "$p" 2>/dev/null || return 1
+  ! grep -q '^[0-9]* (.*) Z' "/proc/$p/stat" 2>/dev/null
 }
 
 wait_http() { # URL SECONDS
