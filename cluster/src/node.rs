@@ -321,7 +321,7 @@ impl Node {
     /// The `n` venues with most persons present over all shards, ties by id.
     pub async fn top_occupancy(&self, n: usize) -> Result<Vec<(String, u32)>> {
         // Each shard's top-n is not enough for a global top-n (a venue can be 11th on every
-        // shard and 1st overall): ask every shard for all venues with someone present.
+        // shard and 1st overall): ask every shard for all its venues.
         let replies = self.ask_all(Op::Top { n: usize::MAX }).await?;
         let mut sum: BTreeMap<String, u32> = BTreeMap::new();
         for r in replies {
@@ -332,7 +332,8 @@ impl Node {
                 *sum.entry(v).or_default() += c;
             }
         }
-        let mut all: Vec<(String, u32)> = sum.into_iter().filter(|(_, c)| *c > 0).collect();
+        // As the single server does, venues with nobody present take part (ordered by id).
+        let mut all: Vec<(String, u32)> = sum.into_iter().collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         Ok(all)
