@@ -103,6 +103,10 @@ impl App {
             engine.subscribe(Box::new(move |events| hub.publish(events)));
         }
         {
+            let hub = Arc::clone(&hub);
+            engine.on_exit(Box::new(move |exits| hub.publish_exits(exits)));
+        }
+        {
             let metrics = metrics.clone();
             engine.on_sync(Box::new(move |elapsed| metrics.observe_sync(elapsed)));
         }
@@ -174,6 +178,18 @@ impl App {
     pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let method = req.method().clone();
+        // The web pages (contract section 13) come before the JSON table; anything else,
+        // unknown paths included, goes on to it (404 and 405 stay problem+json).
+        if let Some(page) = crate::web::find(method.as_str(), req.uri().path()) {
+            let resp = crate::web::serve(self, page.clone(), &req).await;
+            self.inner.metrics.observe_request(
+                page.label(),
+                method.as_str(),
+                resp.status().as_str(),
+                started.elapsed(),
+            );
+            return Ok(resp);
+        }
         let (route, resp) = match routes::find(method.as_str(), req.uri().path()) {
             Match::NotFound => (
                 UNMATCHED,

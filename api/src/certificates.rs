@@ -165,6 +165,15 @@ impl App {
     pub fn signing_kid(&self) -> Option<&str> {
         self.inner.certificates.get().map(|c| c.key.kid())
     }
+
+    /// ES256 over `message` with the server's key, and that key's `kid`, once set (the venue
+    /// posters' QR payloads, `web`).
+    pub(crate) fn sign_with_server_key(&self, message: &[u8]) -> Option<(&str, [u8; 64])> {
+        self.inner
+            .certificates
+            .get()
+            .map(|c| (c.key.kid(), c.key.sign(message)))
+    }
 }
 
 fn not_configured() -> ApiError {

@@ -26,6 +26,8 @@
 //!   and `POST /v1/verify` (over the `certs` crate).
 //! - `metrics`: the Prometheus families.
 //! - [`problem`]: errors as `application/problem+json`.
+//! - [`web`]: the web pages (portal, venue live view and poster, console, certificate check)
+//!   and their embedded assets.
 //! - `server`: accept loop, connection limit, graceful shutdown.
 //! - [`cli`]: flags of the binary.
 #![deny(unsafe_code)]
@@ -50,6 +52,7 @@ mod sse;
 mod tier_feed;
 mod trace_body;
 mod vaccinations;
+pub mod web;
 
 pub use access::{token_digest_hex, Access, Principal, Role, TokenSet, TokensError, Who};
 pub use app::{App, ServerOptions};

@@ -8,6 +8,10 @@
 //! behind loses the oldest events and is told so with a `: dropped N events` comment, and can
 //! resume from the last `id:` it saw with `Last-Event-ID`.
 //!
+//! v2: exits the server infers (a visit that reached its deadline, or that a check-in elsewhere
+//! closed) travel on the same channel as `event: exit` frames without an `id:` (they are not in
+//! the log, so `Last-Event-ID` keeps pointing at the last scan and a resume replays scans only).
+//!
 //! Resume without a gap: the task subscribes to the live channel *before* it reads the replay
 //! from the engine, then skips live events whose `seq` it has already sent.
 
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use engine::{Engine, ScanEvent};
+use engine::{Engine, ExitEvent, ScanEvent};
 use http_body_util::channel::{Channel, Sender};
 use tokio::sync::{broadcast, watch};
 
@@ -27,10 +31,19 @@ pub const VENUE_CHANNEL_CAPACITY: usize = 1024;
 /// Most events `?last=N` may ask for.
 pub const MAX_REPLAY: usize = 10_000;
 
+/// One live event of a venue feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// An accepted scan.
+    Scan(ScanEvent),
+    /// An exit the server inferred.
+    Exit(ExitEvent),
+}
+
 /// Per-venue broadcast channels of live events.
 #[derive(Default)]
 pub struct Hub {
-    venues: DashMap<Arc<str>, broadcast::Sender<ScanEvent>>,
+    venues: DashMap<Arc<str>, broadcast::Sender<FeedEvent>>,
     subscribers: AtomicUsize,
 }
 
@@ -43,7 +56,19 @@ impl Hub {
         for ev in events {
             if let Some(tx) = self.venues.get(&*ev.venue) {
                 // An error only means every receiver went away meanwhile.
-                let _ = tx.send(ev.clone());
+                let _ = tx.send(FeedEvent::Scan(ev.clone()));
+            }
+        }
+    }
+
+    /// Hands inferred exits to the subscribers of their venues. Never blocks.
+    pub fn publish_exits(&self, exits: &[ExitEvent]) {
+        if self.subscribers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        for ex in exits {
+            if let Some(tx) = self.venues.get(&*ex.venue) {
+                let _ = tx.send(FeedEvent::Exit(ex.clone()));
             }
         }
     }
@@ -73,7 +98,7 @@ impl Hub {
 struct Subscription {
     hub: Arc<Hub>,
     venue: Arc<str>,
-    rx: Option<broadcast::Receiver<ScanEvent>>,
+    rx: Option<broadcast::Receiver<FeedEvent>>,
 }
 
 impl Drop for Subscription {
@@ -174,20 +199,11 @@ async fn run_feed(
             msg = rx.recv() => {
                 match msg {
                     Ok(ev) => {
-                        if last_sent.is_some_and(|s| ev.seq <= s) {
-                            continue;
-                        }
-                        last_sent = Some(ev.seq);
-                        write_event(&mut frame, &ev);
+                        write_feed_event(&mut frame, &ev, &mut last_sent);
                         // Batch whatever else is already queued into the same write.
                         while frame.len() < 64 * 1024 {
                             match rx.try_recv() {
-                                Ok(ev) => {
-                                    if last_sent.is_none_or(|s| ev.seq > s) {
-                                        last_sent = Some(ev.seq);
-                                        write_event(&mut frame, &ev);
-                                    }
-                                }
+                                Ok(ev) => write_feed_event(&mut frame, &ev, &mut last_sent),
                                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                                     let _ = write!(frame, ": dropped {n} events\n\n");
                                 }
@@ -212,6 +228,32 @@ async fn run_feed(
             break;
         }
     }
+}
+
+/// Appends a live event: a scan not sent yet (by seq), or an inferred exit.
+fn write_feed_event(out: &mut String, ev: &FeedEvent, last_sent: &mut Option<u64>) {
+    match ev {
+        FeedEvent::Scan(ev) => {
+            if last_sent.is_none_or(|s| ev.seq > s) {
+                *last_sent = Some(ev.seq);
+                write_event(out, ev);
+            }
+        }
+        FeedEvent::Exit(ex) => write_exit(out, ex),
+    }
+}
+
+/// Appends one inferred exit: `event: exit`, no `id:`, `data:` the exit as JSON.
+fn write_exit(out: &mut String, ex: &ExitEvent) {
+    // Ids are restricted to [A-Za-z0-9._:+-], so they need no JSON escaping.
+    let _ = write!(
+        out,
+        "event: exit\ndata: {{\"person\":\"{person}\",\"venue\":\"{venue}\",\"ts\":{ts},\"reason\":\"{reason}\"}}\n\n",
+        person = ex.person,
+        venue = ex.venue,
+        ts = ex.ts,
+        reason = ex.reason.as_str(),
+    );
 }
 
 /// Appends one event frame: `id:` is the seq, `data:` the scan as JSON.
@@ -257,6 +299,32 @@ mod tests {
         assert!(s.ends_with("\n\n"));
     }
 
+    #[test]
+    fn exits_are_named_events_without_an_id() {
+        let mut s = String::new();
+        let mut last = Some(7);
+        write_feed_event(
+            &mut s,
+            &FeedEvent::Exit(ExitEvent {
+                person: Arc::from("p1"),
+                venue: Arc::from("V1"),
+                ts: 1_700_000_100,
+                reason: engine::ExitReason::Deadline,
+            }),
+            &mut last,
+        );
+        assert_eq!(last, Some(7), "an exit does not move the resume point");
+        let mut lines = s.lines();
+        assert_eq!(lines.next(), Some("event: exit"));
+        let data = lines.next().and_then(|l| l.strip_prefix("data: ")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"person":"p1","venue":"V1","ts":1_700_000_100,"reason":"deadline"})
+        );
+        assert!(!s.contains("id:"));
+    }
+
     #[tokio::test]
     async fn publishing_without_subscribers_is_a_no_op_and_channels_are_removed() {
         let hub = Arc::new(Hub::default());
@@ -272,7 +340,7 @@ mod tests {
         assert_eq!(hub.subscriber_count(), 1);
         hub.publish(std::slice::from_ref(&ev));
         let got = sub.rx.as_mut().unwrap().recv().await.unwrap();
-        assert_eq!(got, ev);
+        assert_eq!(got, FeedEvent::Scan(ev));
         drop(sub);
         assert_eq!(hub.subscriber_count(), 0);
         assert!(hub.venues.is_empty());

@@ -135,8 +135,9 @@ impl SigningKey {
         &self.public
     }
 
-    /// ES256 over `message` (SHA-256, deterministic RFC 6979 nonce), as raw `r||s`.
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// ES256 over `message` (SHA-256, deterministic RFC 6979 nonce), as raw `r||s`. Public for
+    /// the server's other signed texts (the venue posters' QR payloads).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         let signature: Signature = self.secret.sign(message);
         signature.to_bytes().into()
     }

@@ -112,6 +112,9 @@ pub struct PurgeReport {
 
 /// A listener for accepted, durable scans. It runs on the engine's sync thread: it must not block.
 pub type EventListener = Box<dyn Fn(&[ScanEvent]) + Send + Sync>;
+/// A listener for exits the server inferred at watched venues ([`Engine::on_exit`]). It runs on
+/// the engine's sync or ticker thread: it must not block.
+pub type ExitListener = Box<dyn Fn(&[ExitEvent]) + Send + Sync>;
 /// A callback completing one submitted batch.
 pub type Completion = Box<dyn FnOnce(Result<IngestOutcome>) + Send>;
 
@@ -159,6 +162,8 @@ pub(crate) struct Shared {
     pub(crate) tx: Sender<Msg>,
     pub(crate) sync: SyncQueue,
     pub(crate) listeners: RwLock<Vec<EventListener>>,
+    /// Listeners of inferred exits at watched venues ([`Engine::on_exit`]).
+    pub(crate) exit_listeners: RwLock<Vec<ExitListener>>,
     /// Watch counts per venue number ([`Engine::watch_venue`]), and their total for the hot path:
     /// live events are built only for watched venues.
     pub(crate) watched: Mutex<FxHashMap<u32, u32>>,
@@ -398,6 +403,21 @@ impl Engine {
     pub fn subscribe(&self, listener: EventListener) {
         let shared = self.shared();
         shared.listeners.write().push(listener);
+    }
+
+    /// Adds a listener of the exits the server infers at watched venues ([`Engine::watch_venue`]):
+    /// a visit that reached its deadline, or that a check-in at another venue closed. Exits that
+    /// a stored scan causes come after that scan is durable and after its own live event; exits
+    /// at a deadline come from the ticker within a second of it.
+    pub fn on_exit(&self, listener: ExitListener) {
+        self.shared().exit_listeners.write().push(listener);
+    }
+
+    /// In-scans stored per hour: the `hours` whole hours before the current one, then the
+    /// current hour up to now, oldest first (`hours + 1` counts; hours are UTC hours).
+    pub fn checkins_per_hour(&self, hours: u32) -> Vec<u64> {
+        let now = self.now();
+        self.shared().index.read().ins_per_hour(now, hours)
     }
 
     /// Asks for live events of `venue` while the returned guard is held (several guards may watch

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::intern::Interner;
 use crate::occupancy::{Occupancy, View};
-use crate::types::{Action, ScanEvent, Visit};
+use crate::types::{Action, ExitEvent, ScanEvent, Visit};
 use crate::visits::{self, key_ts, person_key, RawVisit};
 
 /// One entry of the recent-events window.
@@ -292,6 +292,52 @@ impl Index {
             ts: e.ts as i64,
             action: if e.out { Action::Out } else { Action::In },
         }
+    }
+
+    /// The inferred exits collected since the last call, at the venues `watched` holds, as live
+    /// events; collects on afterwards only if `again`.
+    pub(crate) fn take_exits(
+        &mut self,
+        watched: Option<&rustc_hash::FxHashMap<u32, u32>>,
+        again: bool,
+    ) -> Vec<ExitEvent> {
+        let raw = self.occupancy.collect_exits(again);
+        let Some(watched) = watched else {
+            return Vec::new();
+        };
+        raw.into_iter()
+            .filter(|e| watched.contains_key(&e.venue))
+            .filter_map(|e| {
+                Some(ExitEvent {
+                    person: Arc::from(self.persons.get(e.person)),
+                    venue: self.venue_ids.get(e.venue as usize)?.clone(),
+                    ts: e.ts,
+                    reason: e.reason,
+                })
+            })
+            .collect()
+    }
+
+    /// In-scans stored with `ts` in each of the `hours` whole hours before `now`'s hour and in
+    /// that hour itself (up to `now`), oldest first: `hours + 1` counts.
+    pub(crate) fn ins_per_hour(&self, now: i64, hours: u32) -> Vec<u64> {
+        let current = now.div_euclid(3600);
+        let first = current - i64::from(hours);
+        let from = (first * 3600).clamp(0, i64::from(u32::MAX)) as u64;
+        let mut counts = vec![0u64; hours as usize + 1];
+        for ins in &self.venue_ins {
+            let start = ins.partition_point(|&k| (k >> 32) < from);
+            for &k in &ins[start..] {
+                let ts = (k >> 32) as i64;
+                if ts > now {
+                    break;
+                }
+                if let Some(c) = counts.get_mut((ts.div_euclid(3600) - first) as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// The latest `n` events at `venue`, oldest first.

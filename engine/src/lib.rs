@@ -37,7 +37,7 @@ mod writer;
 pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Completion, Config, DroppedTail, Durability, Engine, EventListener, PurgeReport,
+    Completion, Config, DroppedTail, Durability, Engine, EventListener, ExitListener, PurgeReport,
     RecoveryReport, SyncObserver,
 };
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::types::ExitReason;
 use crate::visits::{self, key_is_out, key_ts, key_venue, Machine, Open};
 
 /// Buckets of the timer wheel: one per second, more than the longest stay plus the future skew.
@@ -64,6 +65,29 @@ impl PersonState {
     }
 }
 
+/// Why a person counted at `st.counted` stops being counted there (`want` is where they count
+/// now), and when; `None` when an "out" scan at that venue ended the visit (the feed already
+/// carries that scan).
+fn inferred_exit(st: &PersonState, want: u32, now: i64) -> Option<(i64, ExitReason)> {
+    if want != NONE {
+        // Counted somewhere else now: the check-in there closed this visit.
+        return Some((st.start as i64, ExitReason::Elsewhere));
+    }
+    if st.venue == st.counted {
+        // Still the same open visit, but its deadline has passed.
+        return Some(((st.deadline as i64).min(now), ExitReason::Deadline));
+    }
+    if st.venue != NONE {
+        // Open at another venue that does not count (yet): a check-in elsewhere closed it.
+        return Some(((st.start as i64).min(now), ExitReason::Elsewhere));
+    }
+    // No open visit: either an "out" scan at the counted venue (not inferred) or the machine
+    // closed the visit at its deadline while stepping through a later scan.
+    let scanned_out =
+        st.last_key != 0 && key_is_out(st.last_key) && key_venue(st.last_key) == st.counted;
+    (!scanned_out).then_some(((st.deadline as i64).min(now), ExitReason::Deadline))
+}
+
 fn clamp_u32(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
@@ -90,6 +114,16 @@ impl View<'_> {
     }
 }
 
+/// An exit the server inferred: `person` stopped being counted at `venue` at `ts` without an
+/// "out" scan there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawExit {
+    pub person: u32,
+    pub venue: u32,
+    pub ts: i64,
+    pub reason: ExitReason,
+}
+
 /// Occupancy of every venue.
 pub(crate) struct Occupancy {
     persons: Vec<PersonState>,
@@ -98,6 +132,9 @@ pub(crate) struct Occupancy {
     wheel: Vec<Vec<u32>>,
     /// Last second the wheel was drained up to.
     drained_to: i64,
+    /// Inferred exits since [`Occupancy::collect_exits`] (`None` while nobody watches a venue:
+    /// then counting stays as cheap as it was).
+    exits: Option<Vec<RawExit>>,
 }
 
 impl Occupancy {
@@ -108,7 +145,18 @@ impl Occupancy {
             total: 0,
             wheel: vec![Vec::new(); WHEEL],
             drained_to: now,
+            exits: None,
         }
+    }
+
+    /// Starts (or, with `false`, stops) collecting inferred exits; returns those collected so
+    /// far.
+    pub(crate) fn collect_exits(&mut self, on: bool) -> Vec<RawExit> {
+        let taken = self.exits.take().unwrap_or_default();
+        if on {
+            self.exits = Some(Vec::new());
+        }
+        taken
     }
 
     /// Persons present at `venue`.
@@ -206,6 +254,16 @@ impl Occupancy {
                     *c = c.saturating_sub(1);
                 }
                 self.total = self.total.saturating_sub(1);
+                if let Some(exits) = self.exits.as_mut() {
+                    if let Some((ts, reason)) = inferred_exit(&st, want, now) {
+                        exits.push(RawExit {
+                            person,
+                            venue: st.counted,
+                            ts,
+                            reason,
+                        });
+                    }
+                }
             }
             if want != NONE {
                 let i = want as usize;

@@ -137,6 +137,7 @@ pub(crate) fn open(config: Config) -> Result<Inner> {
         tx,
         sync: SyncQueue::default(),
         listeners: RwLock::new(Vec::new()),
+        exit_listeners: RwLock::new(Vec::new()),
         watched: Mutex::new(FxHashMap::default()),
         watched_total: AtomicUsize::new(0),
         observers: RwLock::new(Vec::new()),

@@ -24,6 +24,8 @@ pub(crate) struct SyncItem {
     pub(crate) end: usize,
     pub(crate) done: Vec<Done>,
     pub(crate) events: Vec<ScanEvent>,
+    /// Exits the item's scans (or the deadlines caught up before them) ended at watched venues.
+    pub(crate) exits: Vec<ExitEvent>,
     /// Every stored scan of the item, for the change listeners (empty while there is none).
     pub(crate) applied: Vec<AppliedScan>,
 }
@@ -97,10 +99,16 @@ pub(crate) fn sync_loop(shared: &Shared) {
         }
         let listeners = shared.listeners.read();
         let change_listeners = shared.change_listeners.read();
+        let exit_listeners = shared.exit_listeners.read();
         for item in items {
             if failure.is_none() && !item.events.is_empty() {
                 for l in listeners.iter() {
                     l(&item.events);
+                }
+            }
+            if failure.is_none() && !item.exits.is_empty() {
+                for l in exit_listeners.iter() {
+                    l(&item.exits);
                 }
             }
             if failure.is_none() && !item.applied.is_empty() {

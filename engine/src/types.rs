@@ -363,6 +363,35 @@ pub struct ScanEvent {
     pub action: Action,
 }
 
+/// Why the server ended a visit that no "out" scan ended (contract section 6, v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// The visit reached its deadline (`start + stay`, or the last re-scan + stay).
+    Deadline,
+    /// The person checked in at another venue.
+    Elsewhere,
+}
+
+impl ExitReason {
+    /// The feed's spelling: `"deadline"` or `"elsewhere"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Deadline => "deadline",
+            ExitReason::Elsewhere => "elsewhere",
+        }
+    }
+}
+
+/// An exit the server inferred at a watched venue: the person stopped being present at `venue`
+/// at `ts` without an "out" scan there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub person: Arc<str>,
+    pub venue: Arc<str>,
+    pub ts: i64,
+    pub reason: ExitReason,
+}
+
 /// One audit entry: who looked up whom, when, through which route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {

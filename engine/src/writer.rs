@@ -1,7 +1,8 @@
 //! The writer thread: it owns the log tail. It drains the queued ingestion jobs, interns persons,
 //! drops exact duplicates, inserts into the indexes, appends one record per chunk to the active
 //! segment (rolling over to a new one when full), updates occupancy and the recent-events
-//! window, and hands each appended range to the sync thread (`sync`).
+//! window, collects the exits those scans infer at watched venues, and hands each appended range
+//! to the sync thread (`sync`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -163,7 +164,7 @@ impl WriterState {
                 }
                 return;
             }
-            let (events, applied) = self.append_chunk(shared, chunk, &mut outcomes);
+            let (events, applied, exits) = self.append_chunk(shared, chunk, &mut outcomes);
             let mut done = Vec::new();
             while next_job < dones.len()
                 && (last_of_job[next_job] == usize::MAX || last_of_job[next_job] < end)
@@ -179,6 +180,7 @@ impl WriterState {
                 done,
                 events,
                 applied,
+                exits,
             };
             {
                 let mut st = shared.sync.state.lock();
@@ -229,9 +231,13 @@ impl WriterState {
         shared: &Shared,
         chunk: &[(usize, Validated)],
         outcomes: &mut [IngestOutcome],
-    ) -> (Vec<ScanEvent>, Vec<AppliedScan>) {
+    ) -> (Vec<ScanEvent>, Vec<AppliedScan>, Vec<ExitEvent>) {
         let now = shared.config.clock.now();
+        // Live events (scans and inferred exits) are built only while someone watches a venue.
+        let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
+            .then(|| shared.watched.lock().clone());
         let mut idx = shared.index.write();
+        idx.occupancy.collect_exits(watched.is_some());
         // Catch up on deadlines and future scans due by now, so that occupancy right after this
         // batch is exact rather than up to one ticker period behind.
         idx.tick(now);
@@ -285,8 +291,6 @@ impl WriterState {
                     shared.poison(format!("encoding a log record failed: {e}"));
                 }
             }
-            let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
-                .then(|| shared.watched.lock().clone());
             if shared.has_change_listeners.load(Ordering::Acquire) {
                 stored = applied
                     .iter()
@@ -313,7 +317,8 @@ impl WriterState {
                 }
             }
         }
+        let exits = idx.take_exits(watched.as_ref(), false);
         self.record = record;
-        (events, stored)
+        (events, stored, exits)
     }
 }

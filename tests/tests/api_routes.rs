@@ -20,10 +20,12 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let s = Server::start().await;
+    // `/` is the portal (contract section 13); other unknown paths stay problem+json 404s.
     for path in [
-        "/",
         "/v1",
         "/v1/stats/",
+        "/venue/V1/nope",
+        "/assets/site.css",
         "/v1/venues//occupancy",
         "/v2/scans",
         "/nope?x=1",
