@@ -6,6 +6,7 @@
 
 pub mod cases;
 pub mod dataset;
+pub mod demo;
 pub mod gen;
 pub mod http;
 pub mod load;

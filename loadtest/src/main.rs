@@ -53,6 +53,23 @@ enum Cmd {
     Ingest(IngestArgs),
     /// Drive POST /v1/trace for random persons of the dataset.
     Trace(TraceArgs),
+    /// Fill a fresh server with a small realistic province (areas, venues, a week of scans,
+    /// samples and results, doses, cases, notices) so that every web page shows something.
+    Demo(DemoArgs),
+}
+
+/// `demo`: where the server is.
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin bearer token (omit for a server without a tokens file).
+    #[arg(long, env = "CHECKIN_TOKEN")]
+    token: Option<String>,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 /// The shape of the dataset (shared by generate, ingest's on-the-fly generator and trace).
@@ -504,6 +521,12 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate(a, cli.quiet),
         Cmd::Ingest(a) => runtime().and_then(|rt| rt.block_on(ingest(a, cli.quiet))),
         Cmd::Trace(a) => runtime().and_then(|rt| rt.block_on(trace(a, cli.quiet))),
+        Cmd::Demo(a) => checkin_loadtest::demo::run(&a.url, a.token, a.seed, now_unix()).map(|r| {
+            println!(
+                "demo data sent to {}: {} areas, {} venues, {} scans, {} samples, {} doses, {} cases, {} notices; open {}/",
+                a.url, r.areas, r.venues, r.scans, r.samples, r.doses, r.cases, r.notices, a.url
+            )
+        }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

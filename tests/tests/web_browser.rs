@@ -887,3 +887,184 @@ async fn with_tokens_the_pages_ask_for_one_and_show_only_what_it_may_read() {
     c.close().await.unwrap();
     drop(server);
 }
+
+/// The screenshots in `docs/img/` (run by hand: `CHECKIN_SCREENSHOTS=docs/img cargo test -p
+/// checkin-tests --test web_browser -- --ignored screenshots`): the demo province from
+/// `checkin-loadtest demo`, each page at 390 px and 1280 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes screenshots; run by hand with CHECKIN_SCREENSHOTS=DIR"]
+async fn screenshots_of_the_demo_province() {
+    let driver = start_driver();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = tokio::task::spawn_blocking(move || ServerProcess::start(Launch::new(&data)))
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let origin = format!("http://{addr}");
+    let url = origin.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        checkin_loadtest::demo::run(&url, None, 42, checkin_tests::now())
+    })
+    .await
+    .unwrap()
+    .expect("the demo command");
+    assert!(report.scans > 10_000 && report.cases >= 4);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = browser(&driver, &dir.path().join("profile")).await;
+    let mut checks = Checks {
+        origin: origin.clone(),
+        figures: Vec::new(),
+        shots: true,
+    };
+    c.goto(&format!("{origin}/")).await.unwrap();
+    checks.first_load(&c, "portal").await;
+    checks.page(&c, "portal").await;
+    c.goto(&format!("{origin}/?lang=en")).await.unwrap();
+    checks.page(&c, "portal-en").await;
+    c.goto(&format!("{origin}/venue/ST-CHO-1")).await.unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            !text(&c, "#feed").await.is_empty()
+        })
+        .await
+    );
+    let a = addr;
+    tokio::task::spawn_blocking(move || {
+        call(
+            a,
+            "POST",
+            "/v1/scans",
+            None,
+            &json!({"person": "vn-00007", "venue": "ST-CHO-1"}),
+        );
+        call(
+            a,
+            "POST",
+            "/v1/scans",
+            None,
+            &json!({"person": "vn-00007", "venue": "ST-CAFE-1"}),
+        );
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    checks.first_load(&c, "venue").await;
+    checks.page(&c, "venue").await;
+    c.goto(&format!("{origin}/venue/ST-CHO-1/poster"))
+        .await
+        .unwrap();
+    checks.page(&c, "poster").await;
+    c.goto(&format!("{origin}/console")).await.unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#cases").await.contains("ST-0001")
+        })
+        .await
+    );
+    c.find(Locator::Css("button[aria-label$=' ST-0001']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#contacts-case").await.contains("ST-0001")
+        })
+        .await
+    );
+    c.find(Locator::Css("#lookup-person"))
+        .await
+        .unwrap()
+        .send_keys("vn-00042")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#lookup-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    js(&c, "window.scrollTo(0, 0);").await;
+    checks.page(&c, "console").await;
+    c.goto(&format!("{origin}/verify")).await.unwrap();
+    let a = addr;
+    let cert = tokio::task::spawn_blocking(move || {
+        call(
+            a,
+            "GET",
+            "/v1/persons/vn-00003/certificate",
+            None,
+            &Value::Null,
+        )
+    })
+    .await
+    .unwrap();
+    js(
+        &c,
+        &format!(
+            "document.getElementById('hc1').value = {};",
+            json!(cert["hc1"])
+        ),
+    )
+    .await;
+    c.find(Locator::Css("#verify-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#verdict").await.contains("Chứng nhận hợp lệ")
+        })
+        .await
+    );
+    checks.page(&c, "verify").await;
+    for f in &checks.figures {
+        println!("web figure (demo): {f}");
+    }
+    c.close().await.unwrap();
+    drop(server);
+}
+
+/// `checkin-loadtest demo` fills a fresh server so that the portal shows every part: areas,
+/// exposure sites, notices, cases, scans and doses.
+#[test]
+fn the_demo_command_fills_every_part_of_the_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(Launch::new(&dir.path().join("data")));
+    let report = checkin_loadtest::demo::run(
+        &format!("http://{}", server.addr),
+        None,
+        7,
+        checkin_tests::now(),
+    )
+    .expect("the demo command");
+    assert_eq!((report.areas, report.venues, report.notices), (15, 24, 3));
+    assert!(report.scans > 10_000 && report.doses > 1_000 && report.cases >= 4);
+    let summary = call(server.addr, "GET", "/v1/summary", None, &Value::Null);
+    assert!(summary["cases_active"].as_u64().unwrap() >= 4, "{summary}");
+    assert!(summary["dose1"].as_u64().unwrap() > 500, "{summary}");
+    assert!(summary["present"].as_u64().unwrap() > 0, "{summary}");
+    let html = http::request(server.addr, "GET", "/", &[], b"")
+        .unwrap()
+        .text();
+    for part in [
+        "Thị xã Vĩnh Châu",
+        "Chợ Sóc Trăng",
+        "Áp dụng biện pháp cấp độ 2",
+    ] {
+        assert!(html.contains(part), "the portal shows {part}");
+    }
+    // Run again on the same server: everything is a retry or an update, nothing fails.
+    checkin_loadtest::demo::run(
+        &format!("http://{}", server.addr),
+        None,
+        7,
+        checkin_tests::now(),
+    )
+    .expect("the demo command again");
+}
