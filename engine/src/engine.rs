@@ -23,6 +23,7 @@ use crate::change::{ChangeListener, PersonKey, StoreChange, VenueKey};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::live_trace::{LiveChanges, LiveTrace};
 use crate::log::Segment;
 use crate::open;
 use crate::purge::purge;
@@ -366,6 +367,22 @@ impl Engine {
     /// Contact trace (contract section 5); `None` if the case person has no stored scan.
     pub fn trace(&self, request: &TraceRequest) -> Option<TraceResult> {
         trace::trace(self.shared().index.read(), request)
+    }
+
+    /// Derives a live trace of `request` (always depth 2) now, reporting every listing and
+    /// window (see [`LiveTrace`]).
+    pub fn live_trace(&self, request: &TraceRequest) -> (LiveTrace, LiveChanges) {
+        crate::live_trace::derive(&self.shared().index, self.max_stay_s(), request)
+    }
+
+    /// Brings `trace` up to date after scans of `persons` were stored (see [`LiveTrace`]).
+    pub fn refresh_live_trace(&self, trace: &mut LiveTrace, persons: &[PersonKey]) -> LiveChanges {
+        crate::live_trace::refresh(&self.shared().index, self.max_stay_s(), trace, persons)
+    }
+
+    /// Derives `trace` again from scratch (after a purge or a venue change).
+    pub fn rederive_live_trace(&self, trace: &mut LiveTrace) -> LiveChanges {
+        crate::live_trace::rederive(&self.shared().index, self.max_stay_s(), trace)
     }
 
     /// Stored scans with `ts > after` (one binary search per person).

@@ -20,6 +20,7 @@ mod error;
 mod index;
 mod intern;
 mod journal;
+mod live_trace;
 mod log;
 mod mmap;
 mod occupancy;
@@ -41,5 +42,6 @@ pub use engine::{
     RecoveryReport, SyncObserver,
 };
 pub use error::{Error, Result};
+pub use live_trace::{Degree, Listing, ListingChange, LiveChanges, LiveTrace};
 pub use log::{decode_record_for_fuzzing, inspect_segment, SegmentSummary};
 pub use types::*;

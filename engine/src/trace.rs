@@ -23,10 +23,10 @@ use crate::visits::RawVisit;
 /// Exposure of one contact to one source. Most contacts share a single venue with the source,
 /// so the first venue is kept inline and only further ones allocate.
 #[derive(Debug, Clone, Default)]
-struct Exposure {
-    total: i64,
-    first_contact: i64,
-    last_contact: i64,
+pub(crate) struct Exposure {
+    pub total: i64,
+    pub first_contact: i64,
+    pub last_contact: i64,
     first_venue: u32,
     more_venues: Vec<u32>,
 }
@@ -50,15 +50,15 @@ impl Exposure {
     }
 
     /// The distinct venues of the overlaps, unordered.
-    fn venues(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn venues(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(self.first_venue).chain(self.more_venues.iter().copied())
     }
 }
 
-struct Tracer<'a> {
+pub(crate) struct Tracer<'a> {
     /// The shared index lock, held for the whole trace but yielded to a waiting writer between
     /// F1 persons of a depth-2 trace (`bump`), so a long trace never stalls ingestion for long.
-    guard: RwLockReadGuard<'a, Index>,
+    pub guard: RwLockReadGuard<'a, Index>,
     /// The last source visit that looked at each candidate, so a person with several in-scans in
     /// one window is counted once for it (instead of sorting and deduplicating the candidates).
     seen: FxHashMap<u32, u32>,
@@ -67,7 +67,7 @@ struct Tracer<'a> {
 }
 
 impl<'a> Tracer<'a> {
-    fn new(guard: RwLockReadGuard<'a, Index>) -> Tracer<'a> {
+    pub(crate) fn new(guard: RwLockReadGuard<'a, Index>) -> Tracer<'a> {
         Tracer {
             guard,
             seen: FxHashMap::default(),
@@ -77,12 +77,12 @@ impl<'a> Tracer<'a> {
 
     /// Lets a waiting writer in. The trace is then a consistent answer for the scans stored when
     /// each F1 person was looked at.
-    fn yield_to_writer(&mut self) {
+    pub(crate) fn yield_to_writer(&mut self) {
         RwLockReadGuard::bump(&mut self.guard);
     }
 
     /// Every visit of `person`, in the contract's order.
-    fn visits_of(&self, person: u32) -> Vec<RawVisit> {
+    pub(crate) fn visits_of(&self, person: u32) -> Vec<RawVisit> {
         let mut visits = Vec::new();
         self.guard.raw_visits(person, &mut visits);
         visits
@@ -99,7 +99,7 @@ impl<'a> Tracer<'a> {
     /// before `c.start` and the start of a visit that begins before `c.start` either way (overlap
     /// and first contact are then the same); scans at or after `e` only move an end that is
     /// already at or past `e` (overlap and last contact are then the same).
-    fn exposures(
+    pub(crate) fn exposures(
         &mut self,
         sources: &[RawVisit],
         linger: i64,
@@ -205,7 +205,7 @@ fn warm_up(index: &Index, candidates: &[u64]) {
 
 /// Keeps the visits of unclipped length `>= min_stay` and clips them to `[from, to]`, dropping
 /// those of zero length after clipping.
-fn clip(visits: &[RawVisit], min_stay: i64, from: i64, to: i64) -> Vec<RawVisit> {
+pub(crate) fn clip(visits: &[RawVisit], min_stay: i64, from: i64, to: i64) -> Vec<RawVisit> {
     visits
         .iter()
         .filter(|v| v.end - v.start >= min_stay)

@@ -1,0 +1,777 @@
+//! Live traces: a depth-2 trace (contract section 5) held as maps, so that when some persons'
+//! scans change, only their part of the answer is computed again instead of the whole trace.
+//!
+//! A stored scan changes the visits of its own person only, and only in `[ts, ts + max_stay)`.
+//! So a trace is kept current by *refreshing* the persons whose scans changed:
+//! - the case person: the case visits change, so the trace is derived again from scratch;
+//! - anyone else, `X`: `X`'s exposure to the case visits is summed again from `X`'s visits, which
+//!   says whether `X` is F1 and with which contact times. If `X` is (or was) F1 and its source
+//!   visits (its visits clipped to `[first_contact, to]`) changed, every person with an in-scan in
+//!   reach of the old or the new sources is refreshed as a possible F2. Then every refreshed
+//!   person who is not F1 gets its F2 entry summed again against the F1 sources now held (each F1
+//!   person's sources, by venue), with the contract's `via` rule.
+//!
+//! Each refresh reads one person's visits from the indexes as they are then, so a refresh is
+//! exact for every person it looks at, whatever was stored meanwhile: a scan stored later is
+//! refreshed when its notice comes.
+//!
+//! The layer above decides *which* scans to refresh through the windows a trace reports (see
+//! [`LiveChanges`]): a **person window** for the case person, each F1 and each F2 (a scan of that
+//! person in it may change their part), and the **venue windows** of every source visit (a scan
+//! at that venue in it may add presence that makes someone a contact). A scan outside every
+//! window cannot change the trace: it adds presence only at its own venue, outside every source's
+//! reach, and removes presence only from a person who is not watched or outside the part of
+//! their visits that the trace reads.
+
+use std::sync::Arc;
+
+use parking_lot::RwLockReadGuard;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::change::{PersonKey, VenueKey};
+use crate::index::Index;
+use crate::trace::{clip, Tracer};
+use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult, Visit};
+use crate::visits::RawVisit;
+
+/// How close a contact is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Degree {
+    F1,
+    F2,
+}
+
+/// What a trace says of one contact, as far as tiers are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub degree: Degree,
+    pub first_contact: i64,
+    pub last_contact: i64,
+}
+
+/// One person whose listing in a trace changed (`None`: no longer listed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingChange {
+    pub person: Arc<str>,
+    pub listing: Option<Listing>,
+}
+
+/// What an update of a [`LiveTrace`] changed.
+#[derive(Debug, Default)]
+pub struct LiveChanges {
+    /// The trace was derived from scratch: drop every window held for it, then install the
+    /// windows below, which are then the full set.
+    pub rebuilt: bool,
+    pub listings: Vec<ListingChange>,
+    /// A scan of `person` with `lo <= ts <= hi` may change the trace (`None`: none can any more).
+    pub person_windows: Vec<(PersonKey, Option<(i64, i64)>)>,
+    /// The venue windows of one source person (the case person, or an F1), replacing that
+    /// person's earlier ones: a scan at `venue` with `lo <= ts <= hi` may change the trace.
+    pub venue_windows: Vec<(PersonKey, Vec<(VenueKey, i64, i64)>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct F1Entry {
+    name: Arc<str>,
+    total: i64,
+    first_contact: i64,
+    last_contact: i64,
+    /// Sorted (byte order), distinct.
+    venues: Vec<Arc<str>>,
+    /// The visits of unclipped length `>= min_stay_s`, clipped to `[first_contact, to]`: the
+    /// sources of F2.
+    sources: Vec<RawVisit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct F2Entry {
+    name: Arc<str>,
+    total: i64,
+    via: u32,
+    via_name: Arc<str>,
+    first_contact: i64,
+    last_contact: i64,
+}
+
+/// A depth-2 trace kept current by refreshing persons (see the module docs).
+#[derive(Debug, Clone)]
+pub struct LiveTrace {
+    req: TraceRequest,
+    threshold: i64,
+    /// The case person's number, if the store knows the id (possibly with no scan now).
+    case_key: Option<u32>,
+    /// The case person has stored scans (otherwise the trace is empty).
+    present: bool,
+    case_visits: Vec<RawVisit>,
+    case_visits_named: Vec<Visit>,
+    /// `(start, start + length + linger)` of the case visits, by venue.
+    case_by_venue: FxHashMap<u32, Vec<(i64, i64)>>,
+    f1: FxHashMap<u32, F1Entry>,
+    /// `(start, end + linger, owner)` of every F1's sources, by venue.
+    sources_by_venue: FxHashMap<u32, Vec<(i64, i64, u32)>>,
+    f2: FxHashMap<u32, F2Entry>,
+    /// The person windows held now.
+    watch: FxHashMap<u32, (i64, i64)>,
+}
+
+impl LiveTrace {
+    /// A trace with nothing in it yet (before its first derivation).
+    pub fn empty(request: &TraceRequest) -> LiveTrace {
+        LiveTrace {
+            req: request.clone(),
+            threshold: request.min_overlap_s.max(1),
+            case_key: None,
+            present: false,
+            case_visits: Vec::new(),
+            case_visits_named: Vec::new(),
+            case_by_venue: FxHashMap::default(),
+            f1: FxHashMap::default(),
+            sources_by_venue: FxHashMap::default(),
+            f2: FxHashMap::default(),
+            watch: FxHashMap::default(),
+        }
+    }
+
+    /// The request this trace answers.
+    pub fn request(&self) -> &TraceRequest {
+        &self.req
+    }
+
+    /// How many F1 contacts there are now.
+    pub fn f1_len(&self) -> usize {
+        self.f1.len()
+    }
+
+    /// How many F2 contacts there are now.
+    pub fn f2_len(&self) -> usize {
+        self.f2.len()
+    }
+
+    /// The case visits (after `min_stay_s`, clipped to the window), ascending by start.
+    pub fn case_visits(&self) -> &[Visit] {
+        &self.case_visits_named
+    }
+
+    /// The case person has no stored scan and the store does not know the id yet: the layer
+    /// above must refresh this trace once any scan of that person is stored.
+    pub fn case_unknown(&self) -> bool {
+        self.case_key.is_none()
+    }
+
+    /// The answer now, in the shape and order of [`crate::Engine::trace`] (an empty answer if the
+    /// case person has no stored scan).
+    pub fn result(&self) -> TraceResult {
+        let mut f1: Vec<&F1Entry> = self.f1.values().collect();
+        f1.sort_unstable_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
+        let mut f2: Vec<&F2Entry> = self.f2.values().collect();
+        f2.sort_unstable_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
+        TraceResult {
+            case: Arc::from(self.req.person.as_str()),
+            from: self.req.from,
+            to: self.req.to,
+            min_overlap_s: self.req.min_overlap_s,
+            min_stay_s: self.req.min_stay_s,
+            linger_s: self.req.linger_s,
+            visits: self.case_visits_named.clone(),
+            f1: f1
+                .into_iter()
+                .map(|e| F1Contact {
+                    person: e.name.clone(),
+                    exposure_s: e.total,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                    venues: e.venues.clone(),
+                })
+                .collect(),
+            f2: f2
+                .into_iter()
+                .map(|e| F2Contact {
+                    person: e.name.clone(),
+                    via: e.via_name.clone(),
+                    exposure_s: e.total,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                })
+                .collect(),
+        }
+    }
+
+    /// Empties the trace (its case stopped counting): every listing goes, and every window.
+    pub fn clear(&mut self) -> LiveChanges {
+        let empty = LiveTrace::empty(&self.req);
+        let old = std::mem::replace(self, empty);
+        let mut out = LiveChanges {
+            rebuilt: true,
+            ..LiveChanges::default()
+        };
+        diff_listings(&old, self, &mut out);
+        out
+    }
+}
+
+fn listing_of_f1(e: &F1Entry) -> Listing {
+    Listing {
+        degree: Degree::F1,
+        first_contact: e.first_contact,
+        last_contact: e.last_contact,
+    }
+}
+
+fn listing_of_f2(e: &F2Entry) -> Listing {
+    Listing {
+        degree: Degree::F2,
+        first_contact: e.first_contact,
+        last_contact: e.last_contact,
+    }
+}
+
+impl LiveTrace {
+    fn listing(&self, p: u32) -> Option<Listing> {
+        if let Some(e) = self.f1.get(&p) {
+            return Some(listing_of_f1(e));
+        }
+        self.f2.get(&p).map(listing_of_f2)
+    }
+
+    fn name_of(&self, p: u32) -> Option<Arc<str>> {
+        self.f1
+            .get(&p)
+            .map(|e| e.name.clone())
+            .or_else(|| self.f2.get(&p).map(|e| e.name.clone()))
+    }
+}
+
+/// Appends the listing changes from `old` to `new`.
+fn diff_listings(old: &LiveTrace, new: &LiveTrace, out: &mut LiveChanges) {
+    let mut seen: FxHashSet<u32> = FxHashSet::default();
+    for &p in old.f1.keys().chain(old.f2.keys()) {
+        seen.insert(p);
+        let now = new.listing(p);
+        if old.listing(p) != now {
+            if let Some(name) = old.name_of(p) {
+                out.listings.push(ListingChange {
+                    person: name,
+                    listing: now,
+                });
+            }
+        }
+    }
+    for &p in new.f1.keys().chain(new.f2.keys()) {
+        if seen.contains(&p) {
+            continue;
+        }
+        if let Some(name) = new.name_of(p) {
+            out.listings.push(ListingChange {
+                person: name,
+                listing: new.listing(p),
+            });
+        }
+    }
+}
+
+/// The sorted, distinct names of venue numbers.
+fn venue_names(index: &Index, venues: impl Iterator<Item = u32>) -> Vec<Arc<str>> {
+    let mut names: Vec<Arc<str>> = venues
+        .filter_map(|v| index.venue_ids.get(v as usize).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Sums `visits`' overlaps with `sources` (by venue; `(start, exposed_end)`), as section 5 does:
+/// `(total, first_contact, last_contact, venues)`.
+fn exposure_to(
+    visits: &[RawVisit],
+    sources: &FxHashMap<u32, Vec<(i64, i64)>>,
+) -> (i64, i64, i64, Vec<u32>) {
+    let mut total = 0;
+    let mut first = i64::MAX;
+    let mut last = i64::MIN;
+    let mut venues = Vec::new();
+    for q in visits {
+        let Some(list) = sources.get(&q.venue) else {
+            continue;
+        };
+        for &(start, exposed_end) in list {
+            let s = start.max(q.start);
+            let e = exposed_end.min(q.end);
+            if e > s {
+                total += e - s;
+                first = first.min(s);
+                last = last.max(e);
+                venues.push(q.venue);
+            }
+        }
+    }
+    venues.sort_unstable();
+    venues.dedup();
+    (total, first, last, venues)
+}
+
+/// The window of a person whose visits are sources (the case person over `[from, to]`, an F1
+/// over `[first_contact, to]`): their visits that reach into it, unclipped (their length is
+/// what `min_stay_s` reads).
+fn source_person_window(visits: &[RawVisit], from: i64, to: i64, max_stay: i64) -> (i64, i64) {
+    let mut lo = from;
+    let mut hi = to;
+    for v in visits.iter().filter(|v| v.end > from && v.start < to) {
+        lo = lo.min(v.start);
+        hi = hi.max(v.end);
+    }
+    (lo.saturating_sub(max_stay), hi)
+}
+
+/// Builds, refreshes and diffs live traces over the indexes.
+pub(crate) struct Updater<'a> {
+    pub guard: RwLockReadGuard<'a, Index>,
+    /// An upper bound of any visit's reach past the scan that shaped it.
+    pub max_stay: i64,
+}
+
+impl Updater<'_> {
+    fn index(&self) -> &Index {
+        &self.guard
+    }
+
+    fn name(&self, p: u32) -> Arc<str> {
+        Arc::from(self.index().persons.get(p))
+    }
+
+    fn visits_of(&self, p: u32, out: &mut Vec<RawVisit>) {
+        out.clear();
+        if (p as usize) < self.index().person_keys.len() {
+            self.index().raw_visits(p, out);
+        }
+    }
+
+    fn venue_windows(&self, sources: &[RawVisit], linger: i64) -> Vec<(VenueKey, i64, i64)> {
+        sources
+            .iter()
+            .map(|s| {
+                (
+                    VenueKey(s.venue),
+                    s.start - self.index().stay(s.venue),
+                    s.end + linger,
+                )
+            })
+            .collect()
+    }
+
+    /// Persons with an in-scan in reach of `sources` (a superset of those overlapping them).
+    fn candidates(&self, sources: &[RawVisit], linger: i64, out: &mut Vec<u32>) {
+        let index = self.index();
+        for s in sources {
+            let Some(ins) = index.venue_ins.get(s.venue as usize) else {
+                continue;
+            };
+            let lo_ts = (s.start - index.stay(s.venue)).max(0) as u64;
+            let hi_ts = (s.end + linger).max(0) as u64;
+            let range = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
+                ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
+            out.extend(range.iter().map(|&k| k as u32));
+        }
+    }
+
+    /// Derives `req` from scratch.
+    pub(crate) fn build(self, req: &TraceRequest) -> LiveTrace {
+        let max_stay = self.max_stay;
+        let mut live = LiveTrace::empty(req);
+        live.case_key = self.index().persons.find(&req.person);
+        let Some(case) = self.index().person(&req.person) else {
+            // Unknown or with no scan now: any scan of theirs may start the trace.
+            if let Some(k) = live.case_key {
+                live.watch.insert(k, (i64::MIN, i64::MAX));
+            }
+            return live;
+        };
+        live.present = true;
+        let linger = req.linger_s;
+        let threshold = live.threshold;
+        let mut tracer = Tracer::new(self.guard);
+        let case_all = tracer.visits_of(case);
+        let mut case_visits = clip(&case_all, req.min_stay_s, req.from, req.to);
+        case_visits.sort_by_key(|v| v.start);
+        live.watch.insert(
+            case,
+            source_person_window(&case_all, req.from, req.to + linger, max_stay),
+        );
+        for c in &case_visits {
+            live.case_by_venue
+                .entry(c.venue)
+                .or_default()
+                .push((c.start, c.end + linger));
+        }
+        live.case_visits_named = case_visits.iter().map(|v| tracer.guard.visit(*v)).collect();
+        let f1_map = tracer.exposures(&case_visits, linger, |q| q == case);
+        live.case_visits = case_visits;
+        for (q, e) in f1_map {
+            if e.total < threshold {
+                continue;
+            }
+            let venues = venue_names(&tracer.guard, e.venues());
+            live.f1.insert(
+                q,
+                F1Entry {
+                    name: Arc::from(tracer.guard.persons.get(q)),
+                    total: e.total,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                    venues,
+                    sources: Vec::new(),
+                },
+            );
+        }
+        let f1_keys: Vec<u32> = live.f1.keys().copied().collect();
+        // Per F2 candidate: best (total, via, first, last) and the hull of qualifying overlaps.
+        let mut best: FxHashMap<u32, (i64, u32, i64, i64, i64, i64)> = FxHashMap::default();
+        for q in f1_keys {
+            tracer.yield_to_writer();
+            let visits = tracer.visits_of(q);
+            let Some(entry) = live.f1.get_mut(&q) else {
+                continue;
+            };
+            let sources = clip(&visits, req.min_stay_s, entry.first_contact, req.to);
+            live.watch.insert(
+                q,
+                source_person_window(&visits, entry.first_contact, req.to + linger, max_stay),
+            );
+            for s in &sources {
+                live.sources_by_venue.entry(s.venue).or_default().push((
+                    s.start,
+                    s.end + linger,
+                    q,
+                ));
+            }
+            entry.sources = sources;
+            let in_f1 = &live.f1;
+            let exposures = tracer.exposures(&in_f1[&q].sources, linger, |r| {
+                r == case || r == q || in_f1.contains_key(&r)
+            });
+            let index = &*tracer.guard;
+            let name = |p: u32| index.persons.bytes(p);
+            for (r, x) in exposures {
+                if x.total < threshold {
+                    continue;
+                }
+                match best.get_mut(&r) {
+                    None => {
+                        best.insert(
+                            r,
+                            (
+                                x.total,
+                                q,
+                                x.first_contact,
+                                x.last_contact,
+                                x.first_contact,
+                                x.last_contact,
+                            ),
+                        );
+                    }
+                    Some(b) => {
+                        b.4 = b.4.min(x.first_contact);
+                        b.5 = b.5.max(x.last_contact);
+                        if x.total > b.0 || (x.total == b.0 && name(q) < name(b.1)) {
+                            b.0 = x.total;
+                            b.1 = q;
+                            b.2 = x.first_contact;
+                            b.3 = x.last_contact;
+                        }
+                    }
+                }
+            }
+        }
+        let index = &*tracer.guard;
+        for (r, (total, via, first, last, lo, hi)) in best {
+            live.watch.insert(r, (lo.saturating_sub(max_stay), hi));
+            live.f2.insert(
+                r,
+                F2Entry {
+                    name: Arc::from(index.persons.get(r)),
+                    total,
+                    via,
+                    via_name: live.f1[&via].name.clone(),
+                    first_contact: first,
+                    last_contact: last,
+                },
+            );
+        }
+        live
+    }
+
+    /// Every window of `live` (after a build).
+    fn all_windows(&self, live: &LiveTrace, out: &mut LiveChanges) {
+        for (&p, &w) in &live.watch {
+            out.person_windows.push((PersonKey(p), Some(w)));
+        }
+        if let Some(case) = live.case_key.filter(|_| live.present) {
+            out.venue_windows.push((
+                PersonKey(case),
+                self.venue_windows(&live.case_visits, live.req.linger_s),
+            ));
+        }
+        for (&q, e) in &live.f1 {
+            out.venue_windows.push((
+                PersonKey(q),
+                self.venue_windows(&e.sources, live.req.linger_s),
+            ));
+        }
+    }
+}
+
+/// A fresh derivation of `req`, with every listing and window reported.
+pub(crate) fn derive(
+    index: &parking_lot::RwLock<Index>,
+    max_stay: i64,
+    req: &TraceRequest,
+) -> (LiveTrace, LiveChanges) {
+    let mut live = LiveTrace::empty(req);
+    let changes = rederive(index, max_stay, &mut live);
+    (live, changes)
+}
+
+/// Replaces `live` with a fresh derivation and reports the difference (windows in full).
+pub(crate) fn rederive(
+    index: &parking_lot::RwLock<Index>,
+    max_stay: i64,
+    live: &mut LiveTrace,
+) -> LiveChanges {
+    let fresh = Updater {
+        guard: index.read(),
+        max_stay,
+    }
+    .build(&live.req);
+    let mut out = LiveChanges {
+        rebuilt: true,
+        ..LiveChanges::default()
+    };
+    diff_listings(live, &fresh, &mut out);
+    *live = fresh;
+    let updater = Updater {
+        guard: index.read(),
+        max_stay,
+    };
+    updater.all_windows(live, &mut out);
+    out
+}
+
+/// Refreshes `persons` (whose scans may have changed) in `live`; see the module docs.
+pub(crate) fn refresh(
+    index: &parking_lot::RwLock<Index>,
+    max_stay: i64,
+    live: &mut LiveTrace,
+    persons: &[PersonKey],
+) -> LiveChanges {
+    let touches_case = match live.case_key {
+        None => {
+            // The id was unknown at the last derivation: start over if it is known now.
+            index.read().persons.find(&live.req.person).is_some()
+        }
+        Some(case) => !live.present || persons.iter().any(|p| p.0 == case),
+    };
+    if touches_case {
+        return rederive(index, max_stay, live);
+    }
+    let mut u = Updater {
+        guard: index.read(),
+        max_stay,
+    };
+    let mut out = LiveChanges::default();
+    let linger = live.req.linger_s;
+    let threshold = live.threshold;
+    let to = live.req.to;
+    let min_stay = live.req.min_stay_s;
+    let mut touched: Vec<u32> = persons.iter().map(|p| p.0).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    // Listing before this refresh, of every person whose listing may change.
+    let mut before: FxHashMap<u32, Option<Listing>> = FxHashMap::default();
+    let mut window_changed: FxHashSet<u32> = FxHashSet::default();
+    let mut f2_check: Vec<u32> = Vec::new();
+    let mut visits = Vec::new();
+    // Phase 1: F1, from each touched person's visits against the case visits.
+    for (n, &x) in touched.iter().enumerate() {
+        if n % 64 == 63 {
+            RwLockReadGuard::bump(&mut u.guard);
+        }
+        u.visits_of(x, &mut visits);
+        let (total, first, last, venues) = exposure_to(&visits, &live.case_by_venue);
+        let venues = venue_names(u.index(), venues.into_iter());
+        let now_f1 = total >= threshold;
+        let was_f1 = live.f1.contains_key(&x);
+        if !now_f1 && !was_f1 {
+            f2_check.push(x);
+            continue;
+        }
+        before.entry(x).or_insert_with(|| live.listing(x));
+        let old_sources = live
+            .f1
+            .get(&x)
+            .map(|e| e.sources.clone())
+            .unwrap_or_default();
+        let new_sources = if now_f1 {
+            clip(&visits, min_stay, first, to)
+        } else {
+            Vec::new()
+        };
+        if now_f1 {
+            let name = match live.f1.get(&x) {
+                Some(e) => e.name.clone(),
+                None => live
+                    .f2
+                    .get(&x)
+                    .map(|e| e.name.clone())
+                    .unwrap_or_else(|| u.name(x)),
+            };
+            live.f1.insert(
+                x,
+                F1Entry {
+                    name,
+                    total,
+                    first_contact: first,
+                    last_contact: last,
+                    venues,
+                    sources: new_sources.clone(),
+                },
+            );
+            if live.f2.remove(&x).is_some() {
+                // No longer F2 of anyone: it is F1 now.
+            }
+            let w = source_person_window(&visits, first, to + linger, max_stay);
+            if live.watch.insert(x, w) != Some(w) {
+                window_changed.insert(x);
+            }
+        } else {
+            live.f1.remove(&x);
+            live.watch.remove(&x);
+            window_changed.insert(x);
+            f2_check.push(x);
+        }
+        if old_sources != new_sources {
+            // The F2 candidates of either set of sources.
+            u.candidates(&old_sources, linger, &mut f2_check);
+            u.candidates(&new_sources, linger, &mut f2_check);
+            for s in &old_sources {
+                if let Some(list) = live.sources_by_venue.get_mut(&s.venue) {
+                    list.retain(|&(_, _, owner)| owner != x);
+                    if list.is_empty() {
+                        live.sources_by_venue.remove(&s.venue);
+                    }
+                }
+            }
+            for s in &new_sources {
+                live.sources_by_venue.entry(s.venue).or_default().push((
+                    s.start,
+                    s.end + linger,
+                    x,
+                ));
+            }
+            out.venue_windows
+                .push((PersonKey(x), u.venue_windows(&new_sources, linger)));
+        }
+    }
+    // Phase 2: F2 of every touched or reached person who is not the case or F1.
+    f2_check.sort_unstable();
+    f2_check.dedup();
+    let case = live.case_key;
+    let mut per_q: FxHashMap<u32, (i64, i64, i64)> = FxHashMap::default();
+    for (n, &r) in f2_check.iter().enumerate() {
+        if Some(r) == case || live.f1.contains_key(&r) {
+            continue;
+        }
+        if n % 64 == 63 {
+            RwLockReadGuard::bump(&mut u.guard);
+        }
+        u.visits_of(r, &mut visits);
+        per_q.clear();
+        for v in &visits {
+            let Some(list) = live.sources_by_venue.get(&v.venue) else {
+                continue;
+            };
+            for &(start, exposed_end, owner) in list {
+                let s = start.max(v.start);
+                let e = exposed_end.min(v.end);
+                if e > s {
+                    let acc = per_q.entry(owner).or_insert((0, i64::MAX, i64::MIN));
+                    acc.0 += e - s;
+                    acc.1 = acc.1.min(s);
+                    acc.2 = acc.2.max(e);
+                }
+            }
+        }
+        let index = u.index();
+        let mut best: Option<(i64, u32, i64, i64)> = None;
+        let mut hull = (i64::MAX, i64::MIN);
+        for (&q, &(total, first, last)) in &per_q {
+            if total < threshold {
+                continue;
+            }
+            hull = (hull.0.min(first), hull.1.max(last));
+            let better = match best {
+                None => true,
+                Some((bt, bq, _, _)) => {
+                    total > bt || (total == bt && index.persons.bytes(q) < index.persons.bytes(bq))
+                }
+            };
+            if better {
+                best = Some((total, q, first, last));
+            }
+        }
+        let old = live.f2.get(&r).cloned();
+        let new = match best {
+            None => None,
+            Some((total, via, first, last)) => {
+                let name = old
+                    .as_ref()
+                    .map(|e| e.name.clone())
+                    .unwrap_or_else(|| u.name(r));
+                let via_name = live.f1[&via].name.clone();
+                Some(F2Entry {
+                    name,
+                    total,
+                    via,
+                    via_name,
+                    first_contact: first,
+                    last_contact: last,
+                })
+            }
+        };
+        let window = new
+            .as_ref()
+            .map(|_| (hull.0.saturating_sub(max_stay), hull.1));
+        let held = live.watch.get(&r).copied();
+        if held != window {
+            match window {
+                Some(w) => live.watch.insert(r, w),
+                None => live.watch.remove(&r),
+            };
+            window_changed.insert(r);
+        }
+        if old == new {
+            continue;
+        }
+        before
+            .entry(r)
+            .or_insert_with(|| old.as_ref().map(listing_of_f2));
+        match new {
+            Some(e) => live.f2.insert(r, e),
+            None => live.f2.remove(&r),
+        };
+    }
+    // Names of persons who left every list.
+    for (p, old) in before {
+        let now = live.listing(p);
+        if now == old {
+            continue;
+        }
+        out.listings.push(ListingChange {
+            person: u.name(p),
+            listing: now,
+        });
+    }
+    for p in window_changed {
+        out.person_windows
+            .push((PersonKey(p), live.watch.get(&p).copied()));
+    }
+    out
+}
