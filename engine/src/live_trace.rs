@@ -56,6 +56,9 @@ pub struct ListingChange {
     pub listing: Option<Listing>,
 }
 
+/// A venue window: a scan at `venue` with `lo <= ts <= hi` may change a trace.
+pub type VenueWindow = (VenueKey, i64, i64);
+
 /// What an update of a [`LiveTrace`] changed.
 #[derive(Debug, Default)]
 pub struct LiveChanges {
@@ -67,7 +70,7 @@ pub struct LiveChanges {
     pub person_windows: Vec<(PersonKey, Option<(i64, i64)>)>,
     /// The venue windows of one source person (the case person, or an F1), replacing that
     /// person's earlier ones: a scan at `venue` with `lo <= ts <= hi` may change the trace.
-    pub venue_windows: Vec<(PersonKey, Vec<(VenueKey, i64, i64)>)>,
+    pub venue_windows: Vec<(PersonKey, Vec<VenueWindow>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,7 +348,7 @@ impl Updater<'_> {
         }
     }
 
-    fn venue_windows(&self, sources: &[RawVisit], linger: i64) -> Vec<(VenueKey, i64, i64)> {
+    fn venue_windows(&self, sources: &[RawVisit], linger: i64) -> Vec<VenueWindow> {
         sources
             .iter()
             .map(|s| {
