@@ -199,6 +199,21 @@ impl LiveTrace {
         }
     }
 
+    /// Replaces this trace with `fresh`, a derivation made without holding this one (with
+    /// `changes`, its full report from [`crate::Engine::live_trace`]); reports the listing
+    /// changes from this trace to `fresh`, and `fresh`'s windows in full.
+    pub fn replace(&mut self, fresh: LiveTrace, changes: LiveChanges) -> LiveChanges {
+        let mut out = LiveChanges {
+            rebuilt: true,
+            listings: Vec::new(),
+            person_windows: changes.person_windows,
+            venue_windows: changes.venue_windows,
+        };
+        diff_listings(self, &fresh, &mut out);
+        *self = fresh;
+        out
+    }
+
     /// Empties the trace (its case stopped counting): every listing goes, and every window.
     pub fn clear(&mut self) -> LiveChanges {
         let empty = LiveTrace::empty(&self.req);

@@ -1,13 +1,12 @@
-//! The exposure index: for every counted case, the venue windows and person windows of its
-//! standing trace (see `standing`), so that each stored scan is checked in `O(log n)` for the
-//! cases it may change, instead of re-deriving every case after every batch.
+//! The exposure index: for every counted case, the person windows and venue windows its live
+//! trace reports (see `engine::LiveTrace`), so that each stored scan is checked in `O(log n)`
+//! for the cases and persons it may change, instead of re-deriving every case after every
+//! batch.
 
 use std::collections::BTreeMap;
 
-use engine::{AppliedScan, PersonKey, VenueKey};
-use rustc_hash::FxHashMap;
-
-use crate::standing::Derived;
+use engine::{AppliedScan, LiveChanges, PersonKey, VenueKey};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A case's place in the tracker's table.
 pub(crate) type Slot = u32;
@@ -16,15 +15,17 @@ pub(crate) type Slot = u32;
 /// inserted, so a lookup only visits windows with `lo` in `[ts - max_len, ts]`.
 #[derive(Default)]
 struct VenueWindows {
-    by_lo: BTreeMap<(i64, Slot, u32), i64>,
+    /// `(lo, slot, owner, n) -> hi`: the `n`th window of source person `owner` in case `slot`.
+    by_lo: BTreeMap<(i64, Slot, u32, u32), i64>,
     max_len: i64,
 }
 
 /// What one case put in the index, to take it out again.
 #[derive(Default)]
 struct Installed {
-    venues: Vec<(VenueKey, i64, u32)>,
-    persons: Vec<PersonKey>,
+    /// By source person: `(venue, lo, n)` of each venue window.
+    owners: FxHashMap<u32, Vec<(VenueKey, i64, u32)>>,
+    persons: FxHashSet<PersonKey>,
 }
 
 #[derive(Default)]
@@ -32,43 +33,107 @@ pub(crate) struct ExposureIndex {
     venues: FxHashMap<VenueKey, VenueWindows>,
     persons: FxHashMap<PersonKey, Vec<(Slot, i64, i64)>>,
     installed: FxHashMap<Slot, Installed>,
+    windows: usize,
 }
 
 impl ExposureIndex {
-    /// Replaces `slot`'s windows with those of `derived`.
-    pub(crate) fn install(&mut self, slot: Slot, derived: &Derived) {
-        self.remove(slot);
-        let mut installed = Installed::default();
-        for (n, &(venue, lo, hi)) in derived.venue_windows.iter().enumerate() {
-            let n = n as u32;
-            let w = self.venues.entry(venue).or_default();
-            w.by_lo.insert((lo, slot, n), hi);
-            w.max_len = w.max_len.max(hi.saturating_sub(lo));
-            installed.venues.push((venue, lo, n));
+    /// Applies the window changes of one update of `slot`'s live trace.
+    pub(crate) fn apply(&mut self, slot: Slot, changes: &LiveChanges) {
+        if changes.rebuilt {
+            self.remove(slot);
         }
-        for &(person, lo, hi) in &derived.person_windows {
-            self.persons.entry(person).or_default().push((slot, lo, hi));
-            installed.persons.push(person);
+        for &(person, window) in &changes.person_windows {
+            self.set_person(slot, person, window);
         }
-        self.installed.insert(slot, installed);
+        for (owner, windows) in &changes.venue_windows {
+            self.remove_owner(slot, owner.index());
+            if windows.is_empty() {
+                continue;
+            }
+            let mut held = Vec::with_capacity(windows.len());
+            for (n, &(venue, lo, hi)) in windows.iter().enumerate() {
+                let n = n as u32;
+                let w = self.venues.entry(venue).or_default();
+                w.by_lo.insert((lo, slot, owner.index(), n), hi);
+                w.max_len = w.max_len.max(hi.saturating_sub(lo));
+                held.push((venue, lo, n));
+            }
+            self.windows += held.len();
+            self.installed
+                .entry(slot)
+                .or_default()
+                .owners
+                .insert(owner.index(), held);
+        }
     }
 
-    /// Takes `slot`'s windows out (a discarded case, or before a re-derivation is installed).
-    pub(crate) fn remove(&mut self, slot: Slot) {
-        let Some(installed) = self.installed.remove(&slot) else {
+    fn set_person(&mut self, slot: Slot, person: PersonKey, window: Option<(i64, i64)>) {
+        let list = self.persons.entry(person).or_default();
+        let before = list.len();
+        list.retain(|(s, _, _)| *s != slot);
+        self.windows -= before - list.len();
+        match window {
+            Some((lo, hi)) => {
+                list.push((slot, lo, hi));
+                self.windows += 1;
+                self.installed
+                    .entry(slot)
+                    .or_default()
+                    .persons
+                    .insert(person);
+            }
+            None => {
+                if list.is_empty() {
+                    self.persons.remove(&person);
+                }
+                if let Some(i) = self.installed.get_mut(&slot) {
+                    i.persons.remove(&person);
+                }
+            }
+        }
+    }
+
+    fn remove_owner(&mut self, slot: Slot, owner: u32) {
+        let Some(held) = self
+            .installed
+            .get_mut(&slot)
+            .and_then(|i| i.owners.remove(&owner))
+        else {
             return;
         };
-        for (venue, lo, n) in installed.venues {
+        self.windows -= held.len();
+        for (venue, lo, n) in held {
             if let Some(w) = self.venues.get_mut(&venue) {
-                w.by_lo.remove(&(lo, slot, n));
+                w.by_lo.remove(&(lo, slot, owner, n));
                 if w.by_lo.is_empty() {
                     self.venues.remove(&venue);
                 }
             }
         }
+    }
+
+    /// Takes every window of `slot` out (a discarded case, or before a full derivation is
+    /// installed).
+    pub(crate) fn remove(&mut self, slot: Slot) {
+        let Some(installed) = self.installed.remove(&slot) else {
+            return;
+        };
+        for (owner, held) in installed.owners {
+            self.windows -= held.len();
+            for (venue, lo, n) in held {
+                if let Some(w) = self.venues.get_mut(&venue) {
+                    w.by_lo.remove(&(lo, slot, owner, n));
+                    if w.by_lo.is_empty() {
+                        self.venues.remove(&venue);
+                    }
+                }
+            }
+        }
         for person in installed.persons {
             if let Some(list) = self.persons.get_mut(&person) {
+                let before = list.len();
                 list.retain(|(s, _, _)| *s != slot);
+                self.windows -= before - list.len();
                 if list.is_empty() {
                     self.persons.remove(&person);
                 }
@@ -81,7 +146,10 @@ impl ExposureIndex {
         let t = scan.ts;
         if let Some(w) = self.venues.get(&scan.venue) {
             let lo = t.saturating_sub(w.max_len);
-            for (&(_, slot, _), &hi) in w.by_lo.range((lo, 0, 0)..=(t, Slot::MAX, u32::MAX)) {
+            for (&(_, slot, _, _), &hi) in w
+                .by_lo
+                .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
+            {
                 if hi >= t {
                     hit(slot);
                 }
@@ -96,9 +164,8 @@ impl ExposureIndex {
         }
     }
 
-    /// How many windows are held (for the docs' sizing and the tests).
+    /// How many windows are held (for the metrics and the docs' sizing).
     pub(crate) fn len(&self) -> usize {
-        self.venues.values().map(|w| w.by_lo.len()).sum::<usize>()
-            + self.persons.values().map(Vec::len).sum::<usize>()
+        self.windows
     }
 }

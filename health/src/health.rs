@@ -2,9 +2,12 @@
 //! the exposure index, and the operations the API serves over them.
 //!
 //! Locks: `writes` serializes case changes (a registration's check-then-store is atomic);
-//! `state` (a read-write lock) holds the derived state. A standing trace is computed with no lock
-//! held and installed under `state`'s write lock only if no later derivation of the same case was
-//! installed first (each derivation takes a ticket before it reads the scan store).
+//! `state` (a read-write lock) holds the derived state; each case's live trace has its own mutex,
+//! always taken *before* `state` (a refresh computes under the case's mutex with `state` free,
+//! then applies its changes under `state`'s write lock). A registration derives its first trace
+//! with no lock held and installs it only if no later derivation of the same case was installed
+//! first (each derivation takes a ticket before it reads the scan store); scans stored meanwhile
+//! are held back for the case and refreshed once it is installed.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use engine::{Engine, StoreChange, TraceResult};
+use engine::{Engine, LiveChanges, LiveTrace, PersonKey, StoreChange, TraceResult, Visit};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
@@ -26,7 +29,7 @@ use crate::policy::Policy;
 use crate::records::Records;
 use crate::samples::Samples;
 use crate::sites::{self, ExposureSite};
-use crate::standing::{self, Derived};
+use crate::standing;
 use crate::store::Store;
 use crate::tiers::{CaseFacts, PersonStatus, Tier, TierTable};
 use crate::tracker::{self, Msg};
@@ -91,7 +94,13 @@ pub(crate) struct CaseEntry {
     pub id: CaseId,
     pub person: Arc<str>,
     pub window: (i64, i64),
-    pub trace: Arc<TraceResult>,
+    /// The standing trace (taken before `state`; see the module docs).
+    pub live: Arc<Mutex<LiveTrace>>,
+    /// F1 and F2 counts of the live trace, as of its last applied change.
+    pub f1: usize,
+    pub f2: usize,
+    /// The case visits of the live trace (exposure sites).
+    pub visits: Arc<[Visit]>,
     /// The ticket of the installed derivation.
     pub ticket: u64,
 }
@@ -108,8 +117,18 @@ pub(crate) struct State {
     pub pending: FxHashMap<Slot, u32>,
     /// The last status told to tier listeners, for persons not `none`.
     pub published: FxHashMap<Arc<str>, PersonStatus>,
-    /// When a person's listing lapses: recheck them then.
+    /// When a person's next listing lapses: recheck them then. One entry per person.
     pub lapses: BTreeSet<(i64, Arc<str>)>,
+    /// Each person's entry in `lapses`.
+    pub next_lapse: FxHashMap<Arc<str>, i64>,
+}
+
+/// Scans stored while a case's first derivation was in flight, to refresh once it is installed.
+#[derive(Default)]
+pub(crate) struct HeldBack {
+    pub persons: Vec<PersonKey>,
+    /// A purge or venue change happened meanwhile: derive again from scratch.
+    pub rederive: bool,
 }
 
 pub(crate) struct Inner {
@@ -130,6 +149,11 @@ pub(crate) struct Inner {
     pub scans_24h: Mutex<Option<(i64, u64)>>,
     writes: Mutex<WriteState>,
     pub state: RwLock<State>,
+    /// Scans held back for cases whose first derivation is in flight (taken under `state`'s
+    /// read lock by the health thread, emptied under its write lock by the installer).
+    pub held_back: Mutex<FxHashMap<Slot, HeldBack>>,
+    /// Held-back work of cases installed since, for the health thread.
+    pub deferred: Mutex<Vec<(Slot, HeldBack)>>,
     ticket: AtomicU64,
     pub tx: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -184,6 +208,8 @@ impl Health {
             scans_24h: Mutex::new(None),
             writes: Mutex::new(WriteState { next_case }),
             state: RwLock::new(state),
+            held_back: Mutex::new(FxHashMap::default()),
+            deferred: Mutex::new(Vec::new()),
             ticket: AtomicU64::new(0),
             tx: tx.clone(),
             thread: Mutex::new(None),
@@ -216,9 +242,7 @@ impl Health {
                 .collect()
         };
         let now = engine.now();
-        for &slot in &counted {
-            inner.rederive(slot, now);
-        }
+        inner.derive_all(&counted, now);
         let health = Health { inner };
         health.reconcile_samples()?;
         health.purge_samples()?;
@@ -361,7 +385,10 @@ impl Health {
                 &self.inner.policy,
             )));
         }
-        Some(e.trace.clone())
+        let live = e.live.clone();
+        drop(st);
+        let result = live.lock().result();
+        Some(Arc::new(result))
     }
 
     /// Changes a case's status (`PATCH /v1/cases/{id}`), durably.
@@ -384,6 +411,9 @@ impl Health {
         case.status = status;
         case.recovered_at = recovered_at;
         inner.store.put_case(&case, None)?;
+        let live = inner.state.read().slots[slot as usize].live.clone();
+        // The case's mutex before `state`: no refresh of it runs while it stops counting.
+        let mut live = live.lock();
         let mut st = inner.state.write();
         let person = st.slots[slot as usize].person.clone();
         st.slots[slot as usize].case = case;
@@ -391,19 +421,12 @@ impl Health {
             .set_active(&person, slot, status == CaseStatus::Active);
         let mut changed = vec![person];
         if !status.counts() {
-            st.exposure.remove(slot);
             st.unseen.remove(&slot);
-            let old = st.slots[slot as usize].trace.clone();
-            st.tiers.set_contacts(slot, Some(&old), None, &mut changed);
             // A restored case (a corrected correction) starts again from no listings.
-            let e = &mut st.slots[slot as usize];
-            e.trace = Arc::new(standing::empty_trace(
-                &e.person,
-                e.window.0,
-                e.window.1,
-                &inner.policy,
-            ));
+            let changes = live.clear();
+            inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
         }
+        drop(live);
         inner.publish(&mut st, changed, now);
         Ok(inner.view(&st.slots[slot as usize]))
     }
@@ -424,7 +447,7 @@ impl Health {
             .slots
             .iter()
             .filter(|e| e.case.status.counts())
-            .flat_map(|e| e.trace.visits.iter());
+            .flat_map(|e| e.visits.iter());
         sites::exposure_sites(visits, inner.policy.linger_s, since, |venue| {
             match inner.engine.venue(venue) {
                 Some(v) => (v.name.to_string(), v.province.map(|p| p.to_string())),
@@ -572,12 +595,15 @@ impl Health {
 fn new_entry(case: Case, policy: &Policy) -> CaseEntry {
     let window = case.window(policy);
     let person: Arc<str> = Arc::from(case.person.as_str());
-    let trace = Arc::new(standing::empty_trace(&person, window.0, window.1, policy));
+    let live = LiveTrace::empty(&standing::request(&person, window, policy));
     CaseEntry {
         id: Arc::from(case.id.as_str()),
         person,
         window,
-        trace,
+        live: Arc::new(Mutex::new(live)),
+        f1: 0,
+        f2: 0,
+        visits: Arc::from(Vec::new()),
         ticket: 0,
         case,
     }
@@ -601,8 +627,8 @@ impl Inner {
             case: e.case.clone(),
             from: e.window.0,
             to: e.window.1,
-            f1: if counts { e.trace.f1.len() } else { 0 },
-            f2: if counts { e.trace.f2.len() } else { 0 },
+            f1: if counts { e.f1 } else { 0 },
+            f2: if counts { e.f2 } else { 0 },
         }
     }
 
@@ -632,56 +658,132 @@ impl Inner {
     }
 
     /// Derives the first standing trace of a case marked pending, installs it and clears the
-    /// mark.
+    /// mark; scans held back for it meanwhile go to the health thread.
     fn derive_pending(&self, slot: Slot) {
         let ticket = self.ticket.fetch_add(1, Ordering::AcqRel) + 1;
-        let (person, window) = self.derivation_input(slot);
-        let derived = standing::derive(&self.engine, &person, window, &self.policy);
+        let request = self.request_of(slot);
+        let (fresh, changes) = self.engine.live_trace(&request);
+        let mut changed = Vec::new();
+        let mut st = self.install_pending(slot, ticket, fresh, changes, &mut changed);
+        self.publish(&mut st, changed, self.engine.now());
+    }
+
+    /// Installs a derivation of a pending case made elsewhere unless a later one was installed
+    /// first or the case stopped counting, and clears one pending mark. Returns the state, still
+    /// locked, for the caller to publish `changed`.
+    fn install_pending(
+        &self,
+        slot: Slot,
+        ticket: u64,
+        fresh: LiveTrace,
+        changes: LiveChanges,
+        changed: &mut Vec<Arc<str>>,
+    ) -> parking_lot::RwLockWriteGuard<'_, State> {
+        let live = self.state.read().slots[slot as usize].live.clone();
+        let mut live = live.lock();
         let mut st = self.state.write();
-        self.install(&mut st, slot, ticket, derived, self.engine.now());
+        let e = &mut st.slots[slot as usize];
+        if ticket > e.ticket && e.case.status.counts() {
+            e.ticket = ticket;
+            let changes = live.replace(fresh, changes);
+            self.apply_changes(&mut st, slot, &live, &changes, changed);
+        }
+        drop(live);
         if let Some(n) = st.pending.get_mut(&slot) {
             *n -= 1;
             if *n == 0 {
                 st.pending.remove(&slot);
+                if let Some(held) = self.held_back.lock().remove(&slot) {
+                    self.deferred.lock().push((slot, held));
+                    // A send fails only once the tracker has stopped.
+                    let _ = self.tx.send(Msg::Wake);
+                }
             }
         }
+        st
     }
 
-    pub(crate) fn derivation_input(&self, slot: Slot) -> (Arc<str>, (i64, i64)) {
+    /// The trace request of `slot`'s case.
+    pub(crate) fn request_of(&self, slot: Slot) -> engine::TraceRequest {
         let st = self.state.read();
         let e = &st.slots[slot as usize];
-        (e.person.clone(), e.window)
+        standing::request(&e.person, e.window, &self.policy)
     }
 
-    /// Derives `slot`'s standing trace now and installs it.
-    pub(crate) fn rederive(&self, slot: Slot, now: i64) {
-        let ticket = self.ticket.fetch_add(1, Ordering::AcqRel) + 1;
-        let (person, window) = self.derivation_input(slot);
-        let derived = standing::derive(&self.engine, &person, window, &self.policy);
-        let mut st = self.state.write();
-        self.install(&mut st, slot, ticket, derived, now);
-    }
-
-    /// Installs a derivation unless a later one was installed first or the case stopped
-    /// counting meanwhile.
-    fn install(&self, st: &mut State, slot: Slot, ticket: u64, derived: Derived, now: i64) {
-        let e = &mut st.slots[slot as usize];
-        if ticket <= e.ticket || !e.case.status.counts() {
-            return;
+    /// Derives the standing traces of `slots` from scratch (at open) on every core, as pending
+    /// registrations (scans stored meanwhile are held back), and installs them; tier events are
+    /// told once for everyone at the end.
+    fn derive_all(&self, slots: &[Slot], now: i64) {
+        let work: Vec<(Slot, u64, engine::TraceRequest)> = {
+            let mut st = self.state.write();
+            slots
+                .iter()
+                .map(|&s| {
+                    *st.pending.entry(s).or_insert(0) += 1;
+                    let e = &st.slots[s as usize];
+                    let ticket = self.ticket.fetch_add(1, Ordering::AcqRel) + 1;
+                    (
+                        s,
+                        ticket,
+                        standing::request(&e.person, e.window, &self.policy),
+                    )
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        type Built = (Slot, u64, LiveTrace, LiveChanges);
+        let done: Mutex<Vec<Built>> = Mutex::new(Vec::with_capacity(work.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((slot, ticket, request)) = work.get(i) else {
+                        break;
+                    };
+                    let (fresh, changes) = self.engine.live_trace(request);
+                    done.lock().push((*slot, *ticket, fresh, changes));
+                });
+            }
+        });
+        let mut changed = Vec::new();
+        for (slot, ticket, fresh, changes) in done.into_inner() {
+            drop(self.install_pending(slot, ticket, fresh, changes, &mut changed));
         }
-        e.ticket = ticket;
-        let old = std::mem::replace(&mut e.trace, derived.trace.clone());
+        let mut st = self.state.write();
+        self.publish(&mut st, changed, now);
+    }
+
+    /// Applies one update of `slot`'s live trace (held locked by the caller) to the exposure
+    /// index, the tier table and the case's counts; appends the persons whose listings changed.
+    pub(crate) fn apply_changes(
+        &self,
+        st: &mut State,
+        slot: Slot,
+        live: &LiveTrace,
+        changes: &LiveChanges,
+        changed: &mut Vec<Arc<str>>,
+    ) {
+        st.exposure.apply(slot, changes);
+        let e = &mut st.slots[slot as usize];
+        e.f1 = live.f1_len();
+        e.f2 = live.f2_len();
+        if changes.rebuilt {
+            e.visits = Arc::from(live.case_visits().to_vec());
+        }
         let person = e.person.clone();
-        st.exposure.install(slot, &derived);
-        if derived.person_unseen {
+        if live.case_unknown() && e.case.status.counts() {
             st.unseen.insert(slot, person);
         } else {
             st.unseen.remove(&slot);
         }
-        let mut changed = Vec::new();
-        st.tiers
-            .set_contacts(slot, Some(&old), Some(&derived.trace), &mut changed);
-        self.publish(st, changed, now);
+        for c in &changes.listings {
+            if st.tiers.set_listing(&c.person, slot, c.listing) {
+                changed.push(c.person.clone());
+            }
+        }
     }
 
     pub(crate) fn status_of(&self, st: &State, person: &str, now: i64) -> PersonStatus {
@@ -705,7 +807,6 @@ impl Inner {
         persons.sort();
         persons.dedup();
         let listeners = self.listeners.read();
-        let mut lapses = Vec::new();
         for person in persons {
             let status = self.status_of(st, &person, now);
             let before = st.published.get(&person);
@@ -718,16 +819,22 @@ impl Inner {
                     l(&status);
                 }
             }
-            lapses.clear();
-            st.tiers.lapses(
+            let next = st.tiers.next_lapse(
                 &person,
                 now,
                 self.policy.f1_quarantine_s(),
                 self.policy.f2_quarantine_s(),
-                &mut lapses,
             );
-            for &at in &lapses {
-                st.lapses.insert((at, person.clone()));
+            let held = st.next_lapse.get(&person).copied();
+            if held != next {
+                if let Some(at) = held {
+                    st.lapses.remove(&(at, person.clone()));
+                    st.next_lapse.remove(&person);
+                }
+                if let Some(at) = next {
+                    st.lapses.insert((at, person.clone()));
+                    st.next_lapse.insert(person.clone(), at);
+                }
             }
             if status.tier == Tier::None {
                 st.published.remove(&person);

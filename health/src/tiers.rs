@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use engine::TraceResult;
 use rustc_hash::FxHashMap;
 
 use crate::exposure::Slot;
@@ -77,64 +76,50 @@ pub(crate) struct TierTable {
 }
 
 impl TierTable {
-    /// Replaces the listings of `slot` (from its previous trace `old`) with those of `new`
-    /// (`None`: the case no longer counts). Appends every person whose listings changed.
-    pub(crate) fn set_contacts(
+    /// Sets (or, with `None`, removes) `slot`'s listing of `person`. Returns whether it changed.
+    pub(crate) fn set_listing(
         &mut self,
+        person: &Arc<str>,
         slot: Slot,
-        old: Option<&TraceResult>,
-        new: Option<&TraceResult>,
-        changed: &mut Vec<Arc<str>>,
-    ) {
-        let listings = |t: &TraceResult| -> Vec<(Arc<str>, Listing)> {
-            let f1 = t.f1.iter().map(|c| {
-                (
-                    c.person.clone(),
-                    Listing {
-                        slot,
-                        tier: Tier::F1,
-                        first_contact: c.first_contact,
-                        last_contact: c.last_contact,
-                    },
-                )
-            });
-            let f2 = t.f2.iter().map(|c| {
-                (
-                    c.person.clone(),
-                    Listing {
-                        slot,
-                        tier: Tier::F2,
-                        first_contact: c.first_contact,
-                        last_contact: c.last_contact,
-                    },
-                )
-            });
-            f1.chain(f2).collect()
-        };
-        let old = old.map(listings).unwrap_or_default();
-        let new = new.map(listings).unwrap_or_default();
-        let new_of: FxHashMap<&Arc<str>, &Listing> = new.iter().map(|(p, l)| (p, l)).collect();
-        for (person, listing) in &old {
-            if new_of.get(person) == Some(&listing) {
-                continue;
-            }
-            if let Some(list) = self.contacts.get_mut(person) {
-                list.retain(|l| l.slot != slot);
-                if list.is_empty() {
-                    self.contacts.remove(person);
+        listing: Option<engine::Listing>,
+    ) -> bool {
+        let new = listing.map(|l| Listing {
+            slot,
+            tier: match l.degree {
+                engine::Degree::F1 => Tier::F1,
+                engine::Degree::F2 => Tier::F2,
+            },
+            first_contact: l.first_contact,
+            last_contact: l.last_contact,
+        });
+        match self.contacts.get_mut(person) {
+            Some(list) => {
+                let old = list.iter().position(|l| l.slot == slot);
+                match (old, new) {
+                    (Some(i), Some(n)) => {
+                        if list[i] == n {
+                            return false;
+                        }
+                        list[i] = n;
+                    }
+                    (Some(i), None) => {
+                        list.swap_remove(i);
+                        if list.is_empty() {
+                            self.contacts.remove(person);
+                        }
+                    }
+                    (None, Some(n)) => list.push(n),
+                    (None, None) => return false,
                 }
+                true
             }
-            changed.push(person.clone());
-        }
-        let old_of: FxHashMap<&Arc<str>, &Listing> = old.iter().map(|(p, l)| (p, l)).collect();
-        for (person, listing) in new {
-            if old_of.get(&person) == Some(&&listing) {
-                continue;
-            }
-            let list = self.contacts.entry(person.clone()).or_default();
-            list.retain(|l| l.slot != slot);
-            list.push(listing);
-            changed.push(person);
+            None => match new {
+                Some(n) => {
+                    self.contacts.insert(person.clone(), vec![n]);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
@@ -159,26 +144,28 @@ impl TierTable {
         )
     }
 
-    /// When each of `person`'s listings lapses, after `now`.
-    pub(crate) fn lapses(
+    /// The first time after `now` at which one of `person`'s listings lapses.
+    pub(crate) fn next_lapse(
         &self,
         person: &str,
         now: i64,
         f1_quarantine_s: i64,
         f2_quarantine_s: i64,
-        out: &mut Vec<i64>,
-    ) {
-        for l in self.contacts.get(person).into_iter().flatten() {
-            let q = if l.tier == Tier::F1 {
-                f1_quarantine_s
-            } else {
-                f2_quarantine_s
-            };
-            let at = l.last_contact.saturating_add(q);
-            if at > now {
-                out.push(at);
-            }
-        }
+    ) -> Option<i64> {
+        self.contacts
+            .get(person)
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                let q = if l.tier == Tier::F1 {
+                    f1_quarantine_s
+                } else {
+                    f2_quarantine_s
+                };
+                l.last_contact.saturating_add(q)
+            })
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// `person`'s tier at `now`, by the first rule of section 10 that holds.

@@ -1,14 +1,14 @@
 //! The health thread: applies the store's change notices to the standing traces (through the
-//! exposure index, re-deriving only the cases a scan may change) and tells tier lapses when they
-//! fall due.
+//! exposure index, refreshing in each case only the persons whose scans may change it) and tells
+//! tier lapses when they fall due.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use engine::AppliedScan;
-use rustc_hash::FxHashSet;
+use engine::{AppliedScan, PersonKey};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::exposure::Slot;
 use crate::health::Inner;
@@ -19,8 +19,10 @@ const LAPSE_TICK: Duration = Duration::from_secs(1);
 pub(crate) enum Msg {
     /// Scans stored, and when the notice was sent.
     Scans(Vec<AppliedScan>, Instant),
-    /// A purge or a venue change: every counted case is re-derived.
+    /// A purge or a venue change: every counted case is derived again.
     StoreChanged,
+    /// A case was installed with held-back work (`Inner::deferred`).
+    Wake,
     /// Answer once everything before this message is applied.
     Settle(Sender<()>),
     Stop,
@@ -59,8 +61,10 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
 /// What one wake-up of the thread collected.
 #[derive(Default)]
 struct Pass {
-    by_scans: FxHashSet<Slot>,
+    /// Per case, the persons whose scans may have changed it.
+    touched: FxHashMap<Slot, Vec<PersonKey>>,
     everything: bool,
+    rederive: FxHashSet<Slot>,
     first_notice: Option<Instant>,
     settles: Vec<Sender<()>>,
 }
@@ -74,21 +78,40 @@ impl Pass {
                 let st = inner.state.read();
                 for scan in &scans {
                     st.exposure.hits(scan, |slot| {
-                        self.by_scans.insert(slot);
+                        let list = self.touched.entry(slot).or_default();
+                        if list.last() != Some(&scan.person) {
+                            list.push(scan.person);
+                        }
                     });
                 }
-                self.by_scans.extend(st.pending.keys().copied());
+                if !st.pending.is_empty() {
+                    let mut held = inner.held_back.lock();
+                    for &slot in st.pending.keys() {
+                        held.entry(slot)
+                            .or_default()
+                            .persons
+                            .extend(scans.iter().map(|s| s.person));
+                    }
+                }
                 for (&slot, person) in &st.unseen {
                     if inner.engine.person_key(person).is_some() {
-                        self.by_scans.insert(slot);
+                        self.touched.entry(slot).or_default();
                     }
                 }
                 false
             }
             Msg::StoreChanged => {
                 self.everything = true;
+                let st = inner.state.read();
+                if !st.pending.is_empty() {
+                    let mut held = inner.held_back.lock();
+                    for &slot in st.pending.keys() {
+                        held.entry(slot).or_default().rederive = true;
+                    }
+                }
                 false
             }
+            Msg::Wake => false,
             Msg::Settle(tx) => {
                 self.settles.push(tx);
                 false
@@ -97,37 +120,53 @@ impl Pass {
         }
     }
 
-    /// Re-derives what the pass collected, then tells the lapses due.
+    /// Refreshes what the pass collected, then tells the lapses due.
     fn apply(&mut self, inner: &Inner) {
-        let now = inner.engine.now();
-        let store_slots: Vec<Slot> = if self.everything {
-            let st = inner.state.read();
-            (0..st.slots.len() as Slot)
-                .filter(|s| st.slots[*s as usize].case.status.counts())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut scan_slots: Vec<Slot> = self
-            .by_scans
-            .iter()
-            .copied()
-            .filter(|s| !store_slots.contains(s))
-            .collect();
-        scan_slots.sort_unstable();
-        for &slot in &scan_slots {
-            inner.rederive(slot, now);
+        for (slot, held) in std::mem::take(&mut *inner.deferred.lock()) {
+            if held.rederive {
+                self.rederive.insert(slot);
+            }
+            self.touched.entry(slot).or_default().extend(held.persons);
         }
-        for &slot in &store_slots {
-            inner.rederive(slot, now);
+        if self.everything {
+            let st = inner.state.read();
+            self.rederive.extend(
+                (0..st.slots.len() as Slot).filter(|s| st.slots[*s as usize].case.status.counts()),
+            );
+        }
+        let mut slots: Vec<Slot> = self
+            .touched
+            .keys()
+            .copied()
+            .filter(|s| !self.rederive.contains(s))
+            .collect();
+        slots.sort_unstable();
+        let mut refreshed = 0u64;
+        for &slot in &slots {
+            let mut persons = self.touched.remove(&slot).unwrap_or_default();
+            persons.sort_unstable();
+            persons.dedup();
+            if refresh(inner, slot, |engine, live| {
+                engine.refresh_live_trace(live, &persons)
+            }) {
+                refreshed += 1;
+            }
+        }
+        let mut rederived = 0u64;
+        let mut again: Vec<Slot> = self.rederive.drain().collect();
+        again.sort_unstable();
+        for &slot in &again {
+            if refresh(inner, slot, |engine, live| engine.rederive_live_trace(live)) {
+                rederived += 1;
+            }
         }
         inner
             .rederived_by_scans
-            .fetch_add(scan_slots.len() as u64, Ordering::Relaxed);
+            .fetch_add(refreshed, Ordering::Relaxed);
         inner
             .rederived_by_store
-            .fetch_add(store_slots.len() as u64, Ordering::Relaxed);
-        if !scan_slots.is_empty() {
+            .fetch_add(rederived, Ordering::Relaxed);
+        if refreshed > 0 {
             if let Some(first) = self.first_notice {
                 let took = first.elapsed();
                 for o in inner.observers.read().iter() {
@@ -135,6 +174,7 @@ impl Pass {
                 }
             }
         }
+        let now = inner.engine.now();
         let mut st = inner.state.write();
         let mut due = Vec::new();
         while let Some(first) = st.lapses.first() {
@@ -142,6 +182,7 @@ impl Pass {
                 break;
             }
             if let Some((_, person)) = st.lapses.pop_first() {
+                st.next_lapse.remove(&person);
                 due.push(person);
             }
         }
@@ -149,4 +190,46 @@ impl Pass {
             inner.publish(&mut st, due, now);
         }
     }
+}
+
+/// Updates `slot`'s live trace with `update` (under the case's mutex, `state` free), then
+/// applies the changes and tells the tier changes. Skips cases that do not count or whose first
+/// derivation is in flight (their scans are held back). Returns whether it ran.
+fn refresh(
+    inner: &Inner,
+    slot: Slot,
+    update: impl FnOnce(&engine::Engine, &mut engine::LiveTrace) -> engine::LiveChanges,
+) -> bool {
+    let Some(live) = inner
+        .state
+        .read()
+        .slots
+        .get(slot as usize)
+        .map(|e| e.live.clone())
+    else {
+        return false;
+    };
+    let mut live = live.lock();
+    {
+        let st = inner.state.read();
+        let e = &st.slots[slot as usize];
+        if !e.case.status.counts() || st.pending.contains_key(&slot) {
+            return false;
+        }
+    }
+    let changes = update(&inner.engine, &mut live);
+    if !changes.rebuilt
+        && changes.listings.is_empty()
+        && changes.person_windows.is_empty()
+        && changes.venue_windows.is_empty()
+    {
+        return true;
+    }
+    let now = inner.engine.now();
+    let mut st = inner.state.write();
+    let mut changed = Vec::new();
+    inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
+    drop(live);
+    inner.publish(&mut st, changed, now);
+    true
 }

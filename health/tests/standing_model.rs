@@ -473,6 +473,43 @@ fn a_late_upload_makes_a_contact_f1_and_their_contact_f2() {
     .unwrap();
 }
 
+/// A late check-in elsewhere, shortly before an F2 contact's overlap began, ends the F2's visit
+/// there: the F2 listing must go. The scan falls before the overlap and at a venue no source
+/// visited, so only the F2's person window reaching `max_stay` before the overlap catches it.
+#[test]
+fn a_late_check_in_elsewhere_ends_an_f2_contact() {
+    let ops = vec![
+        // The case (person 0) and Q (person 1) at V0 for half an hour.
+        Op::Scans(
+            vec![
+                (0, 0, -7200, false),
+                (0, 0, -5400, true),
+                (1, 0, -7200, false),
+                (1, 0, -5400, true),
+            ],
+            false,
+        ),
+        // Q at V1 later; R (person 2) checked in at V1 before Q came and never checked out.
+        Op::Scans(
+            vec![
+                (1, 1, -3000, false),
+                (1, 1, -1000, true),
+                (2, 1, -3600, false),
+            ],
+            false,
+        ),
+        Op::Register {
+            person: 0,
+            sampled: 0,
+            onset: None,
+            isolated: None,
+        },
+        // R's phone uploads a check-in at V2 before Q arrived at V1: R left V1 then.
+        Op::Scans(vec![(2, 2, -3200, false)], false),
+    ];
+    run(&[3600, 3600, 3600], 3, Policy::default(), &ops, true).unwrap();
+}
+
 #[test]
 fn a_stale_trace_is_caught() {
     let result = run(
