@@ -377,7 +377,18 @@ impl Engine {
 
     /// Brings `trace` up to date after scans of `persons` were stored (see [`LiveTrace`]).
     pub fn refresh_live_trace(&self, trace: &mut LiveTrace, persons: &[PersonKey]) -> LiveChanges {
-        crate::live_trace::refresh(&self.shared().index, self.max_stay_s(), trace, persons)
+        let mut out = self.refresh_live_traces(&mut [(trace, persons)]);
+        out.pop().unwrap_or_default()
+    }
+
+    /// [`Engine::refresh_live_trace`] for many traces at once, under one hold of the indexes
+    /// (which a waiting writer is let through every couple of milliseconds): one answer per
+    /// trace, in order.
+    pub fn refresh_live_traces(
+        &self,
+        work: &mut [(&mut LiveTrace, &[PersonKey])],
+    ) -> Vec<LiveChanges> {
+        crate::live_trace::refresh_many(&self.shared().index, self.max_stay_s(), work)
     }
 
     /// Derives `trace` again from scratch (after a purge or a venue change).

@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLockReadGuard;
 use std::collections::hash_map::Entry;
@@ -55,21 +56,27 @@ impl Exposure {
     }
 }
 
-pub(crate) struct Tracer<'a> {
+pub(crate) struct Tracer<'g, 'a> {
     /// The shared index lock, held for the whole trace but yielded to a waiting writer between
     /// F1 persons of a depth-2 trace (`bump`), so a long trace never stalls ingestion for long.
-    pub guard: RwLockReadGuard<'a, Index>,
+    pub guard: &'g mut RwLockReadGuard<'a, Index>,
     /// The last source visit that looked at each candidate, so a person with several in-scans in
     /// one window is counted once for it (instead of sorting and deduplicating the candidates).
     seen: FxHashMap<u32, u32>,
     /// Incremented per source visit.
     stamp: u32,
+    /// When the lock was last yielded.
+    last_yield: Instant,
 }
 
-impl<'a> Tracer<'a> {
-    pub(crate) fn new(guard: RwLockReadGuard<'a, Index>) -> Tracer<'a> {
+/// How long a trace may hold the index lock before it lets a waiting writer in.
+pub(crate) const HOLD: Duration = Duration::from_millis(2);
+
+impl<'g, 'a> Tracer<'g, 'a> {
+    pub(crate) fn new(guard: &'g mut RwLockReadGuard<'a, Index>) -> Tracer<'g, 'a> {
         Tracer {
             guard,
+            last_yield: Instant::now(),
             seen: FxHashMap::default(),
             stamp: 0,
         }
@@ -78,7 +85,10 @@ impl<'a> Tracer<'a> {
     /// Lets a waiting writer in. The trace is then a consistent answer for the scans stored when
     /// each F1 person was looked at.
     pub(crate) fn yield_to_writer(&mut self) {
-        RwLockReadGuard::bump(&mut self.guard);
+        if self.last_yield.elapsed() >= HOLD {
+            RwLockReadGuard::bump(self.guard);
+            self.last_yield = Instant::now();
+        }
     }
 
     /// Every visit of `person`, in the contract's order.
@@ -109,7 +119,7 @@ impl<'a> Tracer<'a> {
         let Tracer {
             guard, seen, stamp, ..
         } = self;
-        let index = &**guard;
+        let index = &***guard;
         let max_stay = i64::from(index.max_stay);
         for c in sources {
             *stamp += 1;
@@ -222,10 +232,13 @@ pub(crate) fn clip(visits: &[RawVisit], min_stay: i64, from: i64, to: i64) -> Ve
 }
 
 /// Runs a trace under the index read lock; `None` if the case person has no stored scan.
-pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Option<TraceResult> {
+pub(crate) fn trace(
+    mut guard: RwLockReadGuard<'_, Index>,
+    req: &TraceRequest,
+) -> Option<TraceResult> {
     let case = guard.person(&req.person)?;
     let threshold = req.min_overlap_s.max(1);
-    let mut tracer = Tracer::new(guard);
+    let mut tracer = Tracer::new(&mut guard);
     let mut case_visits = clip(&tracer.visits_of(case), req.min_stay_s, req.from, req.to);
     case_visits.sort_by_key(|v| v.start);
 
@@ -235,7 +248,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
         .filter(|(_, e)| e.total >= threshold)
         .collect();
     {
-        let index = &*tracer.guard;
+        let index = &**tracer.guard;
         // The answer needs every contact's id (ties sort by it, the result carries it).
         index.persons.warm_up(f1.iter().map(|(q, _)| *q));
         let name = |p: u32| index.persons.bytes(p);
@@ -262,7 +275,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
             let exposures = tracer.exposures(&sources, req.linger_s, |r| {
                 r == case || r == *q || in_f1.contains_key(&r)
             });
-            let index = &*tracer.guard;
+            let index = &**tracer.guard;
             let name = |p: u32| index.persons.bytes(p);
             for (r, x) in exposures {
                 if x.total < threshold {
@@ -277,7 +290,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
                 }
             }
         }
-        let index = &*tracer.guard;
+        let index = &**tracer.guard;
         let name = |p: u32| index.persons.get(p);
         let key = |p: u32| index.persons.bytes(p);
         let mut f2: Vec<(u32, (i64, u32, i64, i64))> = best.into_iter().collect();
@@ -299,7 +312,7 @@ pub(crate) fn trace(guard: RwLockReadGuard<'_, Index>, req: &TraceRequest) -> Op
             .collect();
     }
 
-    let index = &*tracer.guard;
+    let index = &**tracer.guard;
     let name = |p: u32| index.persons.get(p);
     let f1_out = f1
         .into_iter()

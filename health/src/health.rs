@@ -242,7 +242,7 @@ impl Health {
                 .collect()
         };
         let now = engine.now();
-        inner.derive_all(&counted, now);
+        inner.derive_all(&counted);
         let health = Health { inner };
         health.reconcile_samples()?;
         health.purge_samples()?;
@@ -711,9 +711,9 @@ impl Inner {
     }
 
     /// Derives the standing traces of `slots` from scratch (at open) on every core, as pending
-    /// registrations (scans stored meanwhile are held back), and installs them; tier events are
-    /// told once for everyone at the end.
-    fn derive_all(&self, slots: &[Slot], now: i64) {
+    /// registrations (scans stored meanwhile are held back), and installs them; the caller then
+    /// tells every listed person's state once.
+    fn derive_all(&self, slots: &[Slot]) {
         let work: Vec<(Slot, u64, engine::TraceRequest)> = {
             let mut st = self.state.write();
             slots
@@ -751,9 +751,9 @@ impl Inner {
         let mut changed = Vec::new();
         for (slot, ticket, fresh, changes) in done.into_inner() {
             drop(self.install_pending(slot, ticket, fresh, changes, &mut changed));
+            // The caller tells every listed person's state once, at the end.
+            changed.clear();
         }
-        let mut st = self.state.write();
-        self.publish(&mut st, changed, now);
     }
 
     /// Applies one update of `slot`'s live trace (held locked by the caller) to the exposure

@@ -3,11 +3,13 @@
 //! tier lapses when they fall due.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use engine::LiveTrace;
 use engine::{AppliedScan, PersonKey};
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::exposure::Slot;
@@ -15,6 +17,8 @@ use crate::health::Inner;
 
 /// How often lapses are checked when nothing else happens (the contract allows 60 s).
 const LAPSE_TICK: Duration = Duration::from_secs(1);
+/// Cases refreshed under one hold of the indexes before their changes are applied.
+const REFRESH_GROUP: usize = 32;
 
 pub(crate) enum Msg {
     /// Scans stored, and when the notice was sent.
@@ -142,15 +146,17 @@ impl Pass {
             .collect();
         slots.sort_unstable();
         let mut refreshed = 0u64;
-        for &slot in &slots {
-            let mut persons = self.touched.remove(&slot).unwrap_or_default();
-            persons.sort_unstable();
-            persons.dedup();
-            if refresh(inner, slot, |engine, live| {
-                engine.refresh_live_trace(live, &persons)
-            }) {
-                refreshed += 1;
-            }
+        for group in slots.chunks(REFRESH_GROUP) {
+            let work: Vec<(Slot, Vec<PersonKey>)> = group
+                .iter()
+                .map(|&slot| {
+                    let mut persons = self.touched.remove(&slot).unwrap_or_default();
+                    persons.sort_unstable();
+                    persons.dedup();
+                    (slot, persons)
+                })
+                .collect();
+            refreshed += refresh_group(inner, work);
         }
         let mut rederived = 0u64;
         let mut again: Vec<Slot> = self.rederive.drain().collect();
@@ -190,6 +196,55 @@ impl Pass {
             inner.publish(&mut st, due, now);
         }
     }
+}
+
+/// Refreshes a group of cases under one hold of the scan store's indexes (each case under its
+/// own mutex, taken in slot order, with `state` free), then applies each one's changes and tells
+/// the tier changes. Skips cases that do not count or whose first derivation is in flight (their
+/// scans are held back). Returns how many were refreshed.
+fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
+    let lives: Vec<(Slot, Arc<Mutex<LiveTrace>>, Vec<PersonKey>)> = {
+        let st = inner.state.read();
+        work.into_iter()
+            .filter_map(|(slot, persons)| {
+                st.slots
+                    .get(slot as usize)
+                    .map(|e| (slot, e.live.clone(), persons))
+            })
+            .collect()
+    };
+    let mut locked: Vec<(Slot, MutexGuard<'_, LiveTrace>, &[PersonKey])> = lives
+        .iter()
+        .map(|(slot, live, persons)| (*slot, live.lock(), persons.as_slice()))
+        .collect();
+    {
+        let st = inner.state.read();
+        locked.retain(|(slot, _, _)| {
+            st.slots[*slot as usize].case.status.counts() && !st.pending.contains_key(slot)
+        });
+    }
+    let results = {
+        let mut work: Vec<(&mut LiveTrace, &[PersonKey])> = locked
+            .iter_mut()
+            .map(|(_, live, persons)| (&mut **live, *persons))
+            .collect();
+        inner.engine.refresh_live_traces(&mut work)
+    };
+    let now = inner.engine.now();
+    for ((slot, live, _), changes) in locked.iter().zip(results) {
+        if !changes.rebuilt
+            && changes.listings.is_empty()
+            && changes.person_windows.is_empty()
+            && changes.venue_windows.is_empty()
+        {
+            continue;
+        }
+        let mut st = inner.state.write();
+        let mut changed = Vec::new();
+        inner.apply_changes(&mut st, *slot, live, &changes, &mut changed);
+        inner.publish(&mut st, changed, now);
+    }
+    locked.len() as u64
 }
 
 /// Updates `slot`'s live trace with `update` (under the case's mutex, `state` free), then
