@@ -447,7 +447,7 @@ impl<'g, 'a> Updater<'g, 'a> {
             if e.total < threshold {
                 continue;
             }
-            let venues = venue_names(&tracer.guard, e.venues());
+            let venues = venue_names(tracer.guard, e.venues());
             live.f1.insert(
                 q,
                 F1Entry {
