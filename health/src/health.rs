@@ -4,7 +4,9 @@
 //! Locks: `writes` serializes case changes (a registration's check-then-store is atomic);
 //! `state` (a read-write lock) holds the derived state; each case's live trace has its own mutex,
 //! always taken *before* `state` (a refresh computes under the case's mutex with `state` free,
-//! then applies its changes under `state`'s write lock). A registration derives its first trace
+//! then applies its changes under `state`'s write lock, and tells tier events under its read
+//! lock, so status reads wait only while listings change). `exposure` is taken last; `told`
+//! (what listeners were told) after `state`. A registration derives its first trace
 //! with no lock held and installs it only if no later derivation of the same case was installed
 //! first (each derivation takes a ticket before it reads the scan store); scans stored meanwhile
 //! are held back for the case and refreshed once it is installed.
@@ -61,8 +63,8 @@ impl HealthConfig {
     }
 }
 
-/// Receives each change of a person's tier (including lapses). Runs on a health thread under
-/// the state lock: it must not block.
+/// Receives each change of a person's tier (including lapses). Runs under the lock of what was
+/// told (on the health thread or a case change's caller): it must not block.
 pub type TierListener = Box<dyn Fn(&PersonStatus) + Send + Sync>;
 /// Receives how long a pass of re-derivations took from the first scan notice that caused it
 /// until its last trace was installed.
@@ -109,12 +111,16 @@ pub(crate) struct CaseEntry {
 pub(crate) struct State {
     pub slots: Vec<CaseEntry>,
     pub by_id: FxHashMap<CaseId, Slot>,
-    pub exposure: ExposureIndex,
     pub tiers: TierTable,
     /// Counted cases whose person has no stored scan yet.
     pub unseen: FxHashMap<Slot, Arc<str>>,
     /// Registrations whose first derivation is in flight (any scan may concern them).
     pub pending: FxHashMap<Slot, u32>,
+}
+
+/// What tier listeners were told, and when to tell them again.
+#[derive(Default)]
+pub(crate) struct Told {
     /// The last status told to tier listeners, for persons not `none`.
     pub published: FxHashMap<Arc<str>, PersonStatus>,
     /// When a person's next listing lapses: recheck them then. One entry per person.
@@ -149,6 +155,11 @@ pub(crate) struct Inner {
     pub scans_24h: Mutex<Option<(i64, u64)>>,
     writes: Mutex<WriteState>,
     pub state: RwLock<State>,
+    /// The exposure index: read for every scan notice, written when a trace's windows change.
+    /// Taken last (never held while another lock is taken).
+    pub exposure: RwLock<ExposureIndex>,
+    /// Tier events told; taken after `state` (publishers hold `state` for reading).
+    pub told: Mutex<Told>,
     /// Scans held back for cases whose first derivation is in flight (taken under `state`'s
     /// read lock by the health thread, emptied under its write lock by the installer).
     pub held_back: Mutex<FxHashMap<Slot, HeldBack>>,
@@ -208,6 +219,8 @@ impl Health {
             scans_24h: Mutex::new(None),
             writes: Mutex::new(WriteState { next_case }),
             state: RwLock::new(state),
+            exposure: RwLock::new(ExposureIndex::default()),
+            told: Mutex::new(Told::default()),
             held_back: Mutex::new(FxHashMap::default()),
             deferred: Mutex::new(Vec::new()),
             ticket: AtomicU64::new(0),
@@ -250,9 +263,9 @@ impl Health {
         let inner = health.inner;
         {
             // F0 persons with no counted contacts still need their first event state.
-            let mut st = inner.state.write();
+            let st = inner.state.read();
             let persons: Vec<Arc<str>> = st.tiers.persons().cloned().collect();
-            inner.publish(&mut st, persons, now);
+            inner.publish(&st, persons, now);
         }
         tracing::info!(
             cases = inner.state.read().slots.len(),
@@ -427,7 +440,7 @@ impl Health {
             inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
         }
         drop(live);
-        inner.publish(&mut st, changed, now);
+        inner.publish(&st, changed, now);
         Ok(inner.view(&st.slots[slot as usize]))
     }
 
@@ -474,7 +487,7 @@ impl Health {
         for e in &st.slots {
             out.cases[e.case.status as usize] += 1;
         }
-        for s in st.published.values() {
+        for s in inner.told.lock().published.values() {
             match s.tier {
                 Tier::F0 => out.tiers[0] += 1,
                 Tier::F1 => out.tiers[1] += 1,
@@ -484,7 +497,7 @@ impl Health {
         }
         out.rederived_by_scans = inner.rederived_by_scans.load(Ordering::Relaxed);
         out.rederived_by_store = inner.rederived_by_store.load(Ordering::Relaxed);
-        out.windows = st.exposure.len() as u64;
+        out.windows = inner.exposure.read().len() as u64;
         out
     }
 
@@ -529,7 +542,7 @@ impl Health {
                     st.slots[slot as usize].case = case;
                     st.tiers.set_active(&person, slot, true);
                     *st.pending.entry(slot).or_insert(0) += 1;
-                    inner.publish(&mut st, vec![person], now);
+                    inner.publish(&st, vec![person], now);
                     slot
                 }
                 None => {
@@ -652,7 +665,7 @@ impl Inner {
         *st.pending.entry(slot).or_insert(0) += 1;
         if active {
             st.tiers.set_active(&person, slot, true);
-            self.publish(&mut st, vec![person], now);
+            self.publish(&st, vec![person], now);
         }
         slot
     }
@@ -664,8 +677,9 @@ impl Inner {
         let request = self.request_of(slot);
         let (fresh, changes) = self.engine.live_trace(&request);
         let mut changed = Vec::new();
-        let mut st = self.install_pending(slot, ticket, fresh, changes, &mut changed);
-        self.publish(&mut st, changed, self.engine.now());
+        let st = self.install_pending(slot, ticket, fresh, changes, &mut changed);
+        let st = parking_lot::RwLockWriteGuard::downgrade(st);
+        self.publish(&st, changed, self.engine.now());
     }
 
     /// Installs a derivation of a pending case made elsewhere unless a later one was installed
@@ -766,7 +780,7 @@ impl Inner {
         changes: &LiveChanges,
         changed: &mut Vec<Arc<str>>,
     ) {
-        st.exposure.apply(slot, changes);
+        self.exposure.write().apply(slot, changes);
         let e = &mut st.slots[slot as usize];
         e.f1 = live.f1_len();
         e.f2 = live.f2_len();
@@ -803,13 +817,15 @@ impl Inner {
 
     /// Recomputes the status of `persons` at `now`, tells the listeners of every change and
     /// schedules the next lapse checks.
-    pub(crate) fn publish(&self, st: &mut State, mut persons: Vec<Arc<str>>, now: i64) {
+    pub(crate) fn publish(&self, st: &State, mut persons: Vec<Arc<str>>, now: i64) {
+        let mut told = self.told.lock();
+        let told = &mut *told;
         persons.sort();
         persons.dedup();
         let listeners = self.listeners.read();
         for person in persons {
             let status = self.status_of(st, &person, now);
-            let before = st.published.get(&person);
+            let before = told.published.get(&person);
             let same = match before {
                 Some(b) => *b == status,
                 None => status.tier == Tier::None,
@@ -825,21 +841,21 @@ impl Inner {
                 self.policy.f1_quarantine_s(),
                 self.policy.f2_quarantine_s(),
             );
-            let held = st.next_lapse.get(&person).copied();
+            let held = told.next_lapse.get(&person).copied();
             if held != next {
                 if let Some(at) = held {
-                    st.lapses.remove(&(at, person.clone()));
-                    st.next_lapse.remove(&person);
+                    told.lapses.remove(&(at, person.clone()));
+                    told.next_lapse.remove(&person);
                 }
                 if let Some(at) = next {
-                    st.lapses.insert((at, person.clone()));
-                    st.next_lapse.insert(person.clone(), at);
+                    told.lapses.insert((at, person.clone()));
+                    told.next_lapse.insert(person.clone(), at);
                 }
             }
             if status.tier == Tier::None {
-                st.published.remove(&person);
+                told.published.remove(&person);
             } else {
-                st.published.insert(person, status);
+                told.published.insert(person, status);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine::LiveTrace;
 use engine::{AppliedScan, PersonKey};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::exposure::Slot;
@@ -80,8 +80,9 @@ impl Pass {
             Msg::Scans(scans, at) => {
                 self.first_notice = Some(self.first_notice.map_or(at, |f| f.min(at)));
                 let st = inner.state.read();
+                let exposure = inner.exposure.read();
                 for scan in &scans {
-                    st.exposure.hits(scan, |slot| {
+                    exposure.hits(scan, |slot| {
                         let list = self.touched.entry(slot).or_default();
                         if list.last() != Some(&scan.person) {
                             list.push(scan.person);
@@ -181,19 +182,22 @@ impl Pass {
             }
         }
         let now = inner.engine.now();
-        let mut st = inner.state.write();
+        let st = inner.state.read();
         let mut due = Vec::new();
-        while let Some(first) = st.lapses.first() {
-            if first.0 > now {
-                break;
-            }
-            if let Some((_, person)) = st.lapses.pop_first() {
-                st.next_lapse.remove(&person);
-                due.push(person);
+        {
+            let mut told = inner.told.lock();
+            while let Some(first) = told.lapses.first() {
+                if first.0 > now {
+                    break;
+                }
+                if let Some((_, person)) = told.lapses.pop_first() {
+                    told.next_lapse.remove(&person);
+                    due.push(person);
+                }
             }
         }
         if !due.is_empty() {
-            inner.publish(&mut st, due, now);
+            inner.publish(&st, due, now);
         }
     }
 }
@@ -242,7 +246,9 @@ fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
         let mut st = inner.state.write();
         let mut changed = Vec::new();
         inner.apply_changes(&mut st, *slot, live, &changes, &mut changed);
-        inner.publish(&mut st, changed, now);
+        // Status reads go on while the changes are told.
+        let st = RwLockWriteGuard::downgrade(st);
+        inner.publish(&st, changed, now);
     }
     locked.len() as u64
 }
@@ -285,6 +291,7 @@ fn refresh(
     let mut changed = Vec::new();
     inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
     drop(live);
-    inner.publish(&mut st, changed, now);
+    let st = RwLockWriteGuard::downgrade(st);
+    inner.publish(&st, changed, now);
     true
 }
