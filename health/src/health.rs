@@ -427,16 +427,20 @@ impl Health {
         let live = inner.state.read().slots[slot as usize].live.clone();
         // The case's mutex before `state`: no refresh of it runs while it stops counting.
         let mut live = live.lock();
+        let cleared = (!status.counts()).then(|| {
+            // A restored case (a corrected correction) starts again from no listings.
+            let changes = live.clear();
+            inner.exposure.write().apply(slot, &changes);
+            changes
+        });
         let mut st = inner.state.write();
         let person = st.slots[slot as usize].person.clone();
         st.slots[slot as usize].case = case;
         st.tiers
             .set_active(&person, slot, status == CaseStatus::Active);
         let mut changed = vec![person];
-        if !status.counts() {
+        if let Some(changes) = cleared {
             st.unseen.remove(&slot);
-            // A restored case (a corrected correction) starts again from no listings.
-            let changes = live.clear();
             inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
         }
         drop(live);
@@ -695,11 +699,20 @@ impl Inner {
     ) -> parking_lot::RwLockWriteGuard<'_, State> {
         let live = self.state.read().slots[slot as usize].live.clone();
         let mut live = live.lock();
-        let mut st = self.state.write();
-        let e = &mut st.slots[slot as usize];
-        if ticket > e.ticket && e.case.status.counts() {
-            e.ticket = ticket;
+        // Status and ticket change only under the case's mutex, held here.
+        let install = {
+            let st = self.state.read();
+            let e = &st.slots[slot as usize];
+            ticket > e.ticket && e.case.status.counts()
+        };
+        let changes = install.then(|| {
             let changes = live.replace(fresh, changes);
+            self.exposure.write().apply(slot, &changes);
+            changes
+        });
+        let mut st = self.state.write();
+        if let Some(changes) = changes {
+            st.slots[slot as usize].ticket = ticket;
             self.apply_changes(&mut st, slot, &live, &changes, changed);
         }
         drop(live);
@@ -770,8 +783,9 @@ impl Inner {
         }
     }
 
-    /// Applies one update of `slot`'s live trace (held locked by the caller) to the exposure
-    /// index, the tier table and the case's counts; appends the persons whose listings changed.
+    /// Applies one update of `slot`'s live trace (held locked by the caller) to the tier table
+    /// and the case's counts (its windows went to the exposure index first, outside `state`);
+    /// appends the persons whose listings changed.
     pub(crate) fn apply_changes(
         &self,
         st: &mut State,
@@ -780,7 +794,6 @@ impl Inner {
         changes: &LiveChanges,
         changed: &mut Vec<Arc<str>>,
     ) {
-        self.exposure.write().apply(slot, changes);
         let e = &mut st.slots[slot as usize];
         e.f1 = live.f1_len();
         e.f2 = live.f2_len();

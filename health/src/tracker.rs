@@ -243,6 +243,7 @@ fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
         {
             continue;
         }
+        inner.exposure.write().apply(*slot, &changes);
         let mut st = inner.state.write();
         let mut changed = Vec::new();
         inner.apply_changes(&mut st, *slot, live, &changes, &mut changed);
@@ -287,6 +288,7 @@ fn refresh(
         return true;
     }
     let now = inner.engine.now();
+    inner.exposure.write().apply(slot, &changes);
     let mut st = inner.state.write();
     let mut changed = Vec::new();
     inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
