@@ -659,7 +659,7 @@ fn main() -> Res<()> {
                 );
                 if run.health.is_some() {
                     line += &format!(
-                        ", Health::open {}; settled {} after the last ack; {} re-derivations in {} passes (summed pass time {})",
+                        ", Health::open {}; settled {} after the last ack; {} case refreshes in {} passes (summed pass time {})",
                         fmt_d(run.health_open),
                         fmt_d(out.settle),
                         out.rederived,
@@ -1129,7 +1129,7 @@ fn compare(a: &Args, run: &Run, tail: &[Vec<ScanItem>], live: bool) -> Res<()> {
             }
         }
         let before = health.stats().rederived_by_scans;
-        // Each installed derivation replaces the trace's Arc: which cases the batch re-derived.
+        // The answers before the batch: which cases the batch changed.
         let held: Vec<Option<Arc<engine::TraceResult>>> =
             wins.iter().map(|w| health.contacts(&w.0)).collect();
         let items = batch.len();
@@ -1143,6 +1143,7 @@ fn compare(a: &Args, run: &Run, tail: &[Vec<ScanItem>], live: bool) -> Res<()> {
         let mut t_naive = Duration::ZERO;
         let mut t_rederived = Duration::ZERO;
         let mut differ = 0usize;
+        let mut changed = 0usize;
         for ((id, person, from, to), old) in wins.iter().zip(&held) {
             let t = Instant::now();
             let fresh = engine.trace(&trace_req(person, *from, *to, &policy));
@@ -1150,10 +1151,11 @@ fn compare(a: &Args, run: &Run, tail: &[Vec<ScanItem>], live: bool) -> Res<()> {
             t_naive += took;
             let standing = health.contacts(id);
             let replaced = match (old, &standing) {
-                (Some(o), Some(s)) => !Arc::ptr_eq(o, s),
+                (Some(o), Some(s)) => o != s,
                 _ => true,
             };
             if replaced {
+                changed += 1;
                 t_rederived += took;
             }
             let same = match (&fresh, &standing) {
@@ -1166,7 +1168,7 @@ fn compare(a: &Args, run: &Run, tail: &[Vec<ScanItem>], live: bool) -> Res<()> {
             }
         }
         println!(
-            "compare batch {} (tail batch {}): {} scans ingested in {}; exposure index: settle {} ({} of {} cases re-derived; the fresh traces of those alone take {}); naive: {} traces {} ({:.1}× the exposure index); standing traces differing from a fresh trace: {}",
+            "compare batch {} (tail batch {}): {} scans ingested in {}; exposure index: settle {} ({} of {} cases refreshed; fresh traces of the {} whose answer changed take {}); naive: {} traces {} ({:.1}× the exposure index); standing traces differing from a fresh trace: {}",
             i + 1,
             at + 1,
             items,
@@ -1174,6 +1176,7 @@ fn compare(a: &Args, run: &Run, tail: &[Vec<ScanItem>], live: bool) -> Res<()> {
             fmt_d(t_inc),
             rederived,
             wins.len(),
+            changed,
             fmt_d(t_rederived),
             wins.len(),
             fmt_d(t_naive),
