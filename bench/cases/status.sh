@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# GET /v1/persons/{id}/status over HTTP against a release checkin-server holding SCANS scans and
+# about CASES counted cases (contract section 10; issue "Cases, tiers and exposure sites": ≥ 20 k/s
+# at 10 M scans and 1,000 cases). The store is filled by checkin-loadtest ingest, which registers
+# cases along the way (--cases-per-min) for persons it has sent scans for; then wrk drives the
+# status route for random persons (bench/wrk/status.lua), RUNS runs of SECS seconds.
+# Usage: bench/cases/status.sh
+#
+# Knobs (environment): SCANS=10000000 PERSONS=1000000 VENUES=100000 CASES_PER_MIN=3000
+#   RUNS=3 SECS=10 C=64 THREADS=2 PORT=18090 SKIP_BUILD=0 CARGO_TARGET_DIR
+set -euo pipefail
+
+SCANS=${SCANS:-10000000}
+PERSONS=${PERSONS:-1000000}
+VENUES=${VENUES:-100000}
+CASES_PER_MIN=${CASES_PER_MIN:-3000}
+RUNS=${RUNS:-3}
+SECS=${SECS:-10}
+C=${C:-64}
+THREADS=${THREADS:-2}
+PORT=${PORT:-18090}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+URL=http://127.0.0.1:$PORT
+
+if ! command -v wrk >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get install -y wrk >/dev/null
+    else
+        echo "wrk is not installed (Debian: apt-get install wrk)" >&2
+        exit 1
+    fi
+fi
+if [[ $SKIP_BUILD != 1 ]]; then
+    (cd "$ROOT" && cargo build --release -p checkin-api -p checkin-loadtest)
+fi
+
+source "$HERE/../lib.sh"
+DATA=$(mktemp -d /tmp/checkin-status.XXXXXX)
+SERVER_PID=
+cleanup() {
+    checkin_stop
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+checkin_start "$BIN/checkin-server" "$URL" "$DATA/server.log" \
+    --data "$DATA/store" --listen "127.0.0.1:$PORT"
+echo "== $(date +%T) filling: $SCANS scans, $PERSONS persons, $VENUES venues, $CASES_PER_MIN cases/min"
+"$BIN/checkin-loadtest" ingest --url "$URL" --scans "$SCANS" --persons "$PERSONS" \
+    --venues "$VENUES" --batch 1000 --connections 16 --cases-per-min "$CASES_PER_MIN" --quiet \
+    | tail -n 12
+cases=$(curl -sf "$URL/v1/cases" | grep -o '"id":' | wc -l)
+stored=$(curl -sf "$URL/v1/stats" | sed -E 's/.*"scans":([0-9]+).*/\1/')
+echo "== $(date +%T) the store holds $stored scans and $cases cases; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for run in $(seq "$RUNS"); do
+    out=$(PERSONS=$PERSONS wrk -t"$THREADS" -c"$C" -d"${SECS}s" --latency -s "$HERE/../wrk/status.lua" "$URL")
+    if grep -q "unexpected answer\|Non-2xx\|Socket errors" <<<"$out"; then
+        echo "$out" >&2
+        echo "run $run: the server refused or failed requests (above)" >&2
+        exit 1
+    fi
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "run $run: $rps req/s, p50 $p50, p99 $p99 (wrk -t$THREADS -c$C -d${SECS}s; load average $(cut -d' ' -f1-3 /proc/loadavg))"
+done
