@@ -338,7 +338,8 @@ impl Drop for Relay {
 }
 
 /// The portal's areas at `width` CSS pixels: `[page scroll width, table region scroll width,
-/// its client width, header row height, tallest row, display of a row, its cells' labels]`.
+/// its client width, header row height, tallest row, display of a row, its cells' labels, how
+/// far the exposure sites scroll sideways]`.
 async fn areas_layout(c: &Client, width: u32) -> Value {
     let mobile = width < 600;
     cdp(
@@ -356,7 +357,8 @@ async fn areas_layout(c: &Client, width: u32) -> Value {
          return [document.documentElement.scrollWidth, wrap.scrollWidth, wrap.clientWidth, \
            t.tHead.getBoundingClientRect().height, \
            Math.max.apply(null, rows.map(function (r) { return r.getBoundingClientRect().height; })), \
-           getComputedStyle(rows[0]).display, getComputedStyle(cell, '::before').content];",
+           getComputedStyle(rows[0]).display, getComputedStyle(cell, '::before').content, \
+           (function (w) { return w.scrollWidth - w.clientWidth; })(document.getElementById('sites').parentElement)];",
     )
     .await
 }
@@ -568,8 +570,9 @@ async fn pages_work_in_a_real_browser() {
     let bars = js(&c, "return [document.querySelectorAll('svg.chart')[0].querySelectorAll('rect').length, document.querySelectorAll('svg.chart')[1].querySelectorAll('rect').length];").await;
     assert_eq!(bars, json!([30, 24]));
     checks.page(&c, "portal").await;
-    // At phone width the areas table is a list of cards: nothing scrolls sideways, each area
-    // is short, each figure sits under its label; at desktop width it is a table again.
+    // At phone width the areas table (and the sites') is a list of cards: nothing scrolls
+    // sideways, each area is short, each figure sits under its label; at desktop width it is a
+    // table again.
     let phone = areas_layout(&c, 390).await;
     assert!(phone[0].as_f64().unwrap() <= 390.0, "page width {phone}");
     assert!(
@@ -588,6 +591,10 @@ async fn pages_work_in_a_real_browser() {
     assert!(
         phone[6].as_str().unwrap_or_default().contains("Thuộc"),
         "{phone}"
+    );
+    assert!(
+        phone[7].as_f64().unwrap() <= 0.0,
+        "the sites scroll sideways: {phone}"
     );
     let violations = axe(&c).await;
     assert!(violations.is_empty(), "portal at 390 px: {violations:?}");
