@@ -2,13 +2,16 @@
 //! WebDriver (`chromedriver`, started here on a free loopback port) from Rust with fantoccini.
 //!
 //! Against a spawned `checkin-server` filled over its API, each page renders its data (the
-//! portal also in the HTML alone, without JavaScript), a scan posted to the API shows on an open
-//! controller page within 1 s and so does the exit the server infers when that person checks in
-//! elsewhere, a case registered in the console appears in its list and its contact graph, a
-//! pasted certificate is checked, the English switch works, no request leaves for another
-//! origin, the console has no error, axe-core (vendored, `tests/vendor/axe-core/`) finds no
-//! serious or critical violation, and each first load stays within 10 requests and 150 KB. With
-//! tokens, the controller page asks for a token and keeps it out of the URL.
+//! portal also in the HTML alone, without JavaScript; at 390 px its areas and exposure sites are
+//! cards that do not scroll sideways), a scan posted to the API shows on an open controller page
+//! within 1 s and so does the exit the server infers when that person checks in elsewhere, a
+//! controller page whose connection is cut (a loopback relay) resumes with the scans of the gap,
+//! a row marking it and the right count, a case registered in the console appears in its list and
+//! its contact graph, a person's pass shows its basis in words, a pasted certificate is checked,
+//! the English switch works, no request leaves for another origin, the console has no error,
+//! axe-core (vendored, `tests/vendor/axe-core/`) finds no serious or critical violation, and each
+//! first load stays within 10 requests and 150 KB with its HTML sent gzipped. With tokens, the
+//! controller page asks for a token and keeps it out of the URL.
 //!
 //! Missing `chromium` or `chromedriver` fails the test with the command that installs them (it
 //! never skips). `CHECKIN_SCREENSHOTS=DIR` also writes each page at 390 px and 1280 px widths.
