@@ -41,8 +41,9 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
-    /// How long a built portal page (`/`) is answered as it is before it is built again, per
-    /// language; zero builds it for every request (docs/web.md).
+    /// How long a built portal (`/`, both languages) is answered as it is before it is built
+    /// again, at least (a build stays fresh for 5 times what it took if that is longer); zero
+    /// builds it for every request (docs/web.md).
     pub portal_refresh: Duration,
 }
 

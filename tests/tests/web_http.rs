@@ -1,6 +1,6 @@
 //! The web pages over plain HTTP (no browser): gzip when the request's `Accept-Encoding` takes
 //! it (HTML, CSS, scripts, SVG; `Vary: Accept-Encoding` either way; the JSON API untouched), and
-//! the portal's cache (built at most once per `ServerOptions::portal_refresh`, per language; a
+//! the portal's cache (built at most once per `ServerOptions::portal_refresh`, both languages; a
 //! `?q=` answer filters the cached data; zero builds every answer).
 #![allow(clippy::unwrap_used)]
 

@@ -15,8 +15,8 @@
 //! - A strict Content-Security-Policy on every page (`default-src 'self'`, no inline script or
 //!   style); the files are embedded with hashed names and cached for a year ([`assets`]).
 //! - HTML, CSS, scripts and SVG go out gzipped when the request's `Accept-Encoding` takes it
-//!   ([`compress`]); the portal is built at most once a second per language and its bytes are
-//!   shared until then (`portal`).
+//!   ([`compress`]); the portal is built at most once a second (longer when a build is slow) for
+//!   both languages and its bytes are shared until then (`portal`).
 
 pub mod assets;
 pub mod charts;

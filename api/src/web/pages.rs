@@ -122,10 +122,14 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
                 Ok(b) => b,
                 Err(e) => return e.into_response(),
             };
-            match built.page_for(&q) {
+            let Some(page) = built.page(lang) else {
+                return ApiError::Internal("the portal was built without this language".into())
+                    .into_response();
+            };
+            match page.page_for(&q) {
                 Ok(None) => {
-                    let plain = built.html.clone();
-                    let gzipped = built.gzip.clone();
+                    let plain = page.html.clone();
+                    let gzipped = page.gzip.clone();
                     super::html_bytes(StatusCode::OK, plain, gz, move |_| Some(gzipped))
                 }
                 Ok(Some(page)) => html(StatusCode::OK, page, gz),

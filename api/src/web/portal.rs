@@ -1,16 +1,20 @@
 //! The public portal (`/`): what it shows, gathered from the health domain and the engine (the
 //! same data as `GET /v1/summary`, `/v1/areas`, `/v1/exposure-sites`, `/v1/notices`), and a
-//! short-lived cache of it per language.
+//! short-lived cache of it.
 //!
-//! Gathering reads every case, every listed person's tier, every area and the last 24 hours of
-//! check-ins: tens of milliseconds or more on a big store. So the portal is built at most once
-//! per [`ServerOptions::portal_refresh`](crate::ServerOptions) (1 s by default) per language,
-//! rendered and gzipped once, and every answer in between is a copy of those bytes. When a
-//! request finds the page older than that, it is answered with the page it finds while one
-//! rebuild runs in the background, as long as that page is less than [`STALE_GRACE`] past its
-//! refresh; an older page (after an idle spell) is never served: the request waits for the
-//! rebuild, and so do the requests that come meanwhile (one build, not one per request). A
-//! `?q=` filter answer renders the cached data with the matching exposure sites, per request.
+//! Gathering reads every case, every listed person's tier, every area, every case's visits and
+//! the last 24 hours of check-ins: a good part of a second on a big store (docs/BENCHMARKS.md,
+//! "Web pages"). So the portal is gathered once for both languages, rendered and gzipped once
+//! per language, and every answer shares those bytes while the build is fresh: for
+//! [`ServerOptions::portal_refresh`](crate::ServerOptions) (1 s by default) or [`COST_FACTOR`]
+//! times what the build took, whichever is longer, so that steady traffic costs at most about a
+//! fifth of a core in rebuilds. A request that finds the build older than that is answered with
+//! it while one rebuild runs in the background, as long as it is less than a grace
+//! ([`STALE_GRACE`], or twice the build time if longer) past its freshness; an older build
+//! (after an idle spell) is never served: the request waits for the rebuild, and so do the
+//! requests that come meanwhile (one build, not one per request). A `?q=` filter answer renders
+//! the cached data with the matching exposure sites, per request. With a zero refresh nothing
+//! is cached: each request gathers and renders its own language.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +34,8 @@ use crate::problem::ApiError;
 const SITES_WINDOW_S: i64 = 14 * 86_400;
 /// Vietnam time: UTC+7, no daylight saving.
 const ICT_OFFSET_S: i64 = 7 * 3600;
-/// How long past its refresh a page may still be served while its rebuild runs.
+/// How long past its freshness a build may still be answered while its successor is built (at
+/// least; twice the build time if that is longer).
 pub const STALE_GRACE: Duration = Duration::from_secs(5);
 
 /// One summary figure.
@@ -97,17 +102,16 @@ pub(crate) struct PortalPage<'a> {
     pub sites: Vec<&'a SiteRow>,
 }
 
-/// A built portal: its data, and its HTML with no filter, plain and gzipped.
-pub(crate) struct Built {
-    /// When the gathering started (the data is as of then).
-    pub at: Instant,
+/// One language's page: its data, and its HTML with no filter, plain and gzipped.
+pub(crate) struct Page {
     pub data: PortalData,
     pub html: Bytes,
     pub gzip: Bytes,
 }
 
-impl Built {
-    /// The page for the filter `q`: the cached HTML when `q` is empty, else rendered now.
+impl Page {
+    /// The page for the filter `q`: the cached HTML when `q` is empty (`None`), else rendered
+    /// now with the matching sites.
     pub fn page_for(&self, q: &str) -> Result<Option<String>, askama::Error> {
         if q.is_empty() {
             return Ok(None);
@@ -130,42 +134,61 @@ impl Built {
     }
 }
 
-/// One language's cached portal.
-#[derive(Default)]
-struct Slot {
+/// A built portal: both languages from one gathering.
+pub(crate) struct Built {
+    /// When the gathering started (the data is as of then).
+    pub at: Instant,
+    /// How long gathering, rendering and compressing took.
+    pub took: Duration,
+    vi: Option<Page>,
+    en: Option<Page>,
+}
+
+impl Built {
+    /// The page in `lang` (every build but an uncached one has both).
+    pub fn page(&self, lang: Lang) -> Option<&Page> {
+        match lang {
+            Lang::Vi => self.vi.as_ref(),
+            Lang::En => self.en.as_ref(),
+        }
+    }
+}
+
+/// The cached portal, rebuilt at most once per `refresh` (or per [`COST_FACTOR`] times its
+/// build time, whichever is longer).
+pub(crate) struct PortalCache {
+    refresh: Duration,
     current: RwLock<Option<Arc<Built>>>,
     /// Held by the one build in progress.
     building: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl Slot {
-    fn current(&self) -> Option<Arc<Built>> {
-        self.current.read().clone()
-    }
-}
-
-/// The portal per language, rebuilt at most once per `refresh`.
-pub(crate) struct PortalCache {
-    refresh: Duration,
-    vi: Slot,
-    en: Slot,
-}
+/// A page is fresh for at least this many times what it took to build, so that rebuilding it
+/// under steady traffic costs at most about a fifth of one core.
+pub const COST_FACTOR: u32 = 5;
 
 impl PortalCache {
     /// A cache whose pages are fresh for `refresh` (zero: no cache, every request builds).
     pub fn new(refresh: Duration) -> PortalCache {
         PortalCache {
             refresh,
-            vi: Slot::default(),
-            en: Slot::default(),
+            current: RwLock::new(None),
+            building: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    fn slot(&self, lang: Lang) -> &Slot {
-        match lang {
-            Lang::Vi => &self.vi,
-            Lang::En => &self.en,
-        }
+    /// How long `b` is answered as it is.
+    fn fresh_for(&self, b: &Built) -> Duration {
+        self.refresh.max(b.took * COST_FACTOR)
+    }
+
+    /// How long past that `b` may still be answered while its successor is built.
+    fn grace(b: &Built) -> Duration {
+        STALE_GRACE.max(b.took * 2)
+    }
+
+    fn current(&self) -> Option<Arc<Built>> {
+        self.current.read().clone()
     }
 }
 
@@ -173,21 +196,21 @@ impl PortalCache {
 pub(crate) async fn get(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
     let cache = &app.inner.portal;
     if cache.refresh.is_zero() {
-        return build_blocking(app, lang).await;
+        return build_blocking(app, Some(lang)).await;
     }
-    let slot = cache.slot(lang);
-    if let Some(b) = slot.current() {
+    if let Some(b) = cache.current() {
         let age = b.at.elapsed();
-        if age < cache.refresh {
+        let fresh = cache.fresh_for(&b);
+        if age < fresh {
             return Ok(b);
         }
-        if age < cache.refresh + STALE_GRACE {
+        if age < fresh + PortalCache::grace(&b) {
             // Answer with this one; the first to see it stale starts the rebuild.
-            if let Ok(guard) = Arc::clone(&slot.building).try_lock_owned() {
+            if let Ok(guard) = Arc::clone(&cache.building).try_lock_owned() {
                 let app = app.clone();
                 tokio::spawn(async move {
                     let _guard = guard;
-                    if let Err(e) = rebuild(&app, lang).await {
+                    if let Err(e) = rebuild(&app).await {
                         tracing::warn!(error = %e, "the portal could not be rebuilt");
                     }
                 });
@@ -196,58 +219,110 @@ pub(crate) async fn get(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
         }
     }
     // No page, or one too old to serve: wait for the build in progress, or build.
-    let _guard = slot.building.lock().await;
-    if let Some(b) = slot.current() {
-        if b.at.elapsed() < cache.refresh {
+    let _guard = cache.building.lock().await;
+    if let Some(b) = cache.current() {
+        if b.at.elapsed() < cache.fresh_for(&b) {
             return Ok(b);
         }
     }
-    rebuild(app, lang).await
+    rebuild(app).await
 }
 
-/// Builds the portal in `lang` and keeps it.
-async fn rebuild(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
-    let built = build_blocking(app, lang).await?;
-    *app.inner.portal.slot(lang).current.write() = Some(Arc::clone(&built));
+/// Builds the portal in both languages and keeps it.
+async fn rebuild(app: &App) -> Result<Arc<Built>, ApiError> {
+    let built = build_blocking(app, None).await?;
+    *app.inner.portal.current.write() = Some(Arc::clone(&built));
     Ok(built)
 }
 
-async fn build_blocking(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
+/// Builds the portal in `only` that language, or in both.
+async fn build_blocking(app: &App, only: Option<Lang>) -> Result<Arc<Built>, ApiError> {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || build(&app, lang))
+    tokio::task::spawn_blocking(move || build(&app, only))
         .await
         .map_err(|e| ApiError::Internal(format!("the portal could not be built: {e}")))?
         .map(Arc::new)
 }
 
-/// Gathers, renders and compresses the portal (blocking: it reads the health database).
-fn build(app: &App, lang: Lang) -> Result<Built, ApiError> {
+/// Gathers once, then renders and compresses each language asked for (blocking: it reads the
+/// health database).
+fn build(app: &App, only: Option<Lang>) -> Result<Built, ApiError> {
     let at = Instant::now();
-    let data = gather(app, lang);
-    let html = PortalPage {
-        c: &data.c,
-        d: &data,
-        q: "",
-        sites: data.sites.iter().collect(),
-    }
-    .render()
-    .map_err(|e| ApiError::Internal(format!("the portal could not be rendered: {e}")))?;
-    let html = Bytes::from(html);
-    let gzip = super::compress::gzip(&html);
+    let g = gather(app);
+    let page = |lang: Lang| -> Result<Option<Page>, ApiError> {
+        if only.is_some_and(|l| l != lang) {
+            return Ok(None);
+        }
+        let data = format(app, lang, &g);
+        let html = PortalPage {
+            c: &data.c,
+            d: &data,
+            q: "",
+            sites: data.sites.iter().collect(),
+        }
+        .render()
+        .map_err(|e| ApiError::Internal(format!("the portal could not be rendered: {e}")))?;
+        let html = Bytes::from(html);
+        let gzip = super::compress::gzip(&html);
+        Ok(Some(Page { data, html, gzip }))
+    };
+    let vi = page(Lang::Vi)?;
+    let en = page(Lang::En)?;
     Ok(Built {
         at,
-        data,
-        html,
-        gzip,
+        took: at.elapsed(),
+        vi,
+        en,
     })
 }
 
+/// What the portal shows, in no language yet.
+struct Gathered {
+    now: i64,
+    summary: health::Summary,
+    views: Vec<health::AreaView>,
+    sites: Vec<health::ExposureSite>,
+    notices: Vec<health::Notice>,
+    /// Cases per Vietnam day, the last 30 days, oldest first; and the last day's number.
+    per_day: [u64; 30],
+    today: i64,
+    /// In-scans per hour, the last 24 hours, oldest first.
+    hours: Vec<u64>,
+}
+
 /// Reads what the portal shows.
-fn gather(app: &App, lang: Lang) -> PortalData {
-    let t = lang.msgs();
+fn gather(app: &App) -> Gathered {
     let health = app.health();
     let now = app.engine().now();
-    let s = health.summary();
+    // Cases per day over the last 30 days (Vietnam days), by sampled_at, not discarded.
+    let today = (now + ICT_OFFSET_S).div_euclid(86_400);
+    let mut per_day = [0u64; 30];
+    for v in health.cases(None, None) {
+        if v.case.status.as_str() == "discarded" {
+            continue;
+        }
+        let day = (v.case.sampled_at + ICT_OFFSET_S).div_euclid(86_400);
+        let back = today - day;
+        if (0..30).contains(&back) {
+            per_day[(29 - back) as usize] += 1;
+        }
+    }
+    Gathered {
+        now,
+        summary: health.summary(),
+        views: health.area_views(),
+        sites: health.exposure_sites(now - SITES_WINDOW_S),
+        notices: health.notices(),
+        per_day,
+        today,
+        hours: app.engine().checkins_per_hour(23),
+    }
+}
+
+/// The gathered data in `lang`'s words and number forms.
+fn format(app: &App, lang: Lang, g: &Gathered) -> PortalData {
+    let t = lang.msgs();
+    let s = &g.summary;
     let figures = vec![
         fig("cases_active", t.s_cases_active, s.cases_active, lang, true),
         fig(
@@ -280,12 +355,13 @@ fn gather(app: &App, lang: Lang) -> PortalData {
         ),
     ];
 
-    let views = health.area_views();
-    let names: HashMap<&str, &str> = views
+    let names: HashMap<&str, &str> = g
+        .views
         .iter()
         .map(|v| (v.area.id.as_str(), v.area.name.as_str()))
         .collect();
-    let areas = views
+    let areas = g
+        .views
         .iter()
         .map(|v| AreaRow {
             name: v.area.name.clone(),
@@ -309,14 +385,14 @@ fn gather(app: &App, lang: Lang) -> PortalData {
         })
         .collect();
 
-    let sites = health
-        .exposure_sites(now - SITES_WINDOW_S)
-        .into_iter()
+    let sites = g
+        .sites
+        .iter()
         .map(|site| {
             let province = site.province.clone().unwrap_or_default();
             SiteRow {
                 search: format!("{} {} {}", site.name, site.venue, province).to_lowercase(),
-                name: site.name,
+                name: site.name.clone(),
                 venue: site.venue.to_string(),
                 province,
                 from: datetime(site.start),
@@ -325,9 +401,9 @@ fn gather(app: &App, lang: Lang) -> PortalData {
         })
         .collect();
 
-    let notices = health
-        .notices()
-        .into_iter()
+    let notices = g
+        .notices
+        .iter()
         .map(|n| {
             let directive = n.kind.as_str() == "directive";
             NoticeRow {
@@ -337,39 +413,27 @@ fn gather(app: &App, lang: Lang) -> PortalData {
                 } else {
                     t.notice_news
                 },
-                title: n.title,
-                body: n.body,
+                title: n.title.clone(),
+                body: n.body.clone(),
                 date: datetime(n.published_at),
             }
         })
         .collect();
 
-    // Cases per day over the last 30 days (Vietnam days), by sampled_at, not discarded.
-    let today = (now + ICT_OFFSET_S).div_euclid(86_400);
-    let mut per_day = [0u64; 30];
-    for v in health.cases(None, None) {
-        if v.case.status.as_str() == "discarded" {
-            continue;
-        }
-        let day = (v.case.sampled_at + ICT_OFFSET_S).div_euclid(86_400);
-        let back = today - day;
-        if (0..30).contains(&back) {
-            per_day[(29 - back) as usize] += 1;
-        }
-    }
-    let case_bars: Vec<Bar> = per_day
+    let case_bars: Vec<Bar> = g
+        .per_day
         .iter()
         .enumerate()
         .map(|(i, &value)| Bar {
-            label: super::pages::day_label(today - 29 + i as i64),
+            label: super::pages::day_label(g.today - 29 + i as i64),
             value,
         })
         .collect();
 
     // Check-ins per hour over the last 24 hours (the current hour last).
-    let hours = app.engine().checkins_per_hour(23);
-    let this_hour = now.div_euclid(3600);
-    let checkin_bars: Vec<Bar> = hours
+    let this_hour = g.now.div_euclid(3600);
+    let checkin_bars: Vec<Bar> = g
+        .hours
         .iter()
         .enumerate()
         .map(|(i, &value)| {
@@ -393,13 +457,13 @@ fn gather(app: &App, lang: Lang) -> PortalData {
         sites,
         notices,
         cases_svg: bar_chart(&case_bars, "chart-cases-h", 5),
-        cases_total: per_day.iter().sum(),
+        cases_total: g.per_day.iter().sum(),
         cases_rows: case_bars
             .iter()
             .map(|b| (b.label.clone(), b.value))
             .collect(),
         checkins_svg: bar_chart(&checkin_bars, "chart-checkins-h", 3),
-        checkins_total: hours.iter().sum(),
+        checkins_total: g.hours.iter().sum(),
         checkins_rows: checkin_bars
             .iter()
             .map(|b| (b.label.clone(), b.value))
@@ -413,5 +477,33 @@ fn fig(key: &'static str, label: &'static str, v: u64, lang: Lang, alert: bool) 
         label,
         value: int(lang, v),
         alert: alert && v > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(took: Duration) -> Built {
+        Built {
+            at: Instant::now(),
+            took,
+            vi: None,
+            en: None,
+        }
+    }
+
+    #[test]
+    fn a_slow_build_stays_fresh_for_five_times_its_cost() {
+        let cache = PortalCache::new(Duration::from_secs(1));
+        let quick = built(Duration::from_millis(20));
+        assert_eq!(cache.fresh_for(&quick), Duration::from_secs(1));
+        assert_eq!(PortalCache::grace(&quick), STALE_GRACE);
+        let slow = built(Duration::from_millis(800));
+        assert_eq!(cache.fresh_for(&slow), Duration::from_secs(4));
+        let slower = built(Duration::from_secs(3));
+        assert_eq!(cache.fresh_for(&slower), Duration::from_secs(15));
+        assert_eq!(PortalCache::grace(&slower), Duration::from_secs(6));
+        assert!(slower.page(Lang::Vi).is_none());
     }
 }

@@ -10,8 +10,9 @@
 //!    case window, `sampled_at` 6–30 h before the end of the data, each in a commune), then waits
 //!    until the standing traces are current (`Health::settle`).
 //! 2. **Two servers** over that store (`api::App` twice, one engine, one `Health`), on loopback:
-//!    one with `portal_refresh` zero (every answer gathers and renders the portal: the cost the
-//!    cache saves), one with the default refresh (1 s).
+//!    one with `portal_refresh` zero (every answer gathers and renders the portal in its
+//!    language: the cost the cache saves), one with the default refresh (1 s, or 5 times the
+//!    build time if longer).
 //! 3. **Measurements**, each with `Accept-Encoding: gzip` (as browsers send) on one keep-alive
 //!    connection per client, timing from the request's first byte written to the answer's last
 //!    byte read:
@@ -20,8 +21,8 @@
 //!    - *cached under load*: `--clients` clients for `--load-secs` seconds, half Vietnamese,
 //!      half English, one in ten a `?q=` filter, every answer timed (the rebuilds run once a
 //!      second per language meanwhile);
-//!    - *after an idle spell*: `--idle-samples` answers each after a pause longer than the refresh
-//!      plus the 5 s grace (the request waits for a build).
+//!    - *after an idle spell*: `--idle-samples` answers each after `--idle-secs` without a
+//!      request, longer than the build's freshness and grace (the request waits for a build).
 //!
 //! Prints the page's size (plain and gzipped) and exposure-site count, and for each
 //! measurement the median, p90, p99, p99.9 and max.
@@ -80,6 +81,10 @@ struct Args {
     /// Answers after an idle spell.
     #[arg(long, default_value_t = 5)]
     idle_samples: usize,
+    /// The idle spell before each of them, in seconds: longer than the build's freshness (the
+    /// refresh or 5 times the build time) plus its grace (5 s or twice the build time).
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
     /// Where the temporary store goes.
     #[arg(long, default_value = "/tmp")]
     tmp: PathBuf,
@@ -375,6 +380,43 @@ fn main() -> Res<()> {
         sites
     );
 
+    // What one gathering costs, call by call (the portal's reads, as `web::portal` makes them).
+    let mut parts: Vec<(&str, Vec<Duration>)> = Vec::new();
+    for _ in 0..5 {
+        let mut timed = |name: &'static str, f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            let d = t.elapsed();
+            match parts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(d),
+                None => parts.push((name, vec![d])),
+            }
+        };
+        timed("Health::summary", &mut || {
+            std::hint::black_box(health.summary());
+        });
+        timed("Health::area_views", &mut || {
+            std::hint::black_box(health.area_views());
+        });
+        timed("Health::exposure_sites", &mut || {
+            std::hint::black_box(health.exposure_sites(now - 14 * DAY));
+        });
+        timed("Health::notices", &mut || {
+            std::hint::black_box(health.notices());
+        });
+        timed("Health::cases", &mut || {
+            std::hint::black_box(health.cases(None, None));
+        });
+        timed("Engine::checkins_per_hour", &mut || {
+            std::hint::black_box(engine.checkins_per_hour(23));
+        });
+    }
+    let line: Vec<String> = parts
+        .into_iter()
+        .map(|(n, v)| format!("{n} {}", fmt_d(percentiles(v)[0])))
+        .collect();
+    println!("gathering, median of 5 calls each: {}", line.join(", "));
+
     // 2. Two servers.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -423,7 +465,9 @@ fn main() -> Res<()> {
     }
     println!("uncached (portal_refresh 0), one client: {}", hsum(&h));
 
-    // 3b. Cached, one client.
+    // 3b. Cached, one client (a fresh connection: the last one may have idled past the
+    // server's keep-alive deadline).
+    let mut c = Conn::open(cached)?;
     let mut h = histogram();
     for _ in 0..a.requests {
         let (d, ans) = c.get("/", true)?;
@@ -482,7 +526,8 @@ fn main() -> Res<()> {
     // 3d. After an idle spell.
     let mut h = histogram();
     for _ in 0..a.idle_samples {
-        std::thread::sleep(refresh + Duration::from_secs(5) + Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(a.idle_secs));
+        let mut c = Conn::open(cached)?;
         let (d, ans) = c.get("/", true)?;
         if ans.status != 200 {
             return Err(format!("idle answer {}", ans.status).into());
@@ -490,7 +535,8 @@ fn main() -> Res<()> {
         h.saturating_record(d.as_nanos() as u64);
     }
     println!(
-        "cached, first answer after an idle spell (> refresh + 5 s grace): {}",
+        "cached, first answer after {} s idle: {}",
+        a.idle_secs,
         hsum(&h)
     );
 
