@@ -550,6 +550,17 @@ async fn pages_work_in_a_real_browser() {
     assert!(!html.contains("<b>&amp;"));
     assert!(!html.contains(" style="), "no inline style");
     assert!(!html.contains("<script>"), "no inline script");
+    // The filter works without JavaScript too (on the server, from the cached portal; the same
+    // answer again from the filter cache).
+    for (q, n) in [("v1", 1), ("zzz", 0), ("v1", 1), ("CH%E1%BB%A2", 1)] {
+        let r = http::request(addr, "GET", &format!("/?q={q}"), &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text()
+                .contains(&format!("<span id=\"sites-n\">{n}</span>")),
+            "?q={q}"
+        );
+    }
 
     let profile = dir.path().join("profile");
     let c = browser(&driver, &profile).await;

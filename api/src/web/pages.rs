@@ -127,12 +127,9 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
                     .into_response();
             };
             match page.page_for(&q) {
-                Ok(None) => {
-                    let plain = page.html.clone();
-                    let gzipped = page.gzip.clone();
+                Ok((plain, gzipped)) => {
                     super::html_bytes(StatusCode::OK, plain, gz, move |_| Some(gzipped))
                 }
-                Ok(Some(page)) => html(StatusCode::OK, page, gz),
                 Err(e) => ApiError::Internal(format!("the portal could not be rendered: {e}"))
                     .into_response(),
             }

@@ -13,8 +13,9 @@
 //! ([`STALE_GRACE`], or twice the build time if longer) past its freshness; an older build
 //! (after an idle spell) is never served: the request waits for the rebuild, and so do the
 //! requests that come meanwhile (one build, not one per request). A `?q=` filter answer renders
-//! the cached data with the matching exposure sites, per request. With a zero refresh nothing
-//! is cached: each request gathers and renders its own language.
+//! the cached data with the matching exposure sites, once per filter and build (up to
+//! [`FILTERED_BYTES`] of them per language; past that, per request). With a zero refresh
+//! nothing is cached: each request gathers and renders its own language.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use askama::Template;
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::charts::{bar_chart, Bar};
 use super::i18n::Lang;
@@ -102,19 +103,44 @@ pub(crate) struct PortalPage<'a> {
     pub sites: Vec<&'a SiteRow>,
 }
 
-/// One language's page: its data, and its HTML with no filter, plain and gzipped.
+/// One language's page: its data, its HTML with no filter, plain and gzipped, and the filtered
+/// answers made from it so far.
 pub(crate) struct Page {
     pub data: PortalData,
     pub html: Bytes,
     pub gzip: Bytes,
+    /// `?q=` answers made from this page.
+    filtered: Mutex<Filtered>,
 }
 
+/// `?q=` answers by `q` (plain, gzipped), and their bytes in all ([`FILTERED_BYTES`] at most).
+#[derive(Default)]
+struct Filtered {
+    answers: HashMap<String, (Bytes, Bytes)>,
+    bytes: usize,
+}
+
+/// The most bytes of filtered answers one page keeps (then new filters are rendered each time).
+pub const FILTERED_BYTES: usize = 8 << 20;
+
 impl Page {
-    /// The page for the filter `q`: the cached HTML when `q` is empty (`None`), else rendered
-    /// now with the matching sites.
-    pub fn page_for(&self, q: &str) -> Result<Option<String>, askama::Error> {
+    fn new(data: PortalData, html: Bytes, gzip: Bytes) -> Page {
+        Page {
+            data,
+            html,
+            gzip,
+            filtered: Mutex::new(Filtered::default()),
+        }
+    }
+
+    /// The answer for the filter `q`, plain and gzipped: the page's own when `q` is empty, else
+    /// the sites that match, rendered once per `q` and page while the cache has room.
+    pub fn page_for(&self, q: &str) -> Result<(Bytes, Bytes), askama::Error> {
         if q.is_empty() {
-            return Ok(None);
+            return Ok((self.html.clone(), self.gzip.clone()));
+        }
+        if let Some(hit) = self.filtered.lock().answers.get(q) {
+            return Ok(hit.clone());
         }
         let needle = q.trim().to_lowercase();
         let sites = self
@@ -123,14 +149,25 @@ impl Page {
             .iter()
             .filter(|s| needle.is_empty() || s.search.contains(&needle))
             .collect();
-        PortalPage {
-            c: &self.data.c,
-            d: &self.data,
-            q,
-            sites,
+        let html = Bytes::from(
+            PortalPage {
+                c: &self.data.c,
+                d: &self.data,
+                q,
+                sites,
+            }
+            .render()?,
+        );
+        let gzip = super::compress::gzip(&html);
+        let mut cache = self.filtered.lock();
+        let size = html.len() + gzip.len() + q.len();
+        if !cache.answers.contains_key(q) && cache.bytes + size <= FILTERED_BYTES {
+            cache.bytes += size;
+            cache
+                .answers
+                .insert(q.to_owned(), (html.clone(), gzip.clone()));
         }
-        .render()
-        .map(Some)
+        Ok((html, gzip))
     }
 }
 
@@ -264,7 +301,7 @@ fn build(app: &App, only: Option<Lang>) -> Result<Built, ApiError> {
         .map_err(|e| ApiError::Internal(format!("the portal could not be rendered: {e}")))?;
         let html = Bytes::from(html);
         let gzip = super::compress::gzip(&html);
-        Ok(Some(Page { data, html, gzip }))
+        Ok(Some(Page::new(data, html, gzip)))
     };
     let vi = page(Lang::Vi)?;
     let en = page(Lang::En)?;

@@ -19,8 +19,8 @@
 //!    - *uncached*: `--uncached` sequential answers of the first server;
 //!    - *cached, one client*: `--requests` sequential answers of the second;
 //!    - *cached under load*: `--clients` clients for `--load-secs` seconds, half Vietnamese,
-//!      half English, one in ten a `?q=` filter, every answer timed (the rebuilds run once a
-//!      second per language meanwhile);
+//!      half English, one in ten a `?q=` filter (50 different ones), every answer timed (the
+//!      rebuilds run in the background meanwhile);
 //!    - *after an idle spell*: `--idle-samples` answers each after `--idle-secs` without a
 //!      request, longer than the build's freshness and grace (the request waits for a build).
 //!
@@ -483,44 +483,58 @@ fn main() -> Res<()> {
     );
 
     // 3c. Cached under load.
+    type Worker = Result<(Histogram<u64>, Histogram<u64>, u64), String>;
     let stop = Instant::now() + Duration::from_secs(a.load_secs);
     let workers: Vec<_> = (0..a.clients)
         .map(|k| {
-            std::thread::spawn(move || -> Result<(Histogram<u64>, u64), String> {
+            std::thread::spawn(move || -> Worker {
                 let mut conn = Conn::open(cached).map_err(|e| e.to_string())?;
-                let mut h = histogram();
+                let (mut plain, mut filtered) = (histogram(), histogram());
                 let mut i = 0u64;
                 while Instant::now() < stop {
                     let path = match (i % 10, (i + k as u64) % 2) {
-                        (9, _) => "/?q=shop",
-                        (_, 0) => "/",
-                        _ => "/?lang=en",
+                        (9, _) => format!("/?q=shop+{}", (i / 10 + k as u64 * 7) % 50),
+                        (_, 0) => "/".to_owned(),
+                        _ => "/?lang=en".to_owned(),
                     };
-                    let (d, ans) = conn.get(path, true).map_err(|e| e.to_string())?;
-                    if ans.status != 200 {
+                    let (d, ans) = conn.get(&path, true).map_err(|e| e.to_string())?;
+                    if ans.status != 200 || !ans.gzip {
                         return Err(format!("{path}: {}", ans.status));
                     }
+                    let h = if i % 10 == 9 {
+                        &mut filtered
+                    } else {
+                        &mut plain
+                    };
                     h.saturating_record(d.as_nanos() as u64);
                     i += 1;
                 }
-                Ok((h, i))
+                Ok((plain, filtered, i))
             })
         })
         .collect();
-    let mut all = histogram();
+    let (mut all, mut plain, mut filtered) = (histogram(), histogram(), histogram());
     let mut n = 0u64;
     for w in workers {
-        let (h, i) = w.join().map_err(|_| "a client panicked")??;
-        all.add(&h)?;
+        let (p, f, i) = w.join().map_err(|_| "a client panicked")??;
+        all.add(&p)?;
+        all.add(&f)?;
+        plain.add(&p)?;
+        filtered.add(&f)?;
         n += i;
     }
     println!(
-        "cached under load: {} clients for {} s, {} answers ({:.0}/s; 1 in 10 a ?q= filter rendered per request): {}",
+        "cached under load: {} clients for {} s, {} answers ({:.0}/s): all {}",
         a.clients,
         a.load_secs,
         n,
         n as f64 / a.load_secs as f64,
         hsum(&all)
+    );
+    println!("  `/` and `/?lang=en` (9 in 10): {}", hsum(&plain));
+    println!(
+        "  `/?q=shop+N` (1 in 10, 50 filters, each rendered once per build): {}",
+        hsum(&filtered)
     );
 
     // 3d. After an idle spell.
