@@ -41,6 +41,10 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
+    /// How long a built portal (`/`, both languages) is answered as it is before it is built
+    /// again, at least (a build stays fresh for 5 times what it took if that is longer); zero
+    /// builds it for every request (docs/web.md).
+    pub portal_refresh: Duration,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +56,7 @@ impl Default for ServerOptions {
             body_total_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(30),
             sse_keepalive: Duration::from_secs(15),
+            portal_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -71,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) access: Access,
     pub(crate) metrics: Metrics,
     pub(crate) hub: Arc<Hub>,
+    /// The portal's pages, built at most once per `options.portal_refresh`.
+    pub(crate) portal: crate::web::portal::PortalCache,
     pub(crate) options: ServerOptions,
     /// The certificate signing key and settings (`App::with_certificates`).
     pub(crate) certificates: std::sync::OnceLock<Certificates>,
@@ -120,6 +127,7 @@ impl App {
                 access,
                 metrics,
                 hub,
+                portal: crate::web::portal::PortalCache::new(options.portal_refresh),
                 options,
                 shutdown,
                 certificates: std::sync::OnceLock::new(),

@@ -18,7 +18,8 @@
     return h;
   }
 
-  // JSON call: resolves {status, body} (body null when not JSON).
+  // JSON call: resolves {status, body} (body null when not JSON; status 0 when the network
+  // failed, so every caller handles it as an error answer and nothing is left unhandled).
   function api(path, opts) {
     opts = opts || {};
     var h = headers({ Accept: 'application/json' });
@@ -31,7 +32,7 @@
         if (r.status === 401 && !OPEN) { authFailed(M.token_rejected); }
         return { status: r.status, body: body };
       });
-    });
+    }).catch(function () { return { status: 0, body: null }; });
   }
 
   // Reads an SSE stream with fetch, reconnecting with Last-Event-ID; calls onEvent(kind, data)

@@ -159,7 +159,7 @@
         if (b.until) { txt += ' (' + M.contacts_last + ' ' + C.dateTime(b.until) + ')'; }
         return el('p', { class: b.tier === 'none' ? '' : 'error', text: txt });
       });
-      section(M.lookup_pass, rs[1], function (b) { return el('p', { text: (M['pass_' + b.color] || b.color) + ' — ' + b.basis }); });
+      section(M.lookup_pass, rs[1], function (b) { return el('p', { id: 'lookup-pass', text: (M['pass_' + b.color] || b.color) + ' — ' + (M['basis_' + b.basis] || b.basis) }); });
       section(M.lookup_results, rs[2], function (b) { return C.table([M.col_sample, M.col_kind, M.col_collected, M.col_result], b.results.map(function (x) { return [x.sample, x.kind, C.dateTime(x.collected_at), x.result]; })); });
       section(M.lookup_doses, rs[3], function (b) { return C.table([M.col_dose, M.col_vaccine, M.col_date], b.doses.map(function (d) { return [String(d.dose), d.vaccine, C.date(d.administered_at)]; })); });
       section(M.lookup_visits, rs[4], function (b) { return C.table([M.col_venue, M.col_start, M.col_end], b.visits.map(function (v) { return [v.venue, C.dateTime(v.start), C.dateTime(v.end)]; })); });

@@ -13,6 +13,7 @@
   var state = document.getElementById('feed-state');
   var seen = {};
   var refreshTimer = null;
+  var downSince = null;
 
   function refresh() {
     if (refreshTimer) { return; }
@@ -32,6 +33,17 @@
     feed.insertBefore(row, feed.firstChild);
     setTimeout(function () { row.className = ''; }, 3000);
     while (feed.rows.length > 200) { feed.deleteRow(feed.rows.length - 1); }
+  }
+
+  // A reconnection: the feed resumes from the last scan it saw (Last-Event-ID), so the scans
+  // made meanwhile arrive again and show above this row; inferred exits are not replayed
+  // (docs/api.md), so the row says so, and the count inside is read again.
+  function gap(from, to) {
+    var row = C.el('tr', { class: 'gap' }, [
+      C.el('td', { text: C.time(from) + '–' + C.time(to) }),
+      C.el('td', { colspan: '3', text: M.venue_gap })
+    ]);
+    feed.insertBefore(row, feed.firstChild);
   }
 
   function start() {
@@ -55,7 +67,12 @@
       }, function (s) {
         state.textContent = s === 'live' ? M.venue_feed_live : M.venue_feed_reconnecting;
         state.className = 'pill ' + (s === 'live' ? 'live' : 'down');
-        if (s === 'live') { refresh(); }
+        var now = Math.floor(Date.now() / 1000);
+        if (s === 'down' && downSince === null) { downSince = now; }
+        if (s === 'live') {
+          if (downSince !== null) { gap(downSince, now); downSince = null; }
+          refresh();
+        }
       });
     });
   }

@@ -2,13 +2,16 @@
 //! WebDriver (`chromedriver`, started here on a free loopback port) from Rust with fantoccini.
 //!
 //! Against a spawned `checkin-server` filled over its API, each page renders its data (the
-//! portal also in the HTML alone, without JavaScript), a scan posted to the API shows on an open
-//! controller page within 1 s and so does the exit the server infers when that person checks in
-//! elsewhere, a case registered in the console appears in its list and its contact graph, a
-//! pasted certificate is checked, the English switch works, no request leaves for another
-//! origin, the console has no error, axe-core (vendored, `tests/vendor/axe-core/`) finds no
-//! serious or critical violation, and each first load stays within 10 requests and 150 KB. With
-//! tokens, the controller page asks for a token and keeps it out of the URL.
+//! portal also in the HTML alone, without JavaScript; at 390 px its areas and exposure sites are
+//! cards that do not scroll sideways), a scan posted to the API shows on an open controller page
+//! within 1 s and so does the exit the server infers when that person checks in elsewhere, a
+//! controller page whose connection is cut (a loopback relay) resumes with the scans of the gap,
+//! a row marking it and the right count, a case registered in the console appears in its list and
+//! its contact graph, a person's pass shows its basis in words, a pasted certificate is checked,
+//! the English switch works, no request leaves for another origin, the console has no error,
+//! axe-core (vendored, `tests/vendor/axe-core/`) finds no serious or critical violation, and each
+//! first load stays within 10 requests and 150 KB with its HTML sent gzipped. With tokens, the
+//! controller page asks for a token and keeps it out of the URL.
 //!
 //! Missing `chromium` or `chromedriver` fails the test with the command that installs them (it
 //! never skips). `CHECKIN_SCREENSHOTS=DIR` also writes each page at 390 px and 1280 px widths.
@@ -191,25 +194,36 @@ async fn js(c: &Client, script: &str) -> Value {
 #[derive(Debug)]
 struct Weight {
     requests: usize,
+    /// Bytes on the wire (headers and the body as sent, compressed or not).
     bytes: u64,
+    /// The bodies once decoded.
+    decoded: u64,
+    /// The page's own HTML: (body as sent, body decoded).
+    html: (u64, u64),
     foreign: Vec<String>,
 }
 
 async fn weight(c: &Client, origin: &str) -> Weight {
     let v = js(
         c,
-        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(function (e) { return [e.name, e.transferSize || e.encodedBodySize || 0]; });",
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(function (e) { return [e.name, e.transferSize || e.encodedBodySize || 0, e.decodedBodySize || 0, e.encodedBodySize || 0, e.entryType]; });",
     )
     .await;
     let entries = v.as_array().cloned().unwrap_or_default();
     let mut w = Weight {
         requests: entries.len(),
         bytes: 0,
+        decoded: 0,
+        html: (0, 0),
         foreign: Vec::new(),
     };
     for e in entries {
         let name = e[0].as_str().unwrap_or_default().to_owned();
         w.bytes += e[1].as_u64().unwrap_or(0);
+        w.decoded += e[2].as_u64().unwrap_or(0);
+        if e[4].as_str() == Some("navigation") {
+            w.html = (e[3].as_u64().unwrap_or(0), e[2].as_u64().unwrap_or(0));
+        }
         if !name.starts_with(origin) {
             w.foreign.push(name);
         }
@@ -262,6 +276,94 @@ async fn screenshot(c: &Client, name: &str, width: u32) {
     std::fs::write(&path, png).unwrap();
     cdp(c, "Emulation.clearDeviceMetricsOverride", json!({})).await;
     eprintln!("screenshot {}", path.display());
+}
+
+/// A loopback TCP relay in front of the server, to cut a page's connections on purpose: while
+/// down, open connections are closed and new ones refused (accepted and closed at once).
+struct Relay {
+    addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let flag = up.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                // Only a cut after this connection began ends it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    /// Closes every relayed connection and refuses new ones until [`Relay::restore`].
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The portal's areas at `width` CSS pixels: `[page scroll width, table region scroll width,
+/// its client width, header row height, tallest row, display of a row, its cells' labels, how
+/// far the exposure sites scroll sideways]`.
+async fn areas_layout(c: &Client, width: u32) -> Value {
+    let mobile = width < 600;
+    cdp(
+        c,
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    js(
+        c,
+        "var t = document.querySelector('table.areas'); var wrap = t.parentElement; \
+         var rows = Array.prototype.slice.call(t.tBodies[0].rows); \
+         var cell = rows[1].cells[1]; \
+         return [document.documentElement.scrollWidth, wrap.scrollWidth, wrap.clientWidth, \
+           t.tHead.getBoundingClientRect().height, \
+           Math.max.apply(null, rows.map(function (r) { return r.getBoundingClientRect().height; })), \
+           getComputedStyle(rows[0]).display, getComputedStyle(cell, '::before').content, \
+           (function (w) { return w.scrollWidth - w.clientWidth; })(document.getElementById('sites').parentElement)];",
+    )
+    .await
 }
 
 fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &Value) -> Value {
@@ -373,14 +475,21 @@ struct Checks {
 }
 
 impl Checks {
-    /// A page's first load, right after it settled: within 10 requests and 150 KB.
+    /// A page's first load, right after it settled: within 10 requests and 150 KB, its HTML
+    /// sent gzipped (the browser takes gzip).
     async fn first_load(&mut self, c: &Client, name: &str) {
         let w = weight(c, &self.origin).await;
         assert!(w.requests <= 10, "{name}: {} requests", w.requests);
         assert!(w.bytes <= 150 * 1024, "{name}: {} bytes", w.bytes);
+        assert!(
+            w.html.0 > 0 && w.html.0 * 2 < w.html.1,
+            "{name}: the HTML is sent compressed: {} bytes for {}",
+            w.html.0,
+            w.html.1
+        );
         self.figures.push(format!(
-            "{name}: first load {} requests, {} bytes transferred",
-            w.requests, w.bytes
+            "{name}: first load {} requests, {} bytes transferred ({} decoded; HTML {} of {})",
+            w.requests, w.bytes, w.decoded, w.html.0, w.html.1
         ));
     }
 
@@ -441,6 +550,17 @@ async fn pages_work_in_a_real_browser() {
     assert!(!html.contains("<b>&amp;"));
     assert!(!html.contains(" style="), "no inline style");
     assert!(!html.contains("<script>"), "no inline script");
+    // The filter works without JavaScript too (on the server, from the cached portal; the same
+    // answer again from the filter cache).
+    for (q, n) in [("v1", 1), ("zzz", 0), ("v1", 1), ("CH%E1%BB%A2", 1)] {
+        let r = http::request(addr, "GET", &format!("/?q={q}"), &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text()
+                .contains(&format!("<span id=\"sites-n\">{n}</span>")),
+            "?q={q}"
+        );
+    }
 
     let profile = dir.path().join("profile");
     let c = browser(&driver, &profile).await;
@@ -464,6 +584,38 @@ async fn pages_work_in_a_real_browser() {
     let bars = js(&c, "return [document.querySelectorAll('svg.chart')[0].querySelectorAll('rect').length, document.querySelectorAll('svg.chart')[1].querySelectorAll('rect').length];").await;
     assert_eq!(bars, json!([30, 24]));
     checks.page(&c, "portal").await;
+    // At phone width the areas table (and the sites') is a list of cards: nothing scrolls
+    // sideways, each area is short, each figure sits under its label; at desktop width it is a
+    // table again.
+    let phone = areas_layout(&c, 390).await;
+    assert!(phone[0].as_f64().unwrap() <= 390.0, "page width {phone}");
+    assert!(
+        phone[1].as_f64().unwrap() <= phone[2].as_f64().unwrap(),
+        "the areas scroll sideways: {phone}"
+    );
+    assert!(
+        phone[3].as_f64().unwrap() <= 1.0,
+        "header row hidden: {phone}"
+    );
+    assert!(
+        phone[4].as_f64().unwrap() < 200.0,
+        "an area is too tall: {phone}"
+    );
+    assert_eq!(phone[5], json!("grid"), "{phone}");
+    assert!(
+        phone[6].as_str().unwrap_or_default().contains("Thuộc"),
+        "{phone}"
+    );
+    assert!(
+        phone[7].as_f64().unwrap() <= 0.0,
+        "the sites scroll sideways: {phone}"
+    );
+    let violations = axe(&c).await;
+    assert!(violations.is_empty(), "portal at 390 px: {violations:?}");
+    let desk = areas_layout(&c, 1280).await;
+    assert!(desk[3].as_f64().unwrap() > 10.0, "header row shown: {desk}");
+    assert_eq!(desk[5], json!("table-row"), "{desk}");
+    cdp(&c, "Emulation.clearDeviceMetricsOverride", json!({})).await;
     // The exposure-site filter narrows the list as one types.
     c.find(Locator::Css("#sites-q"))
         .await
@@ -565,6 +717,90 @@ async fn pages_work_in_a_real_browser() {
         exit_latency.as_millis()
     ));
     checks.page(&c, "venue").await;
+    // The feed drops (a relay in front of the server cuts the page's connections and refuses
+    // new ones); meanwhile walk-in-8 comes in, and p4 and p5 check in elsewhere. On resume the
+    // page reads the feed from its last scan (Last-Event-ID): the entry is replayed, the
+    // inferred exits are not (docs/api.md), a row marks the gap, and the count inside is right
+    // (6 + 1 - 2).
+    let relay = Relay::start(addr).await;
+    c.goto(&format!("http://{}/venue/V1", relay.addr))
+        .await
+        .unwrap();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#feed-state").await == "Đang cập nhật trực tiếp"
+                && text(&c, "#present").await == "6"
+        })
+        .await,
+        "the venue feed goes live through the relay"
+    );
+    let inferred = "return document.querySelectorAll('#feed td.how-inferred').length;";
+    let exits_before = js(&c, inferred).await;
+    relay.cut();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#feed-state").await == "Mất kết nối, đang kết nối lại…"
+        })
+        .await,
+        "the page shows the feed is down"
+    );
+    let a = addr;
+    tokio::task::spawn_blocking(move || {
+        call(
+            a,
+            "POST",
+            "/v1/scans",
+            None,
+            &json!({"person": "walk-in-8", "venue": "V1"}),
+        );
+        call(
+            a,
+            "POST",
+            "/v1/scans",
+            None,
+            &json!([{"person": "p4", "venue": "V2"}, {"person": "p5", "venue": "V2"}]),
+        );
+    })
+    .await
+    .unwrap();
+    relay.restore();
+    assert!(
+        until(Duration::from_secs(15), || async {
+            text(&c, "#feed-state").await == "Đang cập nhật trực tiếp"
+                && text(&c, "#feed").await.contains("walk-in-8")
+        })
+        .await,
+        "the feed resumes and replays the scan: {}",
+        text(&c, "#feed").await
+    );
+    assert!(text(&c, "#feed tr.gap")
+        .await
+        .contains("các lượt ra do hệ thống suy ra trong lúc đó thì không"));
+    assert!(
+        until(Duration::from_secs(2), || async {
+            text(&c, "#present").await == "5"
+        })
+        .await,
+        "the count inside is read again: {}",
+        text(&c, "#present").await
+    );
+    let walk_in_rows = js(
+        &c,
+        "return Array.prototype.filter.call(document.querySelectorAll('#feed tr'), function (r) { return r.textContent.indexOf('walk-in-8') >= 0; }).map(function (r) { return r.cells[2].textContent; });",
+    )
+    .await;
+    assert_eq!(walk_in_rows, json!(["Vào"]), "the scan once");
+    assert_eq!(js(&c, inferred).await, exits_before, "no exit replayed");
+    // The requests the relay cut or refused are the only console errors.
+    let relayed = format!("http://{}/", relay.addr);
+    for e in console_log(&c).await {
+        if e["level"].as_str() == Some("SEVERE") {
+            let m = e["message"].as_str().unwrap_or_default();
+            assert!(m.starts_with(&relayed) && m.contains("net::ERR_"), "{e}");
+        }
+    }
+    // The relay stays up until the end: closing it now would cut this page's stream before the
+    // next page replaces it.
 
     // The poster.
     c.goto(&format!("{origin}/venue/V1/poster")).await.unwrap();
@@ -670,6 +906,15 @@ async fn pages_work_in_a_real_browser() {
             text(&c, "#lookup-out").await.contains("F0")
         })
         .await
+    );
+    // The pass says why in words of the catalogue, not the API's `basis` value.
+    assert!(
+        until(Duration::from_secs(5), || async {
+            text(&c, "#lookup-pass").await == "Đỏ — Đang là ca bệnh (F0)"
+        })
+        .await,
+        "{}",
+        text(&c, "#lookup-pass").await
     );
     // A tier change arrives on the live list (p3's case made its contacts F1).
     checks.page(&c, "console").await;

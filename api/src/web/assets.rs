@@ -86,8 +86,13 @@ pub fn url(name: &str) -> &'static str {
 
 /// The asset served at `path` (a hashed URL), if any.
 pub fn find(path: &str) -> Option<&'static Asset> {
+    find_indexed(path).map(|(_, a)| a)
+}
+
+/// [`find`], with the asset's index in [`ASSETS`].
+pub fn find_indexed(path: &str) -> Option<(usize, &'static Asset)> {
     let i = urls().iter().position(|u| u == path)?;
-    ASSETS.get(i)
+    ASSETS.get(i).map(|a| (i, a))
 }
 
 #[cfg(test)]

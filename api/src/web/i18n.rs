@@ -166,6 +166,7 @@ catalogue! {
     venue_scanned: "Quét mã", "Scanned";
     venue_inferred_deadline: "Suy ra: hết thời gian lưu lại", "Inferred: stay time ended";
     venue_inferred_elsewhere: "Suy ra: đã quét mã ở nơi khác", "Inferred: checked in elsewhere";
+    venue_gap: "Mất kết nối trong khoảng này. Các lượt quét trong lúc đó đã được gửi lại (ở trên); các lượt ra do hệ thống suy ra trong lúc đó thì không. Số người đang ở trong đã được cập nhật.", "Connection lost in this interval. The scans made meanwhile were sent again (above); exits the server inferred meanwhile were not. The number inside is up to date.";
     venue_not_found: "Không tìm thấy địa điểm này.", "This venue was not found.";
     venue_poster_link: "In mã QR của địa điểm", "Print the venue's QR poster";
     // Poster
@@ -226,6 +227,16 @@ catalogue! {
     pass_green: "Xanh", "Green";
     pass_yellow: "Vàng", "Yellow";
     pass_red: "Đỏ", "Red";
+    // The pass's basis (`GET /v1/persons/{id}/pass`), one per value, as `basis_<value>`.
+    basis_case: "Đang là ca bệnh (F0)", "A case (F0)";
+    basis_f1: "Là F1 (tiếp xúc gần)", "A close contact (F1)";
+    basis_pool_positive: "Có mẫu gộp dương tính chưa có kết quả riêng", "A positive pooled sample not yet resolved";
+    basis_vaccinated: "Đã tiêm đủ liều từ 14 ngày trở lên", "Fully vaccinated 14 days ago or more";
+    basis_recovered: "Đã khỏi bệnh trong 180 ngày qua", "Recovered in the last 180 days";
+    basis_partially_vaccinated: "Đã tiêm mũi 1 từ 14 ngày trở lên", "First dose 14 days ago or more";
+    basis_negative_test: "Xét nghiệm âm tính trong 72 giờ qua", "Negative test in the last 72 hours";
+    basis_no_record: "Chưa có thông tin tiêm chủng hay xét nghiệm", "No vaccination or test on record";
+    basis_f2: "Là F2 (tiếp xúc của F1)", "A contact of a close contact (F2)";
     col_sample: "Mẫu", "Sample";
     col_kind: "Loại", "Kind";
     col_collected: "Lấy mẫu", "Collected";
@@ -293,5 +304,47 @@ mod tests {
                 .all(|s| s.as_str().is_some_and(|s| !s.is_empty())));
         }
         assert_eq!(VI.venue_in, "Vào");
+    }
+
+    /// Every value of the pass's `basis` has a message in both languages (the console shows
+    /// `basis_<value>`); a new value fails to compile here until it is listed.
+    #[test]
+    fn every_pass_basis_has_a_message() {
+        use health::PassBasis as B;
+        let all = [
+            B::Case,
+            B::F1,
+            B::PoolPositive,
+            B::Vaccinated,
+            B::Recovered,
+            B::PartiallyVaccinated,
+            B::NegativeTest,
+            B::NoRecord,
+            B::F2,
+        ];
+        for b in all {
+            match b {
+                B::Case
+                | B::F1
+                | B::PoolPositive
+                | B::Vaccinated
+                | B::Recovered
+                | B::PartiallyVaccinated
+                | B::NegativeTest
+                | B::NoRecord
+                | B::F2 => {}
+            }
+        }
+        for m in [&VI, &EN] {
+            let v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap_or_default();
+            for b in all {
+                let key = format!("basis_{}", b.as_str());
+                assert!(
+                    v[&key].as_str().is_some_and(|s| !s.is_empty()),
+                    "{key} is missing"
+                );
+            }
+        }
+        assert_ne!(VI.basis_case, EN.basis_case);
     }
 }

@@ -14,11 +14,16 @@
 //!   a tokens file no page asks for one.
 //! - A strict Content-Security-Policy on every page (`default-src 'self'`, no inline script or
 //!   style); the files are embedded with hashed names and cached for a year ([`assets`]).
+//! - HTML, CSS, scripts and SVG go out gzipped when the request's `Accept-Encoding` takes it
+//!   ([`compress`]); the portal is built at most once a second (longer when a build is slow) for
+//!   both languages and its bytes are shared until then (`portal`).
 
 pub mod assets;
 pub mod charts;
+pub mod compress;
 pub mod i18n;
 mod pages;
+pub(crate) mod portal;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -98,17 +103,31 @@ fn valid_venue_id(id: &str) -> bool {
 /// images may also be `blob:` (the poster's QR code fetched with a token).
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// An HTML page with the security headers and no caching (pages carry live figures).
-pub(crate) fn html(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+/// An HTML page with the security headers and no caching (pages carry live figures), gzipped
+/// when `gz` (the client takes gzip).
+pub(crate) fn html(status: StatusCode, body: String, gz: bool) -> Response<Body> {
+    html_bytes(status, Bytes::from(body), gz, |b| Some(compress::gzip(b)))
+}
+
+/// [`html`] of bytes, with their gzipped form made by `gzipped` if needed.
+pub(crate) fn html_bytes(
+    status: StatusCode,
+    body: Bytes,
+    gz: bool,
+    gzipped: impl FnOnce(&Bytes) -> Option<Bytes>,
+) -> Response<Body> {
+    let mut h = hyper::HeaderMap::new();
+    let body = compress::choose(&mut h, gz, body, gzipped);
+    let mut resp = Response::new(Either::Left(Full::new(body)));
     *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
+    let headers = resp.headers_mut();
+    headers.extend(h);
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    security_headers(h);
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(headers);
     resp
 }
 
@@ -123,11 +142,20 @@ fn security_headers(h: &mut hyper::HeaderMap) {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
 }
 
-/// A static file, cached for a year (its name changes with its content).
-pub(crate) fn asset(path: &str) -> Option<Response<Body>> {
-    let a = assets::find(path)?;
-    let mut resp = Response::new(Either::Left(Full::new(Bytes::from_static(a.bytes))));
+/// A static file, cached for a year (its name changes with its content); its gzipped form
+/// (made once) when `gz` and the type is text.
+pub(crate) fn asset(path: &str, gz: bool) -> Option<Response<Body>> {
+    let (index, a) = assets::find_indexed(path)?;
+    let plain = Bytes::from_static(a.bytes);
+    let mut vary = hyper::HeaderMap::new();
+    let body = if compress::compressible(a.content_type) {
+        compress::choose(&mut vary, gz, plain, |_| compress::asset_gzip(index))
+    } else {
+        plain
+    };
+    let mut resp = Response::new(Either::Left(Full::new(body)));
     let h = resp.headers_mut();
+    h.extend(vary);
     h.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
     h.insert(
         CACHE_CONTROL,

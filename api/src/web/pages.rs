@@ -1,9 +1,8 @@
-//! One function per page: gathers what the page shows (the portal reads the health domain and
-//! the engine directly, the same data as `GET /v1/summary`, `/v1/areas`, `/v1/exposure-sites`,
-//! `/v1/notices`), fills its template, and answers with the page's headers. Pages behind a
-//! token are shells: their data comes from the JSON API in the browser.
+//! One function per page: gathers what the page shows, fills its template, and answers with the
+//! page's headers, gzipped when the client takes it. The portal comes from its cache
+//! ([`super::portal`]); pages behind a token are shells: their data comes from the JSON API in
+//! the browser.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use askama::Template;
@@ -11,15 +10,12 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::charts::{bar_chart, Bar};
 use super::i18n::{Lang, Msgs};
-use super::{assets, html, PageRoute};
+use super::{assets, compress, html, PageRoute};
 use crate::access::{Role, Who};
 use crate::app::App;
 use crate::problem::{ApiError, Body};
 
-/// How far back the portal lists exposure sites (as `GET /v1/exposure-sites` by default).
-const SITES_WINDOW_S: i64 = 14 * 86_400;
 /// Vietnam time: UTC+7, no daylight saving.
 const ICT_OFFSET_S: i64 = 7 * 3600;
 
@@ -39,7 +35,7 @@ pub(crate) struct Chrome {
 }
 
 impl Chrome {
-    fn new(app: &App, lang: Lang, path: &str, active: &'static str, js: &str) -> Chrome {
+    pub(crate) fn new(app: &App, lang: Lang, path: &str, active: &'static str, js: &str) -> Chrome {
         static JSON: OnceLock<(String, String)> = OnceLock::new();
         let json = JSON.get_or_init(|| (super::i18n::VI.to_json(), super::i18n::EN.to_json()));
         let (other_lang_href, other_lang_code) = match lang {
@@ -63,62 +59,6 @@ impl Chrome {
             other_lang_code,
         }
     }
-}
-
-/// One summary figure.
-pub(crate) struct Figure {
-    pub key: &'static str,
-    pub label: &'static str,
-    pub value: String,
-    pub alert: bool,
-}
-
-pub(crate) struct AreaRow {
-    pub name: String,
-    pub parent: String,
-    pub population: String,
-    pub cases_7d: String,
-    pub rate: String,
-    pub coverage: String,
-    pub level: u8,
-    pub level_text: &'static str,
-}
-
-pub(crate) struct SiteRow {
-    pub name: String,
-    pub venue: String,
-    pub province: String,
-    pub from: String,
-    pub to: String,
-    /// Lower-case text the script filters on.
-    pub search: String,
-}
-
-pub(crate) struct NoticeRow {
-    pub kind: &'static str,
-    pub kind_label: &'static str,
-    pub title: String,
-    pub body: String,
-    pub date: String,
-}
-
-#[derive(Template)]
-#[template(path = "portal.html")]
-pub(crate) struct PortalPage {
-    pub c: Chrome,
-    pub as_of: String,
-    pub as_of_iso: String,
-    pub figures: Vec<Figure>,
-    pub areas: Vec<AreaRow>,
-    pub q: String,
-    pub sites: Vec<SiteRow>,
-    pub notices: Vec<NoticeRow>,
-    pub cases_svg: String,
-    pub cases_rows: Vec<(String, u64)>,
-    pub cases_total: u64,
-    pub checkins_svg: String,
-    pub checkins_rows: Vec<(String, u64)>,
-    pub checkins_total: u64,
 }
 
 #[derive(Template)]
@@ -167,27 +107,36 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let lang = Lang::from_query(query.as_deref());
+    let gz = compress::accepts_gzip(req.headers());
     match route {
-        PageRoute::Asset => super::asset(&path)
+        PageRoute::Asset => super::asset(&path, gz)
             .unwrap_or_else(|| ApiError::NotFound(format!("no asset {path}")).into_response()),
         PageRoute::Portal => {
-            let app2 = app.clone();
             let q = crate::routes::parse_query(query.as_deref())
                 .into_iter()
                 .rev()
                 .find(|(k, _)| k == "q")
                 .map(|(_, v)| v)
                 .unwrap_or_default();
-            let built = tokio::task::spawn_blocking(move || portal(&app2, lang, &path, q)).await;
-            match built {
-                Ok(page) => render(StatusCode::OK, &page),
-                Err(e) => ApiError::Internal(format!("the portal could not be built: {e}"))
+            let built = match super::portal::get(app, lang).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
+            };
+            let Some(page) = built.page(lang) else {
+                return ApiError::Internal("the portal was built without this language".into())
+                    .into_response();
+            };
+            match page.page_for(&q) {
+                Ok((plain, gzipped)) => {
+                    super::html_bytes(StatusCode::OK, plain, gz, move |_| Some(gzipped))
+                }
+                Err(e) => ApiError::Internal(format!("the portal could not be rendered: {e}"))
                     .into_response(),
             }
         }
         PageRoute::Venue(id) => {
             if app.engine().venue(&id).is_none() {
-                return not_found(app, lang, &path);
+                return not_found(app, lang, &path, gz);
             }
             render(
                 StatusCode::OK,
@@ -195,11 +144,12 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
                     c: Chrome::new(app, lang, &path, "", "venue.js"),
                     venue: id,
                 },
+                gz,
             )
         }
         PageRoute::Poster(id) => {
             let Some(info) = app.engine().venue(&id) else {
-                return not_found(app, lang, &path);
+                return not_found(app, lang, &path, gz);
             };
             // Without tokens the poster is whole in the HTML; with tokens the script fetches
             // the name and the QR code with the owner's token.
@@ -221,14 +171,18 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
                     payload,
                     kid,
                 },
+                gz,
             )
         }
-        PageRoute::PosterQr(id) => poster_qr(app, &id, req).unwrap_or_else(ApiError::into_response),
+        PageRoute::PosterQr(id) => {
+            poster_qr(app, &id, req, gz).unwrap_or_else(ApiError::into_response)
+        }
         PageRoute::Console => render(
             StatusCode::OK,
             &ConsolePage {
                 c: Chrome::new(app, lang, &path, "console", "console.js"),
             },
+            gz,
         ),
         PageRoute::Verify => render(
             StatusCode::OK,
@@ -239,24 +193,26 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) 
                     crate::routes::Match::Found(..)
                 ),
             },
+            gz,
         ),
     }
 }
 
-fn render<T: Template>(status: StatusCode, page: &T) -> Response<Body> {
+fn render<T: Template>(status: StatusCode, page: &T, gz: bool) -> Response<Body> {
     match page.render() {
-        Ok(body) => html(status, body),
+        Ok(body) => html(status, body, gz),
         Err(e) => ApiError::Internal(format!("a page could not be rendered: {e}")).into_response(),
     }
 }
 
-fn not_found(app: &App, lang: Lang, path: &str) -> Response<Body> {
+fn not_found(app: &App, lang: Lang, path: &str, gz: bool) -> Response<Body> {
     render(
         StatusCode::NOT_FOUND,
         &NotFoundPage {
             c: Chrome::new(app, lang, path, "", ""),
             message: lang.msgs().venue_not_found,
         },
+        gz,
     )
 }
 
@@ -318,199 +274,30 @@ fn qr_inline(payload: &str) -> Option<String> {
 }
 
 /// `GET /venue/{id}/poster.svg`: the QR code, for the venue's owner or an admin.
-fn poster_qr(app: &App, venue: &str, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+fn poster_qr(
+    app: &App,
+    venue: &str,
+    req: &Request<Incoming>,
+    gz: bool,
+) -> Result<Response<Body>, ApiError> {
     let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     let principal = app.inner.access.authenticate(auth)?;
     Who::Roles(&[Role::Venue, Role::Admin]).check(&principal, Some(venue))?;
     if app.engine().venue(venue).is_none() {
         return Err(ApiError::NotFound(format!("no venue {venue}")));
     }
-    let svg = qr_document(&poster_payload(app, venue).0)?;
+    let svg = bytes::Bytes::from(qr_document(&poster_payload(app, venue).0)?);
+    let mut h = hyper::HeaderMap::new();
+    let body = compress::choose(&mut h, gz, svg, |b| Some(compress::gzip(b)));
     let mut resp = Response::new(http_body_util::Either::Left(http_body_util::Full::new(
-        bytes::Bytes::from(svg),
+        body,
     )));
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    super::security_headers(h);
+    let headers = resp.headers_mut();
+    headers.extend(h);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    super::security_headers(headers);
     Ok(resp)
-}
-
-/// Builds the portal (blocking: it reads the health database).
-fn portal(app: &App, lang: Lang, path: &str, q: String) -> PortalPage {
-    let t = lang.msgs();
-    let health = app.health();
-    let now = app.engine().now();
-    let s = health.summary();
-    let figures = vec![
-        fig("cases_active", t.s_cases_active, s.cases_active, lang, true),
-        fig(
-            "cases_new_24h",
-            t.s_cases_new_24h,
-            s.cases_new_24h,
-            lang,
-            true,
-        ),
-        fig("cases_7d", t.s_cases_7d, s.cases_7d, lang, false),
-        fig("f1", t.s_f1, s.f1, lang, false),
-        fig("f2", t.s_f2, s.f2, lang, false),
-        fig("present", t.s_present, s.present, lang, false),
-        fig("scans_24h", t.s_scans_24h, s.scans_24h, lang, false),
-        fig("samples_24h", t.s_samples_24h, s.samples_24h, lang, false),
-        fig(
-            "positive_24h",
-            t.s_positive_24h,
-            s.positive_24h,
-            lang,
-            false,
-        ),
-        fig("dose1", t.s_dose1, s.dose1, lang, false),
-        fig(
-            "fully_vaccinated",
-            t.s_fully,
-            s.fully_vaccinated,
-            lang,
-            false,
-        ),
-    ];
-
-    let views = health.area_views();
-    let names: HashMap<&str, &str> = views
-        .iter()
-        .map(|v| (v.area.id.as_str(), v.area.name.as_str()))
-        .collect();
-    let areas = views
-        .iter()
-        .map(|v| AreaRow {
-            name: v.area.name.clone(),
-            parent: v
-                .area
-                .parent
-                .as_deref()
-                .map(|p| names.get(p).copied().unwrap_or(p).to_owned())
-                .unwrap_or_default(),
-            population: int(lang, v.area.population),
-            cases_7d: int(lang, v.cases_7d),
-            rate: dec(lang, v.rate_per_100k),
-            coverage: format!("{} %", dec(lang, v.dose1_coverage * 100.0)),
-            level: v.level.clamp(1, 4),
-            level_text: match v.level {
-                0 | 1 => t.level_1,
-                2 => t.level_2,
-                3 => t.level_3,
-                _ => t.level_4,
-            },
-        })
-        .collect();
-
-    let needle = q.trim().to_lowercase();
-    let sites = health
-        .exposure_sites(now - SITES_WINDOW_S)
-        .into_iter()
-        .map(|site| {
-            let province = site.province.clone().unwrap_or_default();
-            SiteRow {
-                search: format!("{} {} {}", site.name, site.venue, province).to_lowercase(),
-                name: site.name,
-                venue: site.venue.to_string(),
-                province,
-                from: datetime(site.start),
-                to: datetime(site.end),
-            }
-        })
-        .filter(|row| needle.is_empty() || row.search.contains(&needle))
-        .collect();
-
-    let notices = health
-        .notices()
-        .into_iter()
-        .map(|n| {
-            let directive = n.kind.as_str() == "directive";
-            NoticeRow {
-                kind: if directive { "directive" } else { "news" },
-                kind_label: if directive {
-                    t.notice_directive
-                } else {
-                    t.notice_news
-                },
-                title: n.title,
-                body: n.body,
-                date: datetime(n.published_at),
-            }
-        })
-        .collect();
-
-    // Cases per day over the last 30 days (Vietnam days), by sampled_at, not discarded.
-    let today = (now + ICT_OFFSET_S).div_euclid(86_400);
-    let mut per_day = [0u64; 30];
-    for v in health.cases(None, None) {
-        if v.case.status.as_str() == "discarded" {
-            continue;
-        }
-        let day = (v.case.sampled_at + ICT_OFFSET_S).div_euclid(86_400);
-        let back = today - day;
-        if (0..30).contains(&back) {
-            per_day[(29 - back) as usize] += 1;
-        }
-    }
-    let case_bars: Vec<Bar> = per_day
-        .iter()
-        .enumerate()
-        .map(|(i, &value)| Bar {
-            label: day_label(today - 29 + i as i64),
-            value,
-        })
-        .collect();
-
-    // Check-ins per hour over the last 24 hours (the current hour last).
-    let hours = app.engine().checkins_per_hour(23);
-    let this_hour = now.div_euclid(3600);
-    let checkin_bars: Vec<Bar> = hours
-        .iter()
-        .enumerate()
-        .map(|(i, &value)| {
-            let h = this_hour - 23 + i as i64;
-            Bar {
-                label: format!(
-                    "{:02}:00",
-                    ((h * 3600 + ICT_OFFSET_S).div_euclid(3600)).rem_euclid(24)
-                ),
-                value,
-            }
-        })
-        .collect();
-
-    PortalPage {
-        c: Chrome::new(app, lang, path, "portal", "portal.js"),
-        as_of: datetime(s.as_of),
-        as_of_iso: iso(s.as_of),
-        figures,
-        areas,
-        q,
-        sites,
-        notices,
-        cases_svg: bar_chart(&case_bars, "chart-cases-h", 5),
-        cases_total: per_day.iter().sum(),
-        cases_rows: case_bars
-            .iter()
-            .map(|b| (b.label.clone(), b.value))
-            .collect(),
-        checkins_svg: bar_chart(&checkin_bars, "chart-checkins-h", 3),
-        checkins_total: hours.iter().sum(),
-        checkins_rows: checkin_bars
-            .iter()
-            .map(|b| (b.label.clone(), b.value))
-            .collect(),
-    }
-}
-
-fn fig(key: &'static str, label: &'static str, v: u64, lang: Lang, alert: bool) -> Figure {
-    Figure {
-        key,
-        label,
-        value: int(lang, v),
-        alert: alert && v > 0,
-    }
 }
 
 /// An integer with the language's thousands separator (`1.234` in Vietnamese, `1,234` in
@@ -568,13 +355,13 @@ pub fn datetime(unix: i64) -> String {
 }
 
 /// `dd/mm` of a Vietnam day number.
-fn day_label(day: i64) -> String {
+pub(crate) fn day_label(day: i64) -> String {
     let (_, m, d) = civil(day);
     format!("{d:02}/{m:02}")
 }
 
 /// RFC 3339 in Vietnam time (for `<time datetime>`).
-fn iso(unix: i64) -> String {
+pub(crate) fn iso(unix: i64) -> String {
     let local = unix + ICT_OFFSET_S;
     let (y, m, d) = civil(local.div_euclid(86_400));
     let secs = local.rem_euclid(86_400);
