@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Medians and ranges of bench/records/reads.sh's runs: `summary.py WORK`.
+
+Reads WORK/{pass,pass-h2,issue,verify}-N.json (checkin-loadtest --json reports) and the
+matching -cpu-N.json (peer.py cpu: client and server CPU) and prints, per kind of run, the
+median and range of the 2xx answers per second, the latency p50/p99 medians, the CPU and the
+answers by outcome of the first run."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+TARGETS = {"pass": 30_000, "pass-h2": 30_000, "issue": 5_000, "verify": 10_000}
+
+
+def main():
+    d = Path(sys.argv[1])
+    for name in ("pass", "pass-h2", "issue", "verify"):
+        runs = sorted(d.glob(f"{name}-[0-9]*.json"), key=lambda p: int(p.stem.split("-")[-1]))
+        if not runs:
+            continue
+        reps = [json.loads(p.read_text()) for p in runs]
+        cpus = [json.loads((d / f"{name}-cpu-{p.stem.split('-')[-1]}.json").read_text())
+                for p in runs if (d / f"{name}-cpu-{p.stem.split('-')[-1]}.json").exists()]
+        ok = [r["requests_ok"] / r["elapsed_s"] for r in reps]
+        failed = sum(r["requests"] - r["requests_ok"] for r in reps)
+        p50 = statistics.median(r["latency"]["p50_ms"] for r in reps)
+        p99 = statistics.median(r["latency"]["p99_ms"] for r in reps)
+        m = statistics.median(ok)
+        line = (f"{name:<8} median {m:,.0f}/s (range {min(ok):,.0f}-{max(ok):,.0f}, "
+                f"runs {', '.join(f'{x:,.0f}' for x in ok)}; target {TARGETS[name]:,}: "
+                f"{'met' if m >= TARGETS[name] else 'NOT met'}); p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
+                f"{failed} failed")
+        if cpus:
+            line += (f"; server CPU {statistics.median(c['server_cores'] for c in cpus):.2f} cores, "
+                     f"client {statistics.median(c['client_cores'] for c in cpus):.2f}")
+        print(line)
+        print(f"         outcomes (run 1): {reps[0].get('outcomes', {})}, "
+              f"mean answer {reps[0].get('mean_answer_bytes') or 0:.0f} bytes")
+
+
+if __name__ == "__main__":
+    main()
