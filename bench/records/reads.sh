@@ -13,6 +13,9 @@
 #   REPS=3 SECS=10             runs of each read, and their length
 #   PASS_C=64                  pass: HTTP/1.1 connections (gate devices each hold one)
 #   PASS_H2=1                  also a pass run over one HTTP/2 connection with PASS_C streams
+#   PASS_WRK=1                 also a pass run driven by wrk (bench/wrk/pass.lua, -t2), when wrk
+#                              is installed (apt-get install wrk): a client that costs the shared
+#                              cores less than checkin-loadtest
 #   CERT_C=32                  certificates: connections, issue and verify
 #   POOL=2000                  verify: certificates issued first (untimed), picked at random
 #   WORK=                      work directory (default: a fresh mktemp -d, removed at the end);
@@ -31,6 +34,7 @@ REPS=${REPS:-3}
 SECS=${SECS:-10}
 PASS_C=${PASS_C:-64}
 PASS_H2=${PASS_H2:-1}
+PASS_WRK=${PASS_WRK:-1}
 CERT_C=${CERT_C:-32}
 POOL=${POOL:-2000}
 KEEP=${KEEP:-0}
@@ -128,6 +132,12 @@ for rep in $(seq 1 "$REPS"); do
     if [[ $PASS_H2 == 1 ]]; then
         run pass-h2 "$rep" -- pass --persons "$PERSONS" --venues "$VENUES" -c "$PASS_C" --http2 \
             -d "${SECS}s"
+    fi
+    if [[ $PASS_WRK == 1 ]] && command -v wrk >/dev/null; then
+        log "rep $rep: pass-wrk (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+        "$PY" "$PEER" cpu --server-pid "$SERVER_PID" --json "$WORK/pass-wrk-cpu-$rep.json" -- \
+            env PERSONS="$PERSONS" wrk -t2 -c"$PASS_C" -d"${SECS}s" --latency \
+            -s "$ROOT/bench/wrk/pass.lua" "$URL" | tee "$WORK/pass-wrk-$rep.txt"
     fi
     run issue "$rep" -- certificates --mode issue --persons "$PERSONS" --venues "$VENUES" \
         -c "$CERT_C" -d "${SECS}s"
