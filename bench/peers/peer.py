@@ -344,12 +344,22 @@ def cmd_doses_summary(a):
             if core is not None:
                 cores[sysname].append(core)
             row[sysname] = rate
+        steal = []
+        for sysname in ("csv", "ndjson", "pg"):
+            st = d / f"doses-{sysname}-stat-{r}.txt"
+            if st.exists():
+                import re
+
+                m = re.search(r"steal (\d+)%", st.read_text())
+                if m:
+                    steal.append(f"{sysname} {m.group(1)}%")
         pg = row.get("pg")
         lines.append(
             f"rep {r}: ours CSV {row.get('csv', 0):,.0f}, ours NDJSON {row.get('ndjson', 0):,.0f}, "
             f"postgres COPY {pg or 0:,.0f} records/s"
             + (f"; ratio CSV {row['csv'] / pg:.2f}x, NDJSON {row['ndjson'] / pg:.2f}x"
                if pg and "csv" in row and "ndjson" in row else "")
+            + (f"; steal {', '.join(steal)}" if steal else "")
         )
     out = list(lines)
     for sysname, label in (("csv", "ours, CSV"), ("ndjson", "ours, NDJSON"), ("pg", "postgres COPY")):

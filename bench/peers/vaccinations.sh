@@ -52,6 +52,8 @@ as_pg() {
 
 # shellcheck source=../lib.sh
 source "$HERE/../lib.sh"
+# shellcheck source=../records/cpustat.sh
+source "$HERE/../records/cpustat.sh"
 
 cleanup() {
     local rc=$?
@@ -155,9 +157,11 @@ ours() { # $1: format, $2: rep
     checkin_start "$BIN/checkin-server" "$URL" "$WORK/server.log" \
         --listen "127.0.0.1:$SPORT" --data "$WORK/ours-data"
     log "rep $rep: ours, $fmt bodies of $BATCH records, $C in flight (fresh server, fsync; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    cpustat_begin
     "$PY" "$HERE/peer.py" cpu --server-pid "$SERVER_PID" --json "$WORK/doses-$fmt-cpu-$rep.json" -- \
         "$LT" vaccinations-import -q --url "$URL" -i "$WORK/doses.csv" --format "$fmt" \
         --batch "$BATCH" -c "$C" --areas "$WORK/areas.json" --json "$WORK/doses-$fmt-$rep.json"
+    cpustat_end "$WORK/doses-$fmt-stat-$rep.txt"
     # Every record stored: the summary's dose1 is the generator's distinct persons.
     local dose1
     dose1=$(curl -fsS "$URL/v1/summary" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["dose1"])')
@@ -168,8 +172,10 @@ ours() { # $1: format, $2: rep
 
 pg() { # $1: rep
     log "rep $1: postgres, COPY of $BATCH rows + COMMIT each, $C connections (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    cpustat_begin
     "$PY" "$HERE/peer.py" copy-doses --dsn "$DSN" --csv "$WORK/doses.csv" --batch "$BATCH" \
         -c "$C" --server-pid "$PG_PID" --json "$WORK/doses-pg-$1.json"
+    cpustat_end "$WORK/doses-pg-stat-$1.txt"
 }
 
 for rep in $(seq 1 "$REPS"); do

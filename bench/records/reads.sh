@@ -12,6 +12,7 @@
 #                              about 1.0 M persons p000000..., the ids of the scans' persons)
 #   REPS=3 SECS=10             runs of each read, and their length
 #   PASS_C=64                  pass: HTTP/1.1 connections (gate devices each hold one)
+#   PASS_C2=256                also a pass run with this many connections (0: none)
 #   PASS_H2=1                  also a pass run over one HTTP/2 connection with PASS_C streams
 #   PASS_WRK=1                 also a pass run driven by wrk (bench/wrk/pass.lua, -t2), when wrk
 #                              is installed (apt-get install wrk): a client that costs the shared
@@ -33,6 +34,7 @@ SEED=${SEED:-7}
 REPS=${REPS:-3}
 SECS=${SECS:-10}
 PASS_C=${PASS_C:-64}
+PASS_C2=${PASS_C2:-256}
 PASS_H2=${PASS_H2:-1}
 PASS_WRK=${PASS_WRK:-1}
 CERT_C=${CERT_C:-32}
@@ -59,6 +61,8 @@ SERVER_PID=
 
 # shellcheck source=../lib.sh
 source "$HERE/../lib.sh"
+# shellcheck source=cpustat.sh
+source "$HERE/cpustat.sh"
 
 cleanup() {
     local rc=$?
@@ -123,21 +127,29 @@ run() { # name rep -- loadtest args...
     local name=$1 rep=$2
     shift 3
     log "rep $rep: $name (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    cpustat_begin
     "$PY" "$PEER" cpu --server-pid "$SERVER_PID" --json "$WORK/$name-cpu-$rep.json" -- \
         "$LT" "$@" -q --url "$URL" --json "$WORK/$name-$rep.json"
+    cpustat_end "$WORK/$name-stat-$rep.txt"
 }
 
 for rep in $(seq 1 "$REPS"); do
     run pass "$rep" -- pass --persons "$PERSONS" --venues "$VENUES" -c "$PASS_C" -d "${SECS}s"
+    if [[ $PASS_C2 != 0 ]]; then
+        run pass-c2 "$rep" -- pass --persons "$PERSONS" --venues "$VENUES" -c "$PASS_C2" \
+            -d "${SECS}s"
+    fi
     if [[ $PASS_H2 == 1 ]]; then
         run pass-h2 "$rep" -- pass --persons "$PERSONS" --venues "$VENUES" -c "$PASS_C" --http2 \
             -d "${SECS}s"
     fi
     if [[ $PASS_WRK == 1 ]] && command -v wrk >/dev/null; then
         log "rep $rep: pass-wrk (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+        cpustat_begin
         "$PY" "$PEER" cpu --server-pid "$SERVER_PID" --json "$WORK/pass-wrk-cpu-$rep.json" -- \
             env PERSONS="$PERSONS" wrk -t2 -c"$PASS_C" -d"${SECS}s" --latency \
             -s "$ROOT/bench/wrk/pass.lua" "$URL" | tee "$WORK/pass-wrk-$rep.txt"
+        cpustat_end "$WORK/pass-wrk-stat-$rep.txt"
     fi
     run issue "$rep" -- certificates --mode issue --persons "$PERSONS" --venues "$VENUES" \
         -c "$CERT_C" -d "${SECS}s"

@@ -12,8 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
-TARGETS = {"pass": 30_000, "pass-h2": 30_000, "pass-wrk": 30_000, "issue": 5_000,
-           "verify": 10_000}
+TARGETS = {"pass": 30_000, "pass-c2": 30_000, "pass-h2": 30_000, "pass-wrk": 30_000,
+           "issue": 5_000, "verify": 10_000}
 
 
 def wrk_report(text):
@@ -34,9 +34,15 @@ def wrk_report(text):
 
 def main():
     d = Path(sys.argv[1])
-    for name in ("pass", "pass-h2", "pass-wrk", "issue", "verify"):
+    for name in ("pass", "pass-c2", "pass-h2", "pass-wrk", "issue", "verify"):
         ext = "txt" if name == "pass-wrk" else "json"
         runs = sorted(d.glob(f"{name}-[0-9]*.{ext}"), key=lambda p: int(p.stem.split("-")[-1]))
+        steal = []
+        for p in runs:
+            st = d / f"{name}-stat-{p.stem.split('-')[-1]}.txt"
+            m = re.search(r"steal (\d+)%", st.read_text()) if st.exists() else None
+            if m:
+                steal.append(int(m.group(1)))
         if not runs:
             continue
         if ext == "txt":
@@ -57,6 +63,8 @@ def main():
         if cpus:
             line += (f"; server CPU {statistics.median(c['server_cores'] for c in cpus):.2f} cores, "
                      f"client {statistics.median(c['client_cores'] for c in cpus):.2f}")
+        if steal:
+            line += f"; steal {', '.join(f'{x}%' for x in steal)}"
         print(line)
         print(f"         outcomes (run 1): {reps[0].get('outcomes', {})}, "
               f"mean answer {reps[0].get('mean_answer_bytes') or 0:.0f} bytes")
