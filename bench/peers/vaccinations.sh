@@ -117,6 +117,7 @@ ls -l "$WORK/doses.csv"
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 log "starting PostgreSQL 15 in $PGDATA"
+rm -rf "$PGDATA" # a WORK reused from an earlier run
 mkdir -p "$PGDATA" "$WORK/pgsock" "$WORK/pglog"
 chown postgres: "$PGDATA" "$WORK/pgsock" "$WORK/pglog" 2>/dev/null || true
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --locale=C -E UTF8 >"$WORK/initdb.log"
