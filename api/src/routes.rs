@@ -338,22 +338,43 @@ pub fn find(method: &str, path: &str) -> Match {
 }
 
 /// `Some(param)` if `path` matches `pattern` (`param` is the decoded `{id}` segment, if any).
+///
+/// Compared byte by byte, so a request is turned away by most patterns at their first differing
+/// byte (every request is tried against the patterns before its own, in table order), and the
+/// `{id}` segment, a non-empty run of bytes up to the next `/`, is decoded only once the whole
+/// pattern matched.
 fn match_pattern(pattern: &str, path: &str) -> Option<Option<String>> {
-    let mut param = None;
-    let mut pat = pattern.split('/');
-    let mut segs = path.split('/');
-    loop {
-        match (pat.next(), segs.next()) {
-            (None, None) => return Some(param),
-            (Some(p), Some(s)) if p.starts_with('{') => {
-                if s.is_empty() {
-                    return None;
-                }
-                param = Some(percent_decode(s, false)?);
+    let (pat, p) = (pattern.as_bytes(), path.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut raw = None;
+    while let Some(&c) = pat.get(i) {
+        if c == b'{' {
+            let close = i + pat.get(i..)?.iter().position(|&b| b == b'}')?;
+            let end = p
+                .get(j..)?
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(p.len(), |k| j + k);
+            if end == j {
+                return None;
             }
-            (Some(p), Some(s)) if p == s => {}
-            _ => return None,
+            raw = Some(path.get(j..end)?);
+            i = close + 1;
+            j = end;
+        } else {
+            if p.get(j) != Some(&c) {
+                return None;
+            }
+            i += 1;
+            j += 1;
         }
+    }
+    if j != p.len() {
+        return None;
+    }
+    match raw {
+        Some(s) => Some(Some(percent_decode(s, false)?)),
+        None => Some(None),
     }
 }
 
@@ -427,6 +448,34 @@ mod tests {
             matches!(find("GET", "/v1/stats"), Match::Found(s, None) if s.id == RouteId::Stats)
         );
         assert_eq!(find("GET", "/v1/stats/"), Match::NotFound);
+        let Match::Found(spec, param) = find("GET", "/v1/persons/p%2B1/pass") else {
+            panic!("no match");
+        };
+        assert_eq!(spec.id, RouteId::PersonPass);
+        assert_eq!(param.as_deref(), Some("p+1"));
+        // An id that decodes to no UTF-8 matches no route, whatever follows it.
+        assert_eq!(find("GET", "/v1/persons/%ff/pass"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/persons/p1/pass/"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/persons/p1/passes"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/persons//pass"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/persons/p1"), Match::NotFound);
+        assert_eq!(find("GET", "/v1/stat"), Match::NotFound);
+        assert_eq!(find("GET", ""), Match::NotFound);
+        assert!(matches!(
+            find("GET", "/v1/venues/V%C3%A9"),
+            Match::Found(s, Some(ref id)) if s.id == RouteId::Venue && id == "V\u{e9}"
+        ));
+        // Every pattern matches itself with a plain id, and only its own route.
+        for spec in ROUTES {
+            let path = spec.pattern.replace("{id}", "x-1");
+            match find(spec.method, &path) {
+                Match::Found(found, param) => {
+                    assert_eq!(found.pattern, spec.pattern);
+                    assert_eq!(param.is_some(), spec.pattern.contains("{id}"));
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
         assert_eq!(find("GET", "/v1/venues//occupancy"), Match::NotFound);
         assert_eq!(find("GET", "/nope"), Match::NotFound);
         assert_eq!(

@@ -6,6 +6,10 @@ Subcommands (each writes a JSON report with --json):
   ingest       durable ingestion: C processes, one connection each, every batch of --batch CSV
                rows sent as one COPY ... FROM STDIN and committed in its own transaction
                (synchronous_commit = on, fsync = on are set by run.sh and checked here).
+  copy-doses   the same for dose records (vaccinations.sh): the rows of a dose-record CSV
+               (quoted line breaks and all) in batches of --batch, each one COPY into the
+               `doses` table (primary key (person, dose)) and its own COMMIT.
+  doses-summary  medians and ranges of the runs of vaccinations.sh, and the ratios.
   load-visits  COPY visits.csv (from export_visits) into `visits`, then build the indexes.
   trace        depth-1 contact traces (trace_depth1.sql) of random persons: C processes, one
                connection each, closed loop for --duration seconds.
@@ -138,7 +142,8 @@ def run_workers(target, c, args):
 # ingest
 
 
-def _ingest_worker(k, barrier, queue, dsn, batches, counter, deadline_s):
+def _ingest_worker(k, barrier, queue, dsn, batches, counter, deadline_s,
+                   copy_sql="COPY scans (person, venue, ts, action) FROM STDIN (FORMAT csv)"):
     try:
         conn = connect(dsn)
         with conn.cursor() as cur:
@@ -162,7 +167,7 @@ def _ingest_worker(k, barrier, queue, dsn, batches, counter, deadline_s):
             nrows, body = batches[i]
             t = time.monotonic()
             with conn.cursor() as cur:
-                with cur.copy("COPY scans (person, venue, ts, action) FROM STDIN (FORMAT csv)") as cp:
+                with cur.copy(copy_sql) as cp:
                     cp.write(body)
             conn.commit()
             lat.append(time.monotonic() - t)
@@ -225,6 +230,159 @@ def cmd_ingest(a):
         f"client CPU {rep['client_cores']:.2f} cores, postgres CPU {rep['server_cores']:.2f} cores; "
         f"{stored:,} rows in the table"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# dose records (vaccinations.sh)
+
+DOSE_COLUMNS = ("person", "dose", "vaccine", "administered_at", "lot", "site", "area")
+
+
+def dose_batches(path, batch, rows=0):
+    """The data rows of a dose-record CSV, re-written (csv module: RFC 4180, minimal quoting) in
+    batches of `batch` rows with the columns in DOSE_COLUMNS order; built before any clock."""
+    import csv
+    import io
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rd = csv.reader(f)
+        header = [h.strip().lower() for h in next(rd)]
+        idx = [header.index(c) if c in header else None for c in DOSE_COLUMNS]
+        out, buf, n = [], io.StringIO(), 0
+        wr = csv.writer(buf, lineterminator="\n")
+        total = 0
+        for row in rd:
+            if not row:
+                continue
+            wr.writerow(["" if i is None or i >= len(row) else row[i] for i in idx])
+            n += 1
+            total += 1
+            if n == batch:
+                out.append((n, buf.getvalue().encode()))
+                buf.seek(0)
+                buf.truncate()
+                n = 0
+            if rows and total >= rows:
+                break
+        if n:
+            out.append((n, buf.getvalue().encode()))
+    return out
+
+
+def cmd_copy_doses(a):
+    t0 = time.monotonic()
+    batches = dose_batches(a.csv, a.batch, a.rows)
+    prep = time.monotonic() - t0
+    with connect(a.dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE doses")
+        conn.execute("CHECKPOINT")
+    ctx = mp.get_context("fork")
+    counter = ctx.Value("q", 0)
+    sql = "COPY doses (" + ", ".join(DOSE_COLUMNS) + ") FROM STDIN (FORMAT csv)"
+    srv0 = tree_cpu(a.server_pid)
+    results, wall = run_workers(
+        _ingest_worker, a.connections, (a.dsn, batches, counter, 0, sql)
+    )
+    srv = tree_cpu(a.server_pid) - srv0
+    rows = sum(r["rows"] for r in results)
+    lat = [x for r in results for x in r["lat"]]
+    cpu = sum(r["cpu_s"] for r in results)
+    with connect(a.dsn) as conn:
+        stored = conn.execute("SELECT count(*) FROM doses").fetchone()[0]
+        persons = conn.execute("SELECT count(DISTINCT person) FROM doses").fetchone()[0]
+    rep = {
+        "system": "postgresql",
+        "connections": a.connections,
+        "batch": a.batch,
+        "prepare_s": prep,
+        "elapsed_s": wall,
+        "rows": rows,
+        "rows_stored": stored,
+        "persons": persons,
+        "batches": len(lat),
+        "rows_per_s": rows / wall,
+        "latency": latency_summary(lat),
+        "client_cpu_s": cpu,
+        "client_cores": cpu / wall,
+        "server_cpu_s": srv,
+        "server_cores": srv / wall,
+    }
+    write_json(a.json, rep)
+    L = rep["latency"]
+    print(
+        f"postgres COPY doses: {rows:,} rows in {wall:.2f} s = {rep['rows_per_s']:,.0f} rows/s "
+        f"({len(lat):,} COPY+COMMIT of up to {a.batch:,}, {a.connections} connections); "
+        f"batch p50 {L['p50_ms']:.0f} ms max {L['max_ms']:.0f} ms; postgres CPU "
+        f"{rep['server_cores']:.2f} cores; {stored:,} rows, {persons:,} persons in the table"
+    )
+    if stored != rows:
+        sys.exit(f"postgres stored {stored} rows of {rows}")
+
+
+def _med_range(xs):
+    import statistics
+
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def cmd_doses_summary(a):
+    d = Path(a.dir)
+    reps = sorted({int(p.stem.split("-")[-1]) for p in d.glob("doses-*-*.json")})
+    rates = {"csv": [], "ndjson": [], "pg": []}
+    cores = {"csv": [], "ndjson": [], "pg": []}
+    lines = []
+    for r in reps:
+        row = {}
+        for sysname in ("csv", "ndjson", "pg"):
+            j = load(d, f"doses-{sysname}-{r}.json")
+            c = load(d, f"doses-{sysname}-cpu-{r}.json")
+            if not j:
+                continue
+            rate = j["rows_per_s"] if sysname == "pg" else j["scans_per_s"]
+            rates[sysname].append(rate)
+            core = j["server_cores"] if sysname == "pg" else (c or {}).get("server_cores")
+            if core is not None:
+                cores[sysname].append(core)
+            row[sysname] = rate
+        steal = []
+        for sysname in ("csv", "ndjson", "pg"):
+            st = d / f"doses-{sysname}-stat-{r}.txt"
+            if st.exists():
+                import re
+
+                m = re.search(r"steal (\d+)%", st.read_text())
+                if m:
+                    steal.append(f"{sysname} {m.group(1)}%")
+        pg = row.get("pg")
+        lines.append(
+            f"rep {r}: ours CSV {row.get('csv', 0):,.0f}, ours NDJSON {row.get('ndjson', 0):,.0f}, "
+            f"postgres COPY {pg or 0:,.0f} records/s"
+            + (f"; ratio CSV {row['csv'] / pg:.2f}x, NDJSON {row['ndjson'] / pg:.2f}x"
+               if pg and "csv" in row and "ndjson" in row else "")
+            + (f"; steal {', '.join(steal)}" if steal else "")
+        )
+    out = list(lines)
+    for sysname, label in (("csv", "ours, CSV"), ("ndjson", "ours, NDJSON"), ("pg", "postgres COPY")):
+        if rates[sysname]:
+            m, lo, hi = _med_range(rates[sysname])
+            cm = _med_range(cores[sysname])[0] if cores[sysname] else float("nan")
+            out.append(
+                f"{label:<14} median {m:,.0f} records/s (range {lo:,.0f}-{hi:,.0f}, n={len(rates[sysname])}); "
+                f"server CPU median {cm:.2f} cores"
+            )
+    if rates["pg"] and rates["csv"] and rates["ndjson"]:
+        pgm = _med_range(rates["pg"])[0]
+        for sysname in ("csv", "ndjson"):
+            rs = [x / y for x, y in zip(rates[sysname], rates["pg"])]
+            m, lo, hi = _med_range(rs)
+            out.append(
+                f"ratio ours/postgres, {sysname}: {_med_range(rates[sysname])[0] / pgm:.2f}x of the "
+                f"medians; per rep median {m:.2f}x (range {lo:.2f}-{hi:.2f})"
+            )
+    text = "\n".join(out)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,6 +690,21 @@ def main():
     s.add_argument("--server-pid", type=int, default=0)
     s.add_argument("--json")
     s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("copy-doses")
+    s.add_argument("--dsn", required=True)
+    s.add_argument("--csv", required=True)
+    s.add_argument("--batch", type=int, default=100000)
+    s.add_argument("-c", "--connections", type=int, default=2)
+    s.add_argument("--rows", type=int, default=0, help="send only the first N rows (0: all)")
+    s.add_argument("--server-pid", type=int, default=0)
+    s.add_argument("--json")
+    s.set_defaults(fn=cmd_copy_doses)
+
+    s = sub.add_parser("doses-summary")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--out")
+    s.set_defaults(fn=cmd_doses_summary)
 
     s = sub.add_parser("load-visits")
     s.add_argument("--dsn", required=True)

@@ -1,6 +1,7 @@
 //! checkin-loadtest as a library: the seeded dataset generator ([`gen`]), the dataset writers
 //! ([`dataset`]), the loopback-only target parsing ([`net`]), the HTTP load drivers ([`load`]),
-//! case registration during ingestion ([`cases`]) and their latency/error report ([`report`]).
+//! case registration during ingestion ([`cases`]), the health-record drivers (vaccination bulk
+//! import, pass, certificates: [`records`]) and their latency/error report ([`report`]).
 //! The `checkin-loadtest` binary is a thin CLI over these; benches and end-to-end tests call
 //! them in-process.
 
@@ -11,6 +12,7 @@ pub mod gen;
 pub mod http;
 pub mod load;
 pub mod net;
+pub mod records;
 pub mod report;
 pub mod rng;
 

@@ -4,8 +4,10 @@
 //! from the scheduled time so a slow server cannot hide its queueing: no coordinated omission).
 //! Runs are always bounded (duration, scan or request count, end of input) and stop early on
 //! the `stop` flag (Ctrl-C in the binary). Live counters feed an indicatif progress bar.
-//! [`run_ingest_with_cases`] also registers cases while ingesting (see [`crate::cases`]).
+//! [`run_ingest_with_cases`] also registers cases while ingesting (see [`crate::cases`]); the
+//! health-record drivers of [`crate::records`] run on the same workers.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -30,8 +32,8 @@ use crate::rng::Rng;
 
 /// Largest batch the contract lets one request carry.
 pub const MAX_BATCH: usize = 100_000;
-const NDJSON: &str = "application/x-ndjson";
-const JSON: &str = "application/json";
+pub(crate) const NDJSON: &str = "application/x-ndjson";
+pub(crate) const JSON: &str = "application/json";
 
 /// Options shared by both drivers.
 #[derive(Debug, Clone)]
@@ -60,7 +62,7 @@ pub struct Common {
 
 impl Common {
     /// What every connection of a run needs.
-    fn conn_settings(&self) -> Arc<ConnSettings> {
+    pub(crate) fn conn_settings(&self) -> Arc<ConnSettings> {
         Arc::new(ConnSettings {
             target: self.target.clone(),
             token: self.token.clone(),
@@ -147,25 +149,40 @@ pub struct TraceOptions {
     pub min_overlap_s: Option<i64>,
 }
 
+/// What a request is, so that its answer is read the right way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JobKind {
+pub(crate) enum JobKind {
+    /// `POST /v1/scans`: `{"accepted","rejected"}`.
     Scans,
+    /// `POST /v1/trace`: the F1 and F2 lists.
     Trace,
+    /// `POST /v1/vaccinations`: `{"accepted","rejected"}`, like scans.
+    Doses,
+    /// `GET /v1/persons/{id}/pass`: counted by `color/basis`.
+    Pass,
+    /// `GET /v1/persons/{id}/certificate`: counted as `issued` (JSON with an `hc1`) or `svg`.
+    Certificate,
+    /// `POST /v1/verify`: counted as `valid` or `invalid:<reason>`.
+    Verify,
 }
 
 /// One request to make.
 #[derive(Debug, Clone)]
-struct Job {
-    body: Bytes,
-    content_type: &'static str,
-    route: &'static str,
-    kind: JobKind,
-    scans: u64,
-    label: Option<&'static str>,
+pub(crate) struct Job {
+    pub(crate) method: Method,
+    /// The route, e.g. `/v1/scans` or `/v1/persons/p000001/pass` (the target's base path is
+    /// put in front of it).
+    pub(crate) route: Cow<'static, str>,
+    pub(crate) body: Bytes,
+    pub(crate) content_type: Option<&'static str>,
+    pub(crate) kind: JobKind,
+    /// Records in the body (scans or doses).
+    pub(crate) scans: u64,
+    pub(crate) label: Option<&'static str>,
 }
 
 /// Produces the jobs of a run, in order; `None` = input exhausted.
-trait JobSource: Send {
+pub(crate) trait JobSource: Send {
     fn next_job(&mut self) -> Result<Option<Job>>;
 }
 
@@ -259,9 +276,10 @@ impl JobSource for ScanSource {
             NDJSON
         };
         Ok(Some(Job {
+            method: Method::POST,
+            route: Cow::Borrowed("/v1/scans"),
             body: Bytes::from(buf),
-            content_type,
-            route: "/v1/scans",
+            content_type: Some(content_type),
             kind: JobKind::Scans,
             scans: n as u64,
             label: None,
@@ -281,9 +299,41 @@ struct TraceBody<'a> {
     min_overlap_s: Option<i64>,
 }
 
-enum PersonPool {
+/// The persons a run draws from.
+pub(crate) enum PersonPool {
     Range(Ids, u32),
     List(Vec<String>),
+}
+
+impl PersonPool {
+    /// The pool `persons` names (a file is read now).
+    pub(crate) fn of(persons: &Persons) -> Result<PersonPool> {
+        Ok(match persons {
+            Persons::Generated { persons, venues } => {
+                if *persons == 0 {
+                    bail!("persons must be at least 1");
+                }
+                PersonPool::Range(Ids::new(*persons, *venues), *persons)
+            }
+            Persons::File { path, max_lines } => {
+                PersonPool::List(persons_from_file(path, *max_lines)?)
+            }
+            Persons::List(v) => {
+                if v.is_empty() {
+                    bail!("empty person list");
+                }
+                PersonPool::List(v.clone())
+            }
+        })
+    }
+
+    /// A person drawn uniformly (`None` only for an empty list).
+    pub(crate) fn pick(&self, rng: &mut Rng) -> Option<String> {
+        match self {
+            PersonPool::Range(ids, n) => Some(ids.person(rng.below(u64::from(*n)) as u32)),
+            PersonPool::List(v) => v.get(rng.below(v.len() as u64) as usize).cloned(),
+        }
+    }
 }
 
 struct TraceSource {
@@ -304,12 +354,8 @@ impl JobSource for TraceSource {
             }
             *r -= 1;
         }
-        let person = match &self.pool {
-            PersonPool::Range(ids, n) => ids.person(self.rng.below(u64::from(*n)) as u32),
-            PersonPool::List(v) => match v.get(self.rng.below(v.len() as u64) as usize) {
-                Some(p) => p.clone(),
-                None => return Ok(None),
-            },
+        let Some(person) = self.pool.pick(&mut self.rng) else {
+            return Ok(None);
         };
         let depth = match self.depth {
             DepthMode::One => 1,
@@ -324,9 +370,10 @@ impl JobSource for TraceSource {
             min_overlap_s: self.min_overlap_s,
         })?;
         Ok(Some(Job {
+            method: Method::POST,
+            route: Cow::Borrowed("/v1/trace"),
             body: Bytes::from(body),
-            content_type: JSON,
-            route: "/v1/trace",
+            content_type: Some(JSON),
             kind: JobKind::Trace,
             scans: 0,
             label: Some(if depth == 1 { "depth=1" } else { "depth=2" }),
@@ -423,19 +470,21 @@ impl Ctx {
         }
         rec.requests_ok += 1;
         match job.kind {
-            JobKind::Scans => match serde_json::from_slice::<ScansAnswer>(&answer.body) {
-                Ok(a) => {
-                    rec.scans_accepted += a.accepted;
-                    rec.scans_rejected += a.rejected.len() as u64;
-                    self.live
-                        .scans_accepted
-                        .fetch_add(a.accepted, Ordering::Relaxed);
-                    for r in a.rejected {
-                        *rec.reasons.entry(r.reason).or_default() += 1;
+            JobKind::Scans | JobKind::Doses => {
+                match serde_json::from_slice::<ScansAnswer>(&answer.body) {
+                    Ok(a) => {
+                        rec.scans_accepted += a.accepted;
+                        rec.scans_rejected += a.rejected.len() as u64;
+                        self.live
+                            .scans_accepted
+                            .fetch_add(a.accepted, Ordering::Relaxed);
+                        for r in a.rejected {
+                            *rec.reasons.entry(r.reason).or_default() += 1;
+                        }
                     }
+                    Err(_) => *rec.transport.entry("unparsable answer".into()).or_default() += 1,
                 }
-                Err(_) => *rec.transport.entry("unparsable answer".into()).or_default() += 1,
-            },
+            }
             JobKind::Trace => match serde_json::from_slice::<TraceAnswer>(&answer.body) {
                 Ok(t) => {
                     rec.traces_ok += 1;
@@ -445,6 +494,13 @@ impl Ctx {
                 }
                 Err(_) => *rec.transport.entry("unparsable answer".into()).or_default() += 1,
             },
+            JobKind::Pass | JobKind::Certificate | JobKind::Verify => {
+                rec.answer_bytes += answer.body.len() as u64;
+                match crate::records::outcome(job.kind, &answer.body) {
+                    Some(o) => *rec.outcomes.entry(o).or_default() += 1,
+                    None => *rec.transport.entry("unparsable answer".into()).or_default() += 1,
+                }
+            }
         }
     }
 }
@@ -473,9 +529,9 @@ struct TraceAnswer {
 async fn send(ctx: &Ctx, conn: &mut Conn, job: &Job) -> Option<Result<Answer, TransportError>> {
     let mut cut = ctx.cut.clone();
     let request = conn.request(
-        Method::POST,
-        job.route,
-        Some(job.content_type),
+        job.method.clone(),
+        &job.route,
+        job.content_type,
         job.body.clone(),
     );
     tokio::select! {
@@ -544,9 +600,9 @@ async fn dispatch(ctx: Arc<Ctx>, rate: f64, tx: mpsc::Sender<(Instant, Job)>) {
     }
 }
 
-/// What the progress bar counts.
+/// What bounds a run (and what the progress bar counts).
 #[derive(Debug, Clone, Copy)]
-enum Bound {
+pub(crate) enum Bound {
     Scans(u64),
     Requests(u64),
     Time(Duration),
@@ -649,10 +705,10 @@ async fn cut_off(ctx: Arc<Ctx>, cut: watch::Sender<bool>, done: Arc<AtomicBool>)
 
 /// What a run measured: the workers' merged recorder, the elapsed time of the workers, and
 /// the case task's recorder when it registered cases.
-type Driven = (Recorder, Duration, Option<CaseRecorder>);
+pub(crate) type Driven = (Recorder, Duration, Option<CaseRecorder>);
 
 /// The case task of a run, before its connection settings are known.
-struct CasePlan {
+pub(crate) struct CasePlan {
     per_min: f64,
     seed: u64,
     retention_days: u32,
@@ -663,7 +719,7 @@ struct CasePlan {
 
 /// Runs the workers over `source` until a bound is hit (and the case task beside them, if
 /// `cases`); returns the merged recorder, the elapsed time and the case recorder.
-async fn drive(
+pub(crate) async fn drive(
     common: &Common,
     source: Box<dyn JobSource>,
     bound: Bound,
@@ -768,7 +824,7 @@ async fn drive(
 }
 
 /// Fails with a clear message when nothing answers at the target.
-async fn check_reachable(settings: Arc<ConnSettings>) -> Result<()> {
+pub(crate) async fn check_reachable(settings: Arc<ConnSettings>) -> Result<()> {
     let mut conn = Conn::new(settings.clone());
     match conn
         .request(Method::GET, "/healthz", None, Bytes::new())
@@ -976,21 +1032,7 @@ pub async fn run_trace(opts: TraceOptions) -> Result<Report> {
     if c.duration.is_none() && opts.requests.is_none() {
         bail!("a trace run needs a bound: --duration and/or --requests");
     }
-    let pool = match &opts.persons {
-        Persons::Generated { persons, venues } => {
-            if *persons == 0 {
-                bail!("persons must be at least 1");
-            }
-            PersonPool::Range(Ids::new(*persons, *venues), *persons)
-        }
-        Persons::File { path, max_lines } => PersonPool::List(persons_from_file(path, *max_lines)?),
-        Persons::List(v) => {
-            if v.is_empty() {
-                bail!("empty person list");
-            }
-            PersonPool::List(v.clone())
-        }
-    };
+    let pool = PersonPool::of(&opts.persons)?;
     let settings = c.conn_settings();
     check_reachable(settings).await?;
     let source = TraceSource {

@@ -1,6 +1,8 @@
 //! `checkin-loadtest`: the command line over the library. `generate` writes a seeded dataset,
-//! `ingest` registers venues and drives `POST /v1/scans`, `trace` drives `POST /v1/trace`; each
-//! run prints a report (and `--json FILE` writes it). Load only ever goes to loopback addresses.
+//! `ingest` registers venues and drives `POST /v1/scans`, `trace` drives `POST /v1/trace`,
+//! `vaccinations-import` bulk-imports dose records (`POST /v1/vaccinations`), `pass` and
+//! `certificates` drive the health-record reads of contract section 12; each run prints a report
+//! (and `--json FILE` writes it). Load only ever goes to loopback addresses.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use checkin_loadtest::load::{
     self, Common, DepthMode, IngestOptions, Persons, Source, TraceOptions,
 };
 use checkin_loadtest::net::Target;
+use checkin_loadtest::records::{self, DoseFormat, ReadOptions, VaccinationOptions};
 use checkin_loadtest::report::{fmt_count, fmt_rate, Report};
 
 /// Dataset generator and load driver for checkin-server (the national QR check-in service).
@@ -53,6 +56,16 @@ enum Cmd {
     Ingest(IngestArgs),
     /// Drive POST /v1/trace for random persons of the dataset.
     Trace(TraceArgs),
+    /// Bulk-import the dose records of a CSV file (POST /v1/vaccinations) in requests of
+    /// --batch records, as CSV or NDJSON bodies built before the clock starts, over
+    /// --connections; optionally register the area tree first (--areas).
+    VaccinationsImport(VaccinationsArgs),
+    /// Drive GET /v1/persons/{id}/pass (audited) for random persons; the report counts the
+    /// answers by colour and basis.
+    Pass(ReadArgs),
+    /// Drive certificate issue (GET /v1/persons/{id}/certificate, audited) or verification
+    /// (POST /v1/verify of --pool certificates issued first) for random persons.
+    Certificates(CertificateArgs),
     /// Fill a fresh server with a small realistic province (areas, venues, a week of scans,
     /// samples and results, doses, cases, notices) so that every web page shows something.
     Demo(DemoArgs),
@@ -312,6 +325,89 @@ struct TraceArgs {
     min_overlap: Option<i64>,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum DoseFormatArg {
+    /// text/csv: the file's header row, then its rows' bytes unchanged.
+    Csv,
+    /// application/x-ndjson: one JSON object per row.
+    Ndjson,
+}
+
+#[derive(Args, Debug)]
+struct VaccinationsArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The dose-record CSV file (header: person, dose, vaccine, administered_at, and optionally
+    /// lot, site, area; e.g. from `checkin-import generate`).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// How the records are sent.
+    #[arg(long, value_enum, default_value_t = DoseFormatArg::Csv)]
+    format: DoseFormatArg,
+    /// Records per request, at most 100000 (a body is also cut before it passes 15 MiB, under
+    /// the server's 16 MiB limit).
+    #[arg(long, short, default_value_t = 100_000)]
+    batch: usize,
+    /// Send only the first N records of the file.
+    #[arg(long)]
+    rows: Option<u64>,
+    /// A JSON array of areas to register first with POST /v1/areas (e.g. `checkin-import
+    /// generate --areas-out`; needs an admin token). Rows naming unregistered areas are
+    /// rejected as unknown_area.
+    #[arg(long)]
+    areas: Option<PathBuf>,
+}
+
+/// Who a person read asks about, and how long to go on.
+#[derive(Args, Debug)]
+struct ReadArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Stop after this many requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Pick persons from this NDJSON or CSV file (ids seen in its first --sample-lines lines).
+    /// Default: the generator's ids p000000..p{persons-1}.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Lines of --input scanned for person ids.
+    #[arg(long, default_value_t = 1_000_000)]
+    sample_lines: u64,
+    /// Persons of the generated dataset (when no --input).
+    #[arg(long, default_value_t = 100_000)]
+    persons: u32,
+    /// Venues of the generated dataset (only sets the id width; when no --input).
+    #[arg(long, default_value_t = 10_000)]
+    venues: u32,
+    /// Seed of the person choices.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum CertMode {
+    /// GET /v1/persons/{id}/certificate: every answer is signed for its request.
+    Issue,
+    /// POST /v1/verify of certificates issued before the timed run.
+    Verify,
+}
+
+#[derive(Args, Debug)]
+struct CertificateArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Issue or verify.
+    #[arg(long, value_enum, default_value_t = CertMode::Issue)]
+    mode: CertMode,
+    /// Issue: ask for the QR code (?format=svg) instead of the JSON answer.
+    #[arg(long)]
+    svg: bool,
+    /// Verify: certificates of random persons to issue first (untimed); each verification
+    /// picks one of them at random.
+    #[arg(long, default_value_t = 2_000)]
+    pool: usize,
+}
+
 /// Parses `30`, `30s`, `500ms`, `2m`, `1h` (a bare number is seconds).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -515,12 +611,110 @@ async fn trace(args: TraceArgs, quiet: bool) -> Result<()> {
     finish(&report, args.load.json.as_ref())
 }
 
+async fn vaccinations_import(args: VaccinationsArgs, quiet: bool) -> Result<()> {
+    let common = common(&args.load, quiet, None)?;
+    let format = match args.format {
+        DoseFormatArg::Csv => DoseFormat::Csv,
+        DoseFormatArg::Ndjson => DoseFormat::Ndjson,
+    };
+    let t0 = Instant::now();
+    let data = records::read_dose_file(&args.input)?;
+    let bodies = records::dose_bodies(&data, format, args.batch, args.rows)?;
+    drop(data);
+    let rows: u64 = bodies.iter().map(|b| b.rows).sum();
+    let bytes: usize = bodies.iter().map(|b| b.body.len()).sum();
+    println!(
+        "prepared {} records of {} in {} {} bodies ({:.1} MiB, at most {} records each) in {:.2} s (not timed)",
+        fmt_count(rows),
+        args.input.display(),
+        fmt_count(bodies.len() as u64),
+        format.as_str(),
+        bytes as f64 / f64::from(1u32 << 20),
+        fmt_count(args.batch as u64),
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.areas {
+        let n = records::register_areas(&common, path).await?;
+        println!("areas registered: {} from {}", fmt_count(n), path.display());
+    }
+    let report = records::run_vaccinations(
+        VaccinationOptions {
+            common,
+            format,
+            batch: args.batch,
+        },
+        bodies,
+    )
+    .await?;
+    finish(&report, args.load.json.as_ref())
+}
+
+fn read_options(args: &ReadArgs, quiet: bool) -> Result<ReadOptions> {
+    let default_duration = (args.requests.is_none() && args.load.duration.is_none())
+        .then_some(Duration::from_secs(10));
+    let persons = match &args.input {
+        Some(path) => Persons::File {
+            path: path.clone(),
+            max_lines: args.sample_lines,
+        },
+        None => Persons::Generated {
+            persons: args.persons,
+            venues: args.venues,
+        },
+    };
+    Ok(ReadOptions {
+        common: common(&args.load, quiet, default_duration)?,
+        persons,
+        requests: args.requests,
+        seed: args.seed,
+    })
+}
+
+async fn pass(args: ReadArgs, quiet: bool) -> Result<()> {
+    let report = records::run_pass(read_options(&args, quiet)?).await?;
+    finish(&report, args.load.json.as_ref())
+}
+
+async fn certificates(args: CertificateArgs, quiet: bool) -> Result<()> {
+    let opts = read_options(&args.read, quiet)?;
+    let report = match args.mode {
+        CertMode::Issue => records::run_certificates(opts, args.svg).await?,
+        CertMode::Verify => {
+            if args.svg {
+                bail!("--svg goes with --mode issue");
+            }
+            let fetched = records::fetch_certificates(
+                &opts.common,
+                &opts.persons,
+                args.pool,
+                opts.seed,
+                opts.common.connections,
+            )
+            .await?;
+            let chars: usize = fetched.hc1.iter().map(String::len).sum();
+            println!(
+                "issued {} certificates to verify in {:.2} s (not timed), mean hc1 {:.0} characters",
+                fmt_count(fetched.hc1.len() as u64),
+                fetched.elapsed.as_secs_f64(),
+                chars as f64 / fetched.hc1.len().max(1) as f64
+            );
+            records::run_verify(opts, &fetched.hc1).await?
+        }
+    };
+    finish(&report, args.read.load.json.as_ref())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Generate(a) => generate(a, cli.quiet),
         Cmd::Ingest(a) => runtime().and_then(|rt| rt.block_on(ingest(a, cli.quiet))),
         Cmd::Trace(a) => runtime().and_then(|rt| rt.block_on(trace(a, cli.quiet))),
+        Cmd::VaccinationsImport(a) => {
+            runtime().and_then(|rt| rt.block_on(vaccinations_import(a, cli.quiet)))
+        }
+        Cmd::Pass(a) => runtime().and_then(|rt| rt.block_on(pass(a, cli.quiet))),
+        Cmd::Certificates(a) => runtime().and_then(|rt| rt.block_on(certificates(a, cli.quiet))),
         Cmd::Demo(a) => checkin_loadtest::demo::run(&a.url, a.token, a.seed, now_unix()).map(|r| {
             println!(
                 "demo data sent to {}: {} areas, {} venues, {} scans, {} samples, {} doses, {} cases, {} notices; open {}/",
@@ -616,6 +810,55 @@ mod tests {
                 ..
             })
         ));
+        let cli = Cli::try_parse_from([
+            "checkin-loadtest",
+            "vaccinations-import",
+            "-i",
+            "doses.csv",
+            "--format",
+            "ndjson",
+            "-c",
+            "2",
+        ])
+        .expect("parses");
+        match cli.cmd {
+            Cmd::VaccinationsImport(a) => {
+                assert_eq!(a.format, DoseFormatArg::Ndjson);
+                assert_eq!(a.batch, 100_000, "a national import's batch by default");
+                assert_eq!(a.load.connections, 2);
+                assert!(a.areas.is_none() && a.rows.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["checkin-loadtest", "pass", "--persons", "1000000"])
+            .expect("parses");
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Pass(ReadArgs {
+                persons: 1_000_000,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from([
+            "checkin-loadtest",
+            "certificates",
+            "--mode",
+            "verify",
+            "--pool",
+            "50",
+            "-d",
+            "3s",
+        ])
+        .expect("parses");
+        match cli.cmd {
+            Cmd::Certificates(a) => {
+                assert_eq!(a.mode, CertMode::Verify);
+                assert_eq!(a.pool, 50);
+                assert_eq!(a.read.load.duration, Some(Duration::from_secs(3)));
+                assert!(!a.svg);
+            }
+            other => panic!("{other:?}"),
+        }
         let cli = Cli::try_parse_from(["checkin-loadtest", "generate", "--format", "csv"])
             .expect("parses");
         assert!(

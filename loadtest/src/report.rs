@@ -35,6 +35,11 @@ pub struct Recorder {
     pub f2_total: u64,
     pub f1_max: u64,
     pub traces_ok: u64,
+    /// Answers of the health-record reads by outcome (`green/vaccinated`, `issued`, `valid`,
+    /// `invalid:bad_signature`, ...).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Body bytes of the 2xx answers counted in `outcomes`.
+    pub answer_bytes: u64,
 }
 
 impl Default for Recorder {
@@ -54,6 +59,8 @@ impl Default for Recorder {
             f2_total: 0,
             f1_max: 0,
             traces_ok: 0,
+            outcomes: BTreeMap::new(),
+            answer_bytes: 0,
         }
     }
 }
@@ -107,6 +114,10 @@ impl Recorder {
         self.f2_total += other.f2_total;
         self.f1_max = self.f1_max.max(other.f1_max);
         self.traces_ok += other.traces_ok;
+        for (k, v) in &other.outcomes {
+            *self.outcomes.entry(k.clone()).or_default() += v;
+        }
+        self.answer_bytes += other.answer_bytes;
     }
 }
 
@@ -189,7 +200,7 @@ pub struct CaseSummary {
 /// The result of a run; `Display` is the human report, `Serialize` the `--json` one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    /// `ingest` or `trace`.
+    /// `ingest`, `trace`, `vaccinations-import`, `pass`, `certificates` or `verify`.
     pub command: String,
     pub url: String,
     /// Connections; with `http2`, concurrent streams on one HTTP/2 connection.
@@ -207,6 +218,8 @@ pub struct Report {
     /// Requests answered 2xx.
     pub requests_ok: u64,
     pub requests_per_s: f64,
+    /// Records sent: scans (`ingest`) or dose records (`vaccinations-import`); likewise
+    /// `scans_accepted`, `scans_rejected`, `scans_per_s` and `rejected_by_reason`.
     pub scans_sent: u64,
     pub scans_accepted: u64,
     pub scans_rejected: u64,
@@ -231,6 +244,12 @@ pub struct Report {
     /// Cases registered while ingesting (ingest with `--cases-per-min`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cases: Option<CaseSummary>,
+    /// Health-record reads (`pass`, `certificates`, `verify`): 2xx answers by outcome.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, u64>,
+    /// Mean body size of those answers, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_answer_bytes: Option<f64>,
 }
 
 /// Run settings the report repeats.
@@ -289,6 +308,10 @@ impl Report {
             venues_registered: None,
             trace,
             cases: None,
+            mean_answer_bytes: (!rec.outcomes.is_empty()).then(|| {
+                rec.answer_bytes as f64 / rec.outcomes.values().sum::<u64>().max(1) as f64
+            }),
+            outcomes: rec.outcomes.clone(),
         }
     }
 
@@ -401,6 +424,16 @@ impl fmt::Display for Report {
                 fmt_count(self.scans_rejected)
             )?;
         }
+        if self.command == "vaccinations-import" {
+            writeln!(
+                f,
+                "  records/s  {} accepted  ({} sent, {} accepted, {} rejected)",
+                fmt_rate(self.scans_per_s),
+                fmt_count(self.scans_sent),
+                fmt_count(self.scans_accepted),
+                fmt_count(self.scans_rejected)
+            )?;
+        }
         writeln!(f, "latency")?;
         fmt_latency_line(f, "all", &self.latency)?;
         for (k, l) in &self.latency_by {
@@ -444,8 +477,23 @@ impl fmt::Display for Report {
                 writeln!(f, "  {k:<21} {}", fmt_count(*v))?;
             }
         }
+        if !self.outcomes.is_empty() {
+            write!(f, "answers")?;
+            if let Some(b) = self.mean_answer_bytes {
+                write!(f, "    mean {b:.0} bytes")?;
+            }
+            writeln!(f)?;
+            for (k, v) in &self.outcomes {
+                writeln!(f, "  {k:<32} {}", fmt_count(*v))?;
+            }
+        }
         if !self.rejected_by_reason.is_empty() {
-            writeln!(f, "rejected scans by reason")?;
+            let what = if self.command == "vaccinations-import" {
+                "records"
+            } else {
+                "scans"
+            };
+            writeln!(f, "rejected {what} by reason")?;
             for (k, v) in &self.rejected_by_reason {
                 writeln!(f, "  {k:<21} {}", fmt_count(*v))?;
             }

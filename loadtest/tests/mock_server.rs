@@ -1,7 +1,8 @@
 //! The drivers against an in-process stand-in for checkin-server (a few lines of hyper that
-//! follow the contract's wire format for /healthz, /v1/venues, /v1/scans, /v1/trace and
-//! POST /v1/cases). The real end-to-end run against checkin-server lives in the workspace's
-//! `tests` crate.
+//! follow the contract's wire format for /healthz, /v1/venues, /v1/scans, /v1/trace,
+//! POST /v1/cases, and the health records' /v1/areas, /v1/vaccinations, /v1/persons/{id}/pass,
+//! /v1/persons/{id}/certificate and /v1/verify). The real end-to-end run against checkin-server
+//! lives in the workspace's `tests` crate.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -25,6 +26,7 @@ use checkin_loadtest::load::{
     run_ingest, run_trace, Common, DepthMode, IngestOptions, Persons, Source, TraceOptions, CUT_OFF,
 };
 use checkin_loadtest::net::Target;
+use checkin_loadtest::records::{self, DoseFormat, ReadOptions, VaccinationOptions};
 use checkin_loadtest::{run_ingest_with_cases, CaseOptions};
 
 /// A case the mock stored.
@@ -50,6 +52,120 @@ struct State {
     case_posts: Mutex<HashMap<String, u64>>,
     /// Case requests answered 400 (sampled_at outside the retention window).
     bad_cases: AtomicU64,
+    /// Areas registered; dose requests by content type; dose records accepted (person, dose).
+    areas: AtomicU64,
+    dose_csv_requests: AtomicU64,
+    dose_ndjson_requests: AtomicU64,
+    doses: Mutex<HashSet<(String, i64)>>,
+    /// Pass, certificate (JSON / SVG) and verify requests.
+    passes: AtomicU64,
+    certificates: AtomicU64,
+    svgs: AtomicU64,
+    verifications: AtomicU64,
+}
+
+/// `POST /v1/vaccinations` as section 11 has it, for CSV (header first) and NDJSON bodies:
+/// `invalid_dose` for a dose that is no integer in 1..=10, everything else accepted.
+fn record_doses(state: &State, ct: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut rows: Vec<(String, Value)> = Vec::new();
+    if ct == "text/csv" {
+        state.dose_csv_requests.fetch_add(1, Ordering::Relaxed);
+        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+        let Ok(header) = rdr.headers().cloned() else {
+            return reply(StatusCode::BAD_REQUEST, json!({}));
+        };
+        let (Some(p), Some(d)) = (
+            header.iter().position(|h| h == "person"),
+            header.iter().position(|h| h == "dose"),
+        ) else {
+            return reply(StatusCode::BAD_REQUEST, json!({"detail": "no header"}));
+        };
+        for r in rdr.records() {
+            let Ok(r) = r else {
+                return reply(StatusCode::BAD_REQUEST, json!({}));
+            };
+            let dose = r
+                .get(d)
+                .unwrap_or("")
+                .trim()
+                .parse::<i64>()
+                .map_or(Value::Null, Value::from);
+            rows.push((r.get(p).unwrap_or("").to_string(), dose));
+        }
+    } else if ct == "application/x-ndjson" {
+        state.dose_ndjson_requests.fetch_add(1, Ordering::Relaxed);
+        for line in String::from_utf8_lossy(body)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                return reply(StatusCode::BAD_REQUEST, json!({}));
+            };
+            rows.push((
+                v["person"].as_str().unwrap_or("").to_string(),
+                v["dose"].clone(),
+            ));
+        }
+    } else {
+        return reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({}));
+    }
+    let mut doses = state.doses.lock().expect("lock");
+    let mut accepted = 0u64;
+    let mut rejected = Vec::new();
+    for (i, (person, dose)) in rows.into_iter().enumerate() {
+        match dose.as_i64().filter(|d| (1..=10).contains(d)) {
+            Some(d) => {
+                doses.insert((person, d));
+                accepted += 1;
+            }
+            None => rejected.push(json!({"index": i, "reason": "invalid_dose"})),
+        }
+    }
+    reply(
+        StatusCode::OK,
+        json!({"accepted": accepted, "rejected": rejected}),
+    )
+}
+
+/// `GET /v1/persons/{id}/pass` and `/certificate`: even-numbered persons are vaccinated; a
+/// certificate is `HC1:` + the person id (or an SVG with `?format=svg`).
+fn person_read(state: &State, path: &str, query: &str) -> Response<Full<Bytes>> {
+    let rest = path.trim_start_matches("/v1/persons/");
+    let Some((person, what)) = rest.split_once('/') else {
+        return reply(StatusCode::NOT_FOUND, json!({}));
+    };
+    match what {
+        "pass" => {
+            state.passes.fetch_add(1, Ordering::Relaxed);
+            // ASCII digits have the parity of their value.
+            let even = person.bytes().last().is_some_and(|b| b.is_multiple_of(2));
+            let (color, basis) = if even {
+                ("green", "vaccinated")
+            } else {
+                ("red", "no_record")
+            };
+            reply(
+                StatusCode::OK,
+                json!({"person": person, "color": color, "basis": basis, "as_of": now_unix()}),
+            )
+        }
+        "certificate" if query == "format=svg" => {
+            state.svgs.fetch_add(1, Ordering::Relaxed);
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+            )));
+            *r.status_mut() = StatusCode::OK;
+            r
+        }
+        "certificate" => {
+            state.certificates.fetch_add(1, Ordering::Relaxed);
+            reply(
+                StatusCode::OK,
+                json!({"person": person, "hc1": format!("HC1:{person}"), "issued": 1, "expires": 2}),
+            )
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({})),
+    }
 }
 
 /// `POST /v1/cases` as section 10 has it: 201 new, 200 same id and fields, 409 same id with
@@ -137,6 +253,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         return reply(StatusCode::UNAUTHORIZED, json!({"status": 401}));
     }
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let ct = req
         .headers()
         .get("content-type")
@@ -234,6 +351,32 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             )
         }
         "/v1/cases" => register_case(&state, &body).await,
+        "/v1/areas" => {
+            let Ok(Value::Array(areas)) = serde_json::from_slice::<Value>(&body) else {
+                return reply(StatusCode::BAD_REQUEST, json!({}));
+            };
+            state.areas.fetch_add(areas.len() as u64, Ordering::Relaxed);
+            reply(StatusCode::OK, json!({"registered": areas.len()}))
+        }
+        "/v1/vaccinations" => record_doses(&state, &ct, &body),
+        "/v1/verify" => {
+            state.verifications.fetch_add(1, Ordering::Relaxed);
+            let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                return reply(StatusCode::BAD_REQUEST, json!({}));
+            };
+            match v["hc1"].as_str() {
+                Some(h) if h.starts_with("HC1:p") => reply(
+                    StatusCode::OK,
+                    json!({"valid": true, "kid": "k", "issuer": "VN", "issued": 1, "expires": 2, "claims": {"pid": &h[4..]}}),
+                ),
+                Some(_) => reply(
+                    StatusCode::OK,
+                    json!({"valid": false, "reason": "bad_prefix"}),
+                ),
+                None => reply(StatusCode::BAD_REQUEST, json!({})),
+            }
+        }
+        p if p.starts_with("/v1/persons/") => person_read(&state, p, &query),
         _ => reply(StatusCode::NOT_FOUND, json!({})),
     }
 }
@@ -692,4 +835,139 @@ async fn no_cases_unless_asked() {
     .await
     .expect_err("NaN cases per minute");
     assert!(err.to_string().contains("cases per minute"), "{err}");
+}
+
+/// A dose-record file of `n` rows (the 7th has a dose that is no number) and an area tree.
+fn dose_files(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut csv = String::from("person,dose,vaccine,administered_at,lot,site,area\n");
+    for i in 0..n {
+        let dose = if i == 7 {
+            "mũi 2".to_string()
+        } else {
+            (1 + i % 3).to_string()
+        };
+        csv.push_str(&format!(
+            "p{:06},{dose},EU/1/20/1528,1622505600,FE{i},\"Trạm Y tế, xã {i}\",ST-01\n",
+            i / 3
+        ));
+    }
+    let doses = dir.join("doses.csv");
+    std::fs::write(&doses, csv).expect("write");
+    let areas = dir.join("areas.json");
+    std::fs::write(
+        &areas,
+        r#"[{"id":"ST","name":"S","population":10},{"id":"ST-01","name":"D","population":5,"parent":"ST"}]"#,
+    )
+    .expect("write");
+    (doses, areas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaccinations_import_as_csv_and_ndjson() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (doses, areas) = dose_files(dir.path(), 2_500);
+    let data = records::read_dose_file(&doses).expect("read");
+    for format in [DoseFormat::Csv, DoseFormat::Ndjson] {
+        let (addr, state) = start_mock().await;
+        let mut c = common(addr);
+        c.connections = 2;
+        c.duration = None;
+        assert_eq!(records::register_areas(&c, &areas).await.expect("areas"), 2);
+        let bodies = records::dose_bodies(&data, format, 1_000, None).expect("bodies");
+        assert_eq!(bodies.len(), 3);
+        let report = records::run_vaccinations(
+            VaccinationOptions {
+                common: c,
+                format,
+                batch: 1_000,
+            },
+            bodies,
+        )
+        .await
+        .expect("run");
+        assert_eq!(report.command, "vaccinations-import");
+        assert_eq!(report.requests, 3, "{report}");
+        assert_eq!(report.requests_ok, 3);
+        assert_eq!(report.scans_sent, 2_500);
+        assert_eq!(report.scans_accepted, 2_499, "{report}");
+        assert_eq!(report.rejected_by_reason.get("invalid_dose"), Some(&1));
+        assert_eq!(state.areas.load(Ordering::Relaxed), 2);
+        assert_eq!(state.doses.lock().expect("lock").len(), 2_499);
+        let (csv, ndjson) = (
+            state.dose_csv_requests.load(Ordering::Relaxed),
+            state.dose_ndjson_requests.load(Ordering::Relaxed),
+        );
+        match format {
+            DoseFormat::Csv => assert_eq!((csv, ndjson), (3, 0)),
+            DoseFormat::Ndjson => assert_eq!((csv, ndjson), (0, 3)),
+        }
+        let text = report.to_string();
+        assert!(text.contains("records/s"), "{text}");
+        assert!(text.contains("rejected records by reason"), "{text}");
+    }
+}
+
+fn read_options(addr: SocketAddr, requests: u64) -> ReadOptions {
+    ReadOptions {
+        common: common(addr),
+        persons: Persons::Generated {
+            persons: 1_000,
+            venues: 100,
+        },
+        requests: Some(requests),
+        seed: 3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_and_certificates() {
+    let (addr, state) = start_mock().await;
+    let report = records::run_pass(read_options(addr, 300))
+        .await
+        .expect("pass");
+    assert_eq!(report.requests_ok, 300, "{report}");
+    assert_eq!(state.passes.load(Ordering::Relaxed), 300);
+    let green = report
+        .outcomes
+        .get("green/vaccinated")
+        .copied()
+        .unwrap_or(0);
+    let red = report.outcomes.get("red/no_record").copied().unwrap_or(0);
+    assert_eq!(green + red, 300, "{:?}", report.outcomes);
+    assert!(green > 100 && red > 100, "{:?}", report.outcomes);
+    assert!(report.mean_answer_bytes.is_some_and(|b| b > 40.0));
+    assert!(report.to_string().contains("green/vaccinated"));
+
+    let report = records::run_certificates(read_options(addr, 50), false)
+        .await
+        .expect("issue");
+    assert_eq!(report.outcomes.get("issued"), Some(&50), "{report}");
+    let report = records::run_certificates(read_options(addr, 20), true)
+        .await
+        .expect("svg");
+    assert_eq!(report.outcomes.get("svg"), Some(&20), "{report}");
+    assert_eq!(state.certificates.load(Ordering::Relaxed), 50);
+    assert_eq!(state.svgs.load(Ordering::Relaxed), 20);
+
+    let opts = read_options(addr, 200);
+    let fetched = records::fetch_certificates(&opts.common, &opts.persons, 40, 1, 4)
+        .await
+        .expect("fetch");
+    assert_eq!(fetched.hc1.len(), 40);
+    assert!(fetched.hc1.iter().all(|h| h.starts_with("HC1:p")));
+    let report = records::run_verify(opts, &fetched.hc1)
+        .await
+        .expect("verify");
+    assert_eq!(report.command, "verify");
+    assert_eq!(report.outcomes.get("valid"), Some(&200), "{report}");
+    assert_eq!(state.verifications.load(Ordering::Relaxed), 200);
+    // A certificate the server does not know is counted by its reason.
+    let report = records::run_verify(read_options(addr, 5), &["HC1:x".to_string()])
+        .await
+        .expect("verify");
+    assert_eq!(
+        report.outcomes.get("invalid:bad_prefix"),
+        Some(&5),
+        "{report}"
+    );
 }
