@@ -565,6 +565,61 @@ impl Dataset {
     }
 }
 
+/// A duration as `12.3 µs`, `4.56 ms` or `7.890 s`.
+pub fn fmt_d(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1_000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.3} s", us / 1e6)
+    }
+}
+
+/// A chosen case: person, `sampled_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    pub person: String,
+    pub sampled_at: i64,
+}
+
+/// `n` distinct seeded persons with a whole visit of at least 16 minutes inside their case window
+/// (`sampled_at` 6–30 h before `now`, looking back `lookback_days` from it).
+pub fn pick_cases(
+    e: &Engine,
+    p: &Params,
+    now: i64,
+    n: usize,
+    lookback_days: u32,
+    seed: u64,
+) -> Vec<Pick> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    let mut tries = 0usize;
+    while out.len() < n && tries < n * 1_000 {
+        tries += 1;
+        let i = rng.gen_range(0..p.persons);
+        if !seen.insert(i) {
+            continue;
+        }
+        let sampled_at = now - rng.gen_range(6 * HOUR..30 * HOUR);
+        let from = sampled_at - i64::from(lookback_days) * DAY;
+        let person = person_id(i);
+        let Some(visits) = e.visits(&person, from, now) else {
+            continue;
+        };
+        if visits
+            .iter()
+            .any(|v| v.start > from && v.end < now && v.end - v.start >= 960)
+        {
+            out.push(Pick { person, sampled_at });
+        }
+    }
+    out
+}
+
 /// An engine configuration for benchmarks: the given durability and a manual clock.
 pub fn bench_config(dir: &Path, durability: Durability, clock: Arc<ManualClock>) -> Config {
     let mut c = Config::new(dir);

@@ -75,6 +75,16 @@ pub struct LiveChanges {
     pub venue_windows: Vec<(PersonKey, Vec<VenueWindow>)>,
 }
 
+impl LiveChanges {
+    /// Nothing changed: no listing, no window, no rebuild.
+    pub fn is_empty(&self) -> bool {
+        !self.rebuilt
+            && self.listings.is_empty()
+            && self.person_windows.is_empty()
+            && self.venue_windows.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct F1Entry {
     name: Arc<str>,

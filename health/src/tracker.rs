@@ -236,11 +236,7 @@ fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
     };
     let now = inner.engine.now();
     for ((slot, live, _), changes) in locked.iter().zip(results) {
-        if !changes.rebuilt
-            && changes.listings.is_empty()
-            && changes.person_windows.is_empty()
-            && changes.venue_windows.is_empty()
-        {
+        if changes.is_empty() {
             continue;
         }
         inner.exposure.write().apply(*slot, &changes);
@@ -280,11 +276,7 @@ fn refresh(
         }
     }
     let changes = update(&inner.engine, &mut live);
-    if !changes.rebuilt
-        && changes.listings.is_empty()
-        && changes.person_windows.is_empty()
-        && changes.venue_windows.is_empty()
-    {
+    if changes.is_empty() {
         return true;
     }
     let now = inner.engine.now();

@@ -57,17 +57,6 @@ fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
-fn fmt_d(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1_000.0 {
-        format!("{us:.1} µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.3} s", us / 1e6)
-    }
-}
-
 /// How the probe file's blocks exist before the timed writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Prep {

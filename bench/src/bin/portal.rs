@@ -40,8 +40,6 @@ use clap::Parser;
 use engine::{Durability, Engine, ManualClock};
 use hdrhistogram::Histogram;
 use health::{AreaInput, Health, HealthConfig, NewCase, NoticeKind};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -91,17 +89,6 @@ struct Args {
     /// Seed of the case choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-}
-
-fn fmt_d(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1_000.0 {
-        format!("{us:.1} µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.3} s", us / 1e6)
-    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -217,42 +204,6 @@ fn serve(rt: &tokio::runtime::Runtime, app: App) -> Res<SocketAddr> {
     Ok(addr)
 }
 
-/// `n` distinct seeded persons with a whole visit of at least 16 minutes inside their case
-/// window ending at `now`, each with a `sampled_at`.
-fn pick_cases(
-    e: &Engine,
-    p: &Params,
-    now: i64,
-    n: usize,
-    lookback_days: u32,
-    seed: u64,
-) -> Vec<(String, i64)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(n);
-    let mut tries = 0usize;
-    while out.len() < n && tries < n * 1_000 {
-        tries += 1;
-        let i = rng.gen_range(0..p.persons);
-        if !seen.insert(i) {
-            continue;
-        }
-        let sampled_at = now - rng.gen_range(6 * HOUR..30 * HOUR);
-        let from = sampled_at - i64::from(lookback_days) * DAY;
-        let person = person_id(i);
-        let Some(visits) = e.visits(&person, from, now) else {
-            continue;
-        };
-        if visits
-            .iter()
-            .any(|v| v.start > from && v.end < now && v.end - v.start >= 960)
-        {
-            out.push((person, sampled_at));
-        }
-    }
-    out
-}
-
 fn main() -> Res<()> {
     let a = Args::parse();
     let p = Params::standard(a.scans);
@@ -355,11 +306,11 @@ fn main() -> Res<()> {
     let policy = *health.policy();
     let picks = pick_cases(&engine, &p, now, a.cases, policy.lookback_days, a.seed);
     let t = Instant::now();
-    for (i, (person, sampled_at)) in picks.iter().enumerate() {
+    for (i, pick) in picks.iter().enumerate() {
         health.register_case(NewCase {
             id: Some(format!("bench-{i:05}")),
-            person: person.clone(),
-            sampled_at: *sampled_at,
+            person: pick.person.clone(),
+            sampled_at: pick.sampled_at,
             area: communes.get(i % communes.len().max(1)).cloned(),
             ..NewCase::default()
         })?;

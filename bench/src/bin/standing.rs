@@ -115,17 +115,6 @@ enum Scenario {
     Backlog,
 }
 
-fn fmt_d(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1_000.0 {
-        format!("{us:.1} µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.3} s", us / 1e6)
-    }
-}
-
 fn fmt_ns(ns: u64) -> String {
     fmt_d(Duration::from_nanos(ns))
 }
@@ -237,47 +226,6 @@ fn clocked(
             }
         }
     })
-}
-
-/// A chosen case: person, `sampled_at`.
-struct Pick {
-    person: String,
-    sampled_at: i64,
-}
-
-/// `n` distinct seeded persons with a whole visit of at least 16 minutes inside their case window.
-fn pick_cases(
-    e: &Engine,
-    p: &Params,
-    now: i64,
-    n: usize,
-    lookback_days: u32,
-    seed: u64,
-) -> Vec<Pick> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(n);
-    let mut tries = 0usize;
-    while out.len() < n && tries < n * 1_000 {
-        tries += 1;
-        let i = rng.gen_range(0..p.persons);
-        if !seen.insert(i) {
-            continue;
-        }
-        let sampled_at = now - rng.gen_range(6 * HOUR..30 * HOUR);
-        let from = sampled_at - i64::from(lookback_days) * DAY;
-        let person = person_id(i);
-        let Some(visits) = e.visits(&person, from, now) else {
-            continue;
-        };
-        if visits
-            .iter()
-            .any(|v| v.start > from && v.end < now && v.end - v.start >= 960)
-        {
-            out.push(Pick { person, sampled_at });
-        }
-    }
-    out
 }
 
 fn trace_req(person: &str, from: i64, to: i64, policy: &health::Policy) -> TraceRequest {
