@@ -45,6 +45,10 @@ pub struct ServerOptions {
     /// again, at least (a build stays fresh for 5 times what it took if that is longer); zero
     /// builds it for every request (docs/web.md).
     pub portal_refresh: Duration,
+    /// How old the portal may grow while nobody asks for it before it is built again in the
+    /// background (or its freshness if longer), so that a request after an idle spell is
+    /// answered at once from a build at most about this old (docs/web.md).
+    pub portal_idle_rebuild: Duration,
 }
 
 impl Default for ServerOptions {
@@ -57,6 +61,7 @@ impl Default for ServerOptions {
             drain_timeout: Duration::from_secs(30),
             sse_keepalive: Duration::from_secs(15),
             portal_refresh: Duration::from_secs(1),
+            portal_idle_rebuild: crate::web::portal::IDLE_REBUILD,
         }
     }
 }
@@ -127,7 +132,10 @@ impl App {
                 access,
                 metrics,
                 hub,
-                portal: crate::web::portal::PortalCache::new(options.portal_refresh),
+                portal: crate::web::portal::PortalCache::new(
+                    options.portal_refresh,
+                    options.portal_idle_rebuild,
+                ),
                 options,
                 shutdown,
                 certificates: std::sync::OnceLock::new(),

@@ -48,6 +48,7 @@ pub struct Metrics {
     /// The health domain's counts at the last scrape, so its counters advance by the difference.
     last_rederived: std::sync::Arc<Mutex<(u64, u64)>>,
     standing_update: Histogram,
+    portal_build: Histogram,
     status_reads: IntCounterVec,
     samples_registered: IntCounter,
     results_entered: IntCounterVec,
@@ -169,6 +170,16 @@ impl Metrics {
                 10.0,
             ]),
         )?;
+        let portal_build = Histogram::with_opts(
+            HistogramOpts::new(
+                "checkin_portal_build_seconds",
+                "Builds of the public portal (gathering, rendering and compressing both \
+                 languages), by duration.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
         let status_reads = IntCounterVec::new(
             Opts::new(
                 "checkin_status_reads_total",
@@ -210,6 +221,7 @@ impl Metrics {
         registry.register(Box::new(persons_by_tier.clone()))?;
         registry.register(Box::new(rederivations.clone()))?;
         registry.register(Box::new(standing_update.clone()))?;
+        registry.register(Box::new(portal_build.clone()))?;
         registry.register(Box::new(status_reads.clone()))?;
         for status in CaseStatus::ALL {
             cases.with_label_values(&[status.as_str()]);
@@ -294,6 +306,7 @@ impl Metrics {
             rederivations,
             last_rederived: std::sync::Arc::default(),
             standing_update,
+            portal_build,
             status_reads,
             samples_registered,
             results_entered,
@@ -380,6 +393,11 @@ impl Metrics {
     /// One standing-trace update pass.
     pub fn observe_standing(&self, elapsed: Duration) {
         self.standing_update.observe(elapsed.as_secs_f64());
+    }
+
+    /// One build of the portal.
+    pub fn observe_portal_build(&self, took: Duration) {
+        self.portal_build.observe(took.as_secs_f64());
     }
 
     /// One sample registered.

@@ -56,6 +56,7 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let last_warn = AtomicU64::new(0);
+    let portal = crate::web::portal::keep_warm(app.clone());
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -113,6 +114,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    portal.abort();
     tracing::info!(
         connections = graceful.count(),
         "shutting down: no new connections, finishing in-flight requests"

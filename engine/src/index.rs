@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::hourly::HourlyIns;
 use crate::intern::Interner;
 use crate::occupancy::{Occupancy, View};
 use crate::types::{Action, ExitEvent, ScanEvent, Visit};
@@ -34,6 +35,8 @@ pub(crate) struct Index {
     pub persons: Interner,
     pub person_keys: Vec<Vec<u64>>,
     pub venue_ins: Vec<Vec<u64>>,
+    /// `venue_ins` counted per hour.
+    pub hourly: HourlyIns,
     /// Venue ids and effective stays by venue number (copied from the registry).
     pub venue_ids: Vec<Arc<str>>,
     pub stays: Vec<u32>,
@@ -56,6 +59,7 @@ impl Index {
             persons: Interner::default(),
             person_keys: Vec::new(),
             venue_ins: Vec::new(),
+            hourly: HourlyIns::default(),
             venue_ids: Vec::new(),
             stays: Vec::new(),
             max_stay: 0,
@@ -90,9 +94,16 @@ impl Index {
         id
     }
 
-    /// Stores one scan in the person and venue indexes. Returns its key, or `None` for an exact
-    /// duplicate of a stored scan.
-    pub(crate) fn insert(&mut self, person: u32, venue: u32, ts: u32, out: bool) -> Option<u64> {
+    /// Stores one scan in the person and venue indexes, the clock reading `now`. Returns its
+    /// key, or `None` for an exact duplicate of a stored scan.
+    pub(crate) fn insert(
+        &mut self,
+        person: u32,
+        venue: u32,
+        ts: u32,
+        out: bool,
+        now: i64,
+    ) -> Option<u64> {
         let key = person_key(ts, venue, out);
         let keys = &mut self.person_keys[person as usize];
         match keys.last() {
@@ -116,6 +127,7 @@ impl Index {
                 }
                 _ => ins.push(vkey),
             }
+            self.hourly.add(ts, now);
         }
         self.scans += 1;
         Some(key)
@@ -145,6 +157,9 @@ impl Index {
             let drop_n = ins.partition_point(|&k| ((k >> 32) as i64) < cutoff);
             ins.drain(..drop_n);
             ins.shrink_to_fit();
+            for &k in ins.iter() {
+                self.hourly.add((k >> 32) as u32, now);
+            }
         }
         self.scans = scans;
         self.active_persons = active;
@@ -186,6 +201,7 @@ impl Index {
 
     /// Expires deadlines and activates future-stamped scans due by `now`.
     pub(crate) fn tick(&mut self, now: i64) {
+        self.hourly.forget_ahead_before(now);
         let (occupancy, view) = self.occupancy_parts();
         for p in occupancy.due(now) {
             occupancy.tick_person(p, &view, now);
@@ -209,7 +225,9 @@ impl Index {
         for ins in &mut self.venue_ins {
             let n = ins.partition_point(|&k| ((k >> 32) as i64) < cutoff);
             if n > 0 {
-                ins.drain(..n);
+                for k in ins.drain(..n) {
+                    self.hourly.remove((k >> 32) as u32);
+                }
             }
         }
         self.scans = self.scans.saturating_sub(removed);
@@ -321,23 +339,7 @@ impl Index {
     /// In-scans stored with `ts` in each of the `hours` whole hours before `now`'s hour and in
     /// that hour itself (up to `now`), oldest first: `hours + 1` counts.
     pub(crate) fn ins_per_hour(&self, now: i64, hours: u32) -> Vec<u64> {
-        let current = now.div_euclid(3600);
-        let first = current - i64::from(hours);
-        let from = (first * 3600).clamp(0, i64::from(u32::MAX)) as u64;
-        let mut counts = vec![0u64; hours as usize + 1];
-        for ins in &self.venue_ins {
-            let start = ins.partition_point(|&k| (k >> 32) < from);
-            for &k in &ins[start..] {
-                let ts = (k >> 32) as i64;
-                if ts > now {
-                    break;
-                }
-                if let Some(c) = counts.get_mut((ts.div_euclid(3600) - first) as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        counts
+        self.hourly.per_hour(now, hours)
     }
 
     /// The latest `n` events at `venue`, oldest first.

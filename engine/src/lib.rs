@@ -17,6 +17,7 @@ mod change;
 mod clock;
 mod engine;
 mod error;
+mod hourly;
 mod index;
 mod intern;
 mod journal;

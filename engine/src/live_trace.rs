@@ -7,7 +7,8 @@
 //! - anyone else, `X`: `X`'s exposure to the case visits is summed again from `X`'s visits, which
 //!   says whether `X` is F1 and with which contact times. If `X` is (or was) F1 and its source
 //!   visits (its visits clipped to `[first_contact, to]`) changed, every person with an in-scan in
-//!   reach of the old or the new sources is refreshed as a possible F2. Then every refreshed
+//!   reach of a source that is in one set but not the other is refreshed as a possible F2 (a
+//!   source kept as it was changes nobody's exposure to `X`). Then every refreshed
 //!   person who is not F1 gets its F2 entry summed again against the F1 sources now held (each F1
 //!   person's sources, by venue), with the contract's `via` rule.
 //!
@@ -342,6 +343,11 @@ fn exposure_to(
 /// The window of a person whose visits are sources (the case person over `[from, to]`, an F1
 /// over `[first_contact, to]`): their visits that reach into it, unclipped (their length is
 /// what `min_stay_s` reads).
+/// The visits of `a` that are not in `b` (both short: one person's visits in a window).
+fn only_in(a: &[RawVisit], b: &[RawVisit]) -> Vec<RawVisit> {
+    a.iter().filter(|v| !b.contains(v)).copied().collect()
+}
+
 fn source_person_window(visits: &[RawVisit], from: i64, to: i64, max_stay: i64) -> (i64, i64) {
     let mut lo = from;
     let mut hi = to;
@@ -699,9 +705,12 @@ impl Updater<'_, '_> {
                 f2_check.push(x);
             }
             if old_sources != new_sources {
-                // The F2 candidates of either set of sources.
-                u.candidates(&old_sources, linger, &mut f2_check);
-                u.candidates(&new_sources, linger, &mut f2_check);
+                // Only a source in one set but not the other can change anyone's exposure to
+                // `x`: the F2 candidates of those.
+                let gone: Vec<RawVisit> = only_in(&old_sources, &new_sources);
+                let came: Vec<RawVisit> = only_in(&new_sources, &old_sources);
+                u.candidates(&gone, linger, &mut f2_check);
+                u.candidates(&came, linger, &mut f2_check);
                 for s in &old_sources {
                     if let Some(list) = live.sources_by_venue.get_mut(&s.venue) {
                         list.retain(|&(_, _, owner)| owner != x);

@@ -249,7 +249,7 @@ impl WriterState {
         let mut max_ts = 0u32;
         for (j, s) in chunk {
             let pid = idx.intern(&s.person);
-            let Some(key) = idx.insert(pid, s.venue, s.ts, s.out) else {
+            let Some(key) = idx.insert(pid, s.venue, s.ts, s.out, now) else {
                 outcomes[*j].duplicates += 1;
                 continue;
             };

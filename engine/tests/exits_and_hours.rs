@@ -162,4 +162,11 @@ fn in_scans_are_counted_per_hour() {
         4,
         "older and future scans are left out"
     );
+    // The counts are kept as scans are stored; reopening counts them again from the log.
+    drop(e);
+    let e = open(dir.path(), &clock);
+    assert_eq!(e.checkins_per_hour(23), counts, "the same after recovery");
+    // The future scan counts once the clock reaches it.
+    clock.set(now + 100);
+    assert_eq!(e.checkins_per_hour(23)[23], 3);
 }

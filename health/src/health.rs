@@ -122,11 +122,54 @@ pub(crate) struct State {
 #[derive(Default)]
 pub(crate) struct Told {
     /// The last status told to tier listeners, for persons not `none`.
-    pub published: FxHashMap<Arc<str>, PersonStatus>,
+    published: FxHashMap<Arc<str>, PersonStatus>,
+    /// How many of `published` are F0, F1 and F2 (kept with it, so counts cost nothing).
+    by_tier: [u64; 3],
     /// When a person's next listing lapses: recheck them then. One entry per person.
     pub lapses: BTreeSet<(i64, Arc<str>)>,
     /// Each person's entry in `lapses`.
     pub next_lapse: FxHashMap<Arc<str>, i64>,
+}
+
+impl Told {
+    /// The tier last told for `person` (`none` when never told or told `none`).
+    pub fn tier(&self, person: &str) -> Tier {
+        self.published.get(person).map_or(Tier::None, |s| s.tier)
+    }
+
+    /// F0, F1 and F2 persons as last told.
+    pub fn counts(&self) -> [u64; 3] {
+        self.by_tier
+    }
+
+    /// Records `status` as told for its person; true when it differs from what was told before.
+    fn record(&mut self, status: &PersonStatus) -> bool {
+        let before = match status.tier {
+            Tier::None => self.published.remove(&status.person),
+            _ => self.published.insert(status.person.clone(), status.clone()),
+        };
+        let changed = match &before {
+            Some(b) => b != status,
+            None => status.tier != Tier::None,
+        };
+        if let Some(i) = before.as_ref().and_then(|b| tier_slot(b.tier)) {
+            self.by_tier[i] -= 1;
+        }
+        if let Some(i) = tier_slot(status.tier) {
+            self.by_tier[i] += 1;
+        }
+        changed
+    }
+}
+
+/// The place of a listed tier in `Told::by_tier`.
+pub(crate) fn tier_slot(tier: Tier) -> Option<usize> {
+    match tier {
+        Tier::F0 => Some(0),
+        Tier::F1 => Some(1),
+        Tier::F2 => Some(2),
+        Tier::None => None,
+    }
 }
 
 /// Scans stored while a case's first derivation was in flight, to refresh once it is installed.
@@ -491,14 +534,7 @@ impl Health {
         for e in &st.slots {
             out.cases[e.case.status as usize] += 1;
         }
-        for s in inner.told.lock().published.values() {
-            match s.tier {
-                Tier::F0 => out.tiers[0] += 1,
-                Tier::F1 => out.tiers[1] += 1,
-                Tier::F2 => out.tiers[2] += 1,
-                Tier::None => {}
-            }
-        }
+        out.tiers = inner.told.lock().counts();
         out.rederived_by_scans = inner.rederived_by_scans.load(Ordering::Relaxed);
         out.rederived_by_store = inner.rederived_by_store.load(Ordering::Relaxed);
         out.windows = inner.exposure.read().len() as u64;
@@ -838,12 +874,8 @@ impl Inner {
         let listeners = self.listeners.read();
         for person in persons {
             let status = self.status_of(st, &person, now);
-            let before = told.published.get(&person);
-            let same = match before {
-                Some(b) => *b == status,
-                None => status.tier == Tier::None,
-            };
-            if !same {
+            let changed = told.record(&status);
+            if changed {
                 for l in listeners.iter() {
                     l(&status);
                 }
@@ -864,11 +896,6 @@ impl Inner {
                     told.lapses.insert((at, person.clone()));
                     told.next_lapse.insert(person.clone(), at);
                 }
-            }
-            if status.tier == Tier::None {
-                told.published.remove(&person);
-            } else {
-                told.published.insert(person, status);
             }
         }
     }

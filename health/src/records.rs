@@ -2,7 +2,6 @@
 //! and notices (section 12).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use redb::TableDefinition;
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::CaseStatus;
 use crate::error::{Error, Result};
-use crate::health::Health;
+use crate::health::{tier_slot, Health};
 use crate::tiers::Tier;
 
 const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("declarations");
@@ -518,14 +517,20 @@ impl Health {
                     }
                 }
             }
-            let persons: Vec<Arc<str>> = st.tiers.persons().cloned().collect();
-            for p in persons {
-                match inner.status_of(&st, &p, now).tier {
-                    Tier::F1 => s.f1 += 1,
-                    Tier::F2 => s.f2 += 1,
-                    _ => {}
+            // Counted as told to tier listeners (the health thread tells a change within
+            // milliseconds of storing it), plus the lapses due by now not told yet.
+            let told = inner.told.lock();
+            let mut counts = told.counts();
+            for (_, person) in told.lapses.iter().take_while(|(at, _)| *at <= now) {
+                if let Some(i) = tier_slot(told.tier(person)) {
+                    counts[i] -= 1;
+                }
+                if let Some(i) = tier_slot(inner.status_of(&st, person, now).tier) {
+                    counts[i] += 1;
                 }
             }
+            s.f1 = counts[1];
+            s.f2 = counts[2];
         }
         let stats = inner.engine.stats();
         s.present = stats.present;

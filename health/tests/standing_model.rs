@@ -359,8 +359,15 @@ fn check(h: &Harness, health: &Health, w: &World, persons: &[String]) -> Result<
             return Err(format!("case {} counts differ", c.id));
         }
     }
+    let mut listed = [0u64; 3];
     for p in persons {
         let want = w.status(p, now, &traces);
+        match want.tier {
+            Tier::F0 => listed[0] += 1,
+            Tier::F1 => listed[1] += 1,
+            Tier::F2 => listed[2] += 1,
+            Tier::None => {}
+        }
         let s = health.status(p);
         let have = MStatus {
             tier: s.tier,
@@ -371,6 +378,20 @@ fn check(h: &Harness, health: &Health, w: &World, persons: &[String]) -> Result<
         if want != have {
             return Err(format!("{p}: model {want:?}, live {have:?}"));
         }
+    }
+    let summary = health.summary();
+    if (summary.f1, summary.f2) != (listed[1], listed[2]) {
+        return Err(format!(
+            "summary F1/F2: model {:?}, live {:?}",
+            (listed[1], listed[2]),
+            (summary.f1, summary.f2)
+        ));
+    }
+    if health.stats().tiers != listed {
+        return Err(format!(
+            "tier counts: model {listed:?}, live {:?}",
+            health.stats().tiers
+        ));
     }
     let since = now - 14 * 86_400;
     let want = w.sites(&traces, since);

@@ -229,3 +229,50 @@ async fn with_a_zero_refresh_every_answer_is_built() {
     assert!(r.status < 300, "{}", r.text());
     assert!(s.get("/").await.text().contains("Thông báo mới"));
 }
+
+/// Portal builds so far, from `/metrics`.
+async fn portal_builds(s: &Server) -> u64 {
+    let text = s.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("checkin_portal_build_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the portal build histogram")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_portal_is_built_again_in_the_background() {
+    let s = Server::start_with(Opts {
+        options: ServerOptions {
+            portal_refresh: Duration::from_millis(100),
+            portal_idle_rebuild: Duration::from_millis(400),
+            ..ServerOptions::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        portal_builds(&s).await,
+        0,
+        "nothing is built before anyone asks"
+    );
+    assert_eq!(s.get("/").await.status, 200);
+    assert_eq!(portal_builds(&s).await, 1);
+    let r = s
+        .post(
+            "/v1/notices",
+            &json!({"kind": "news", "title": "Tin sau khi cổng vắng khách", "body": "x"}),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text());
+    // Nobody asks for 2.5 s: the portal is built again in the background meanwhile (without
+    // that, the first build, without the notice, would be answered from its grace).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let builds = portal_builds(&s).await;
+    assert!(builds >= 3, "{builds} builds");
+    let page = s.get("/").await.text();
+    assert!(
+        page.contains("Tin sau khi cổng vắng khách"),
+        "the answer after the idle spell comes from a background build"
+    );
+}

@@ -2,16 +2,19 @@
 //! same data as `GET /v1/summary`, `/v1/areas`, `/v1/exposure-sites`, `/v1/notices`), and a
 //! short-lived cache of it.
 //!
-//! Gathering reads every case, every listed person's tier, every area, every case's visits and
-//! the last 24 hours of check-ins: a good part of a second on a big store (docs/BENCHMARKS.md,
-//! "Web pages"). So the portal is gathered once for both languages, rendered and gzipped once
-//! per language, and every answer shares those bytes while the build is fresh: for
+//! Gathering reads every case, every area, every case's visits and the tier and check-in
+//! counts: tens of milliseconds on a big store (docs/BENCHMARKS.md, "Web pages"). So the portal
+//! is gathered once for both languages, rendered and gzipped once per language, and every answer
+//! shares those bytes while the build is fresh: for
 //! [`ServerOptions::portal_refresh`](crate::ServerOptions) (1 s by default) or [`COST_FACTOR`]
 //! times what the build took, whichever is longer, so that steady traffic costs at most about a
 //! fifth of a core in rebuilds. A request that finds the build older than that is answered with
 //! it while one rebuild runs in the background, as long as it is less than a grace
-//! ([`STALE_GRACE`], or twice the build time if longer) past its freshness; an older build
-//! (after an idle spell) is never served: the request waits for the rebuild, and so do the
+//! ([`STALE_GRACE`], or twice the build time if longer) past its freshness. While nobody asks,
+//! [`keep_warm`] builds it again every [`IDLE_REBUILD`] (or its freshness if longer), so a
+//! request after an idle spell still finds a build within the grace and is answered at once
+//! (with figures at most that old; the page says as of when). Only the first request, or one
+//! that finds a build past the grace (builds that failed), waits for the rebuild, and so do the
 //! requests that come meanwhile (one build, not one per request). A `?q=` filter answer renders
 //! the cached data with the matching exposure sites, once per filter and build (up to
 //! [`FILTERED_BYTES`] of them per language; past that, per request). With a zero refresh
@@ -36,8 +39,11 @@ const SITES_WINDOW_S: i64 = 14 * 86_400;
 /// Vietnam time: UTC+7, no daylight saving.
 const ICT_OFFSET_S: i64 = 7 * 3600;
 /// How long past its freshness a build may still be answered while its successor is built (at
-/// least; twice the build time if that is longer).
+/// least; one and a half times the idle rebuild, or twice the build time, if longer).
 pub const STALE_GRACE: Duration = Duration::from_secs(5);
+/// How old the portal may grow while nobody asks for it before [`keep_warm`] builds it again
+/// (`ServerOptions::portal_idle_rebuild` by default).
+pub const IDLE_REBUILD: Duration = Duration::from_secs(20);
 
 /// One summary figure.
 pub(crate) struct Figure {
@@ -195,6 +201,7 @@ impl Built {
 /// build time, whichever is longer).
 pub(crate) struct PortalCache {
     refresh: Duration,
+    idle_rebuild: Duration,
     current: RwLock<Option<Arc<Built>>>,
     /// Held by the one build in progress.
     building: Arc<tokio::sync::Mutex<()>>,
@@ -205,10 +212,12 @@ pub(crate) struct PortalCache {
 pub const COST_FACTOR: u32 = 5;
 
 impl PortalCache {
-    /// A cache whose pages are fresh for `refresh` (zero: no cache, every request builds).
-    pub fn new(refresh: Duration) -> PortalCache {
+    /// A cache whose pages are fresh for `refresh` (zero: no cache, every request builds), and
+    /// built again in the background when `idle_rebuild` old.
+    pub fn new(refresh: Duration, idle_rebuild: Duration) -> PortalCache {
         PortalCache {
             refresh,
+            idle_rebuild,
             current: RwLock::new(None),
             building: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -220,8 +229,8 @@ impl PortalCache {
     }
 
     /// How long past that `b` may still be answered while its successor is built.
-    fn grace(b: &Built) -> Duration {
-        STALE_GRACE.max(b.took * 2)
+    fn grace(&self, b: &Built) -> Duration {
+        STALE_GRACE.max(self.idle_rebuild * 3 / 2).max(b.took * 2)
     }
 
     fn current(&self) -> Option<Arc<Built>> {
@@ -241,7 +250,7 @@ pub(crate) async fn get(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
         if age < fresh {
             return Ok(b);
         }
-        if age < fresh + PortalCache::grace(&b) {
+        if age < fresh + cache.grace(&b) {
             // Answer with this one; the first to see it stale starts the rebuild.
             if let Ok(guard) = Arc::clone(&cache.building).try_lock_owned() {
                 let app = app.clone();
@@ -265,6 +274,32 @@ pub(crate) async fn get(app: &App, lang: Lang) -> Result<Arc<Built>, ApiError> {
     rebuild(app).await
 }
 
+/// Once the portal has been asked for, builds it again whenever it is past its freshness and
+/// the idle rebuild old (checked every quarter of that), so that no request waits for a build
+/// after an idle spell; nothing with a zero refresh. The task runs until aborted.
+pub(crate) fn keep_warm(app: App) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let cache = &app.inner.portal;
+        if cache.refresh.is_zero() {
+            return;
+        }
+        loop {
+            let old = cache
+                .current()
+                .is_some_and(|b| b.at.elapsed() >= cache.fresh_for(&b).max(cache.idle_rebuild));
+            if old {
+                if let Ok(guard) = Arc::clone(&cache.building).try_lock_owned() {
+                    let _guard = guard;
+                    if let Err(e) = rebuild(&app).await {
+                        tracing::warn!(error = %e, "the portal could not be rebuilt");
+                    }
+                }
+            }
+            tokio::time::sleep(cache.idle_rebuild / 4).await;
+        }
+    })
+}
+
 /// Builds the portal in both languages and keeps it.
 async fn rebuild(app: &App) -> Result<Arc<Built>, ApiError> {
     let built = build_blocking(app, None).await?;
@@ -275,10 +310,13 @@ async fn rebuild(app: &App) -> Result<Arc<Built>, ApiError> {
 /// Builds the portal in `only` that language, or in both.
 async fn build_blocking(app: &App, only: Option<Lang>) -> Result<Arc<Built>, ApiError> {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || build(&app, only))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the portal could not be built: {e}")))?
-        .map(Arc::new)
+    tokio::task::spawn_blocking(move || {
+        let built = build(&app, only)?;
+        app.inner.metrics.observe_portal_build(built.took);
+        Ok(Arc::new(built))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the portal could not be built: {e}")))?
 }
 
 /// Gathers once, then renders and compresses each language asked for (blocking: it reads the
@@ -532,15 +570,21 @@ mod tests {
 
     #[test]
     fn a_slow_build_stays_fresh_for_five_times_its_cost() {
-        let cache = PortalCache::new(Duration::from_secs(1));
+        let cache = PortalCache::new(Duration::from_secs(1), IDLE_REBUILD);
         let quick = built(Duration::from_millis(20));
         assert_eq!(cache.fresh_for(&quick), Duration::from_secs(1));
-        assert_eq!(PortalCache::grace(&quick), STALE_GRACE);
+        assert_eq!(
+            cache.grace(&quick),
+            IDLE_REBUILD * 3 / 2,
+            "past the idle rebuild"
+        );
         let slow = built(Duration::from_millis(800));
         assert_eq!(cache.fresh_for(&slow), Duration::from_secs(4));
-        let slower = built(Duration::from_secs(3));
-        assert_eq!(cache.fresh_for(&slower), Duration::from_secs(15));
-        assert_eq!(PortalCache::grace(&slower), Duration::from_secs(6));
+        let slower = built(Duration::from_secs(20));
+        assert_eq!(cache.fresh_for(&slower), Duration::from_secs(100));
+        assert_eq!(cache.grace(&slower), Duration::from_secs(40));
+        let eager = PortalCache::new(Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(eager.grace(&quick), STALE_GRACE);
         assert!(slower.page(Lang::Vi).is_none());
     }
 }
