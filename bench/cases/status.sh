@@ -2,18 +2,19 @@
 # GET /v1/persons/{id}/status over HTTP against a release checkin-server holding SCANS scans and
 # about CASES counted cases (contract section 10; issue "Cases, tiers and exposure sites": ≥ 20 k/s
 # at 10 M scans and 1,000 cases). The store is filled by checkin-loadtest ingest, which registers
-# cases along the way (--cases-per-min) for persons it has sent scans for; then wrk drives the
+# cases along the way (--cases-per-min) for persons it has sent scans for, then up to CASES; then wrk drives the
 # status route for random persons (bench/wrk/status.lua), RUNS runs of SECS seconds.
 # Usage: bench/cases/status.sh
 #
 # Knobs (environment): SCANS=10000000 PERSONS=1000000 VENUES=100000 CASES_PER_MIN=3000
-#   RUNS=3 SECS=10 C=64 THREADS=2 PORT=18090 SKIP_BUILD=0 CARGO_TARGET_DIR
+#   CASES=1000 (topped up after the fill) RUNS=3 SECS=10 C=64 THREADS=2 PORT=18090 SKIP_BUILD=0 CARGO_TARGET_DIR
 set -euo pipefail
 
 SCANS=${SCANS:-10000000}
 PERSONS=${PERSONS:-1000000}
 VENUES=${VENUES:-100000}
 CASES_PER_MIN=${CASES_PER_MIN:-3000}
+CASES=${CASES:-1000}
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 C=${C:-64}
@@ -53,6 +54,23 @@ echo "== $(date +%T) filling: $SCANS scans, $PERSONS persons, $VENUES venues, $C
 "$BIN/checkin-loadtest" ingest --url "$URL" --scans "$SCANS" --persons "$PERSONS" \
     --venues "$VENUES" --batch 1000 --connections 16 --cases-per-min "$CASES_PER_MIN" --quiet \
     | tail -n 12
+cases=$(curl -sf "$URL/v1/cases" | grep -o '"id":' | wc -l)
+# Registrations during a loaded fill come one at a time and fall behind: top up to CASES after
+# it, for random persons of the fill (a 409 for a person who already has a case is skipped).
+if (( cases < CASES )); then
+    echo "== $(date +%T) $cases cases after the fill; registering more until $CASES"
+    now=$(date +%s)
+    last=$((PERSONS - 1)); width=$(( ${#last} < 6 ? 6 : ${#last} ))
+    i=0
+    while (( cases < CASES && i < 4 * CASES )); do
+        i=$((i + 1))
+        person=$(printf "p%0${width}d" $(( (RANDOM * 32768 + RANDOM) % PERSONS )))
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+            -d "{\"id\":\"top-up-$i\",\"person\":\"$person\",\"sampled_at\":$((now - 6 * 3600))}" \
+            "$URL/v1/cases")
+        [[ $code == 201 ]] && cases=$((cases + 1))
+    done
+fi
 cases=$(curl -sf "$URL/v1/cases" | grep -o '"id":' | wc -l)
 stored=$(curl -sf "$URL/v1/stats" | sed -E 's/.*"scans":([0-9]+).*/\1/')
 echo "== $(date +%T) the store holds $stored scans and $cases cases; load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -26,14 +26,14 @@
 
 use std::sync::Arc;
 
-use std::time::Instant;
+use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockReadGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::change::{PersonKey, VenueKey};
 use crate::index::Index;
-use crate::trace::{clip, Tracer, HOLD};
+use crate::trace::{clip, Tracer, Yielder};
 use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult, Visit};
 use crate::visits::RawVisit;
 
@@ -358,13 +358,18 @@ fn source_person_window(visits: &[RawVisit], from: i64, to: i64, max_stay: i64) 
     (lo.saturating_sub(max_stay), hi)
 }
 
+/// How long live-trace work may hold the index lock before it lets a waiting writer in. (250 µs
+/// was tried: the refreshes then wait behind the writer so often that the health thread falls
+/// further behind, and late scans wait longer; docs/BENCHMARKS.md, "Cases and standing traces".)
+const LIVE_HOLD: Duration = Duration::from_millis(2);
+
 /// Builds, refreshes and diffs live traces over the indexes, under one read guard that it lets
-/// a waiting writer through every [`HOLD`].
+/// a waiting writer through every [`LIVE_HOLD`].
 pub(crate) struct Updater<'g, 'a> {
     guard: &'g mut RwLockReadGuard<'a, Index>,
     /// An upper bound of any visit's reach past the scan that shaped it.
     max_stay: i64,
-    last_yield: Instant,
+    yielder: Yielder,
 }
 
 impl<'g, 'a> Updater<'g, 'a> {
@@ -372,7 +377,7 @@ impl<'g, 'a> Updater<'g, 'a> {
         Updater {
             guard,
             max_stay,
-            last_yield: Instant::now(),
+            yielder: Yielder::new(LIVE_HOLD),
         }
     }
 
@@ -381,10 +386,7 @@ impl<'g, 'a> Updater<'g, 'a> {
     }
 
     fn maybe_yield(&mut self) {
-        if self.last_yield.elapsed() >= HOLD {
-            RwLockReadGuard::bump(self.guard);
-            self.last_yield = Instant::now();
-        }
+        self.yielder.maybe_yield(self.guard);
     }
 
     fn name(&self, p: u32) -> Arc<str> {
@@ -441,7 +443,7 @@ impl<'g, 'a> Updater<'g, 'a> {
         live.present = true;
         let linger = req.linger_s;
         let threshold = live.threshold;
-        let mut tracer = Tracer::new(self.guard);
+        let mut tracer = Tracer::with_hold(self.guard, LIVE_HOLD);
         tracer.yield_to_writer();
         let case_all = tracer.visits_of(case);
         let mut case_visits = clip(&case_all, req.min_stay_s, req.from, req.to);
@@ -653,7 +655,6 @@ impl Updater<'_, '_> {
             }
             u.visits_of(x, &mut visits);
             let (total, first, last, venues) = exposure_to(&visits, &live.case_by_venue);
-            let venues = venue_names(u.index(), venues.into_iter());
             let now_f1 = total >= threshold;
             let was_f1 = live.f1.contains_key(&x);
             if !now_f1 && !was_f1 {
@@ -687,7 +688,7 @@ impl Updater<'_, '_> {
                         total,
                         first_contact: first,
                         last_contact: last,
-                        venues,
+                        venues: venue_names(u.index(), venues.into_iter()),
                         sources: new_sources.clone(),
                     },
                 );

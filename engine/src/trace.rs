@@ -65,18 +65,46 @@ pub(crate) struct Tracer<'g, 'a> {
     seen: FxHashMap<u32, u32>,
     /// Incremented per source visit.
     stamp: u32,
-    /// When the lock was last yielded.
-    last_yield: Instant,
+    yielder: Yielder,
 }
 
-/// How long a trace may hold the index lock before it lets a waiting writer in.
+/// How long a trace asked for over the API may hold the index lock before it lets a waiting
+/// writer in.
 pub(crate) const HOLD: Duration = Duration::from_millis(2);
+
+/// Lets a waiting writer through a long read of the indexes, at most once per `hold`.
+pub(crate) struct Yielder {
+    hold: Duration,
+    last: Instant,
+}
+
+impl Yielder {
+    pub(crate) fn new(hold: Duration) -> Yielder {
+        Yielder {
+            hold,
+            last: Instant::now(),
+        }
+    }
+
+    /// Lets a waiting writer in (`bump`) if the lock was held for `hold` since the last time.
+    pub(crate) fn maybe_yield(&mut self, guard: &mut RwLockReadGuard<'_, Index>) {
+        if self.last.elapsed() >= self.hold {
+            RwLockReadGuard::bump(guard);
+            self.last = Instant::now();
+        }
+    }
+}
 
 impl<'g, 'a> Tracer<'g, 'a> {
     pub(crate) fn new(guard: &'g mut RwLockReadGuard<'a, Index>) -> Tracer<'g, 'a> {
+        Tracer::with_hold(guard, HOLD)
+    }
+
+    /// A tracer that lets a waiting writer in every `hold`.
+    pub(crate) fn with_hold(guard: &'g mut RwLockReadGuard<'a, Index>, hold: Duration) -> Self {
         Tracer {
             guard,
-            last_yield: Instant::now(),
+            yielder: Yielder::new(hold),
             seen: FxHashMap::default(),
             stamp: 0,
         }
@@ -85,10 +113,7 @@ impl<'g, 'a> Tracer<'g, 'a> {
     /// Lets a waiting writer in. The trace is then a consistent answer for the scans stored when
     /// each F1 person was looked at.
     pub(crate) fn yield_to_writer(&mut self) {
-        if self.last_yield.elapsed() >= HOLD {
-            RwLockReadGuard::bump(self.guard);
-            self.last_yield = Instant::now();
-        }
+        self.yielder.maybe_yield(self.guard);
     }
 
     /// Every visit of `person`, in the contract's order.
