@@ -33,10 +33,10 @@ pub async fn connect(urls: &str, shards: u32) -> Result<Node, cluster::ClusterEr
 /// Keeps the local venue registry equal to the stream's venue registrations (from every HTTP
 /// node), so this node validates scans as the others do.
 pub(crate) fn follow_venues(node: &Node, engine: Engine) {
-    let js = node.jetstream().clone();
+    let node = node.clone();
     tokio::spawn(async move {
         loop {
-            if let Err(e) = follow_once(&js, &engine).await {
+            if let Err(e) = follow_once(&node, &engine).await {
                 tracing::warn!(error = %e, "venue follower stopped; restarting in 1 s");
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -45,11 +45,11 @@ pub(crate) fn follow_venues(node: &Node, engine: Engine) {
 }
 
 async fn follow_once(
-    js: &async_nats::jetstream::Context,
+    node: &Node,
     engine: &Engine,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use async_nats::jetstream::consumer;
-    let stream = js.get_stream(cluster::STREAM).await?;
+    let stream = node.jetstream().get_stream(cluster::STREAM).await?;
     let consumer: consumer::OrderedPullConsumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: cluster::VENUES_SUBJECT.to_string(),
@@ -60,12 +60,14 @@ async fn follow_once(
     let mut messages = consumer.messages().await?;
     while let Some(msg) = messages.next().await {
         let msg = msg?;
+        let seq = msg.info()?.stream_sequence;
         let venues: Vec<cluster::wire::WireVenue> = postcard::from_bytes(&msg.payload)?;
         let specs: Vec<engine::VenueSpec> = venues.into_iter().map(Into::into).collect();
         let engine = engine.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || engine.register_venues(specs)).await? {
             tracing::warn!(error = %e, "venue registration from the stream refused");
         }
+        node.note_venues_followed(seq);
     }
     Ok(())
 }
@@ -77,6 +79,10 @@ fn cluster_err(e: cluster::ClusterError) -> ApiError {
     }
 }
 
+/// How long a scan batch naming a venue this node does not know waits for the node's venue
+/// follower to reach the stream's latest venue registration before refusing it.
+const VENUE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Validates as `Engine::submit` does (same reasons, same order), publishes the accepted scans
 /// and answers once JetStream acknowledged them all.
 pub(crate) async fn submit(
@@ -85,6 +91,23 @@ pub(crate) async fn submit(
     items: Vec<ScanItem>,
 ) -> Result<IngestOutcome, ApiError> {
     let engine = app.engine();
+    // A venue registered through another node is in the stream before that node answered; make
+    // sure this node's registry has followed it before calling it unknown.
+    let unknown = items.iter().any(|i| {
+        i.as_ref()
+            .is_ok_and(|s| is_valid_venue_id(&s.venue) && engine.venue_key(&s.venue).is_none())
+    });
+    if unknown {
+        match node.wait_venues_followed(VENUE_CATCH_UP).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::Unavailable(
+                    "the venue registry is catching up with the cluster".into(),
+                ))
+            }
+            Err(e) => return Err(cluster_err(e)),
+        }
+    }
     let now = engine.now();
     let oldest = now - i64::from(engine.config().retention_days) * 86_400;
     let mut outcome = IngestOutcome::default();

@@ -6,7 +6,7 @@
 //! registrations to [`VENUES_SUBJECT`], which every shard also consumes, in stream order, so a
 //! shard always knows a venue before the first scan validated against it.
 //!
-//! A shard process ([`shard`], binary `checkin-shard`) consumes its subjects with a durable
+//! A shard process ([`shard`], binary `checkin-shard`) consumes its subjects with a pull
 //! consumer into an `engine` of its own (a cache of the stream, rebuilt from it at start) and
 //! answers queries over NATS request/reply on [`query_subject`] in a queue group, so either
 //! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
@@ -40,6 +40,12 @@ pub fn scan_subject(k: u32) -> String {
 /// The request/reply subject of shard `k`'s queries.
 pub fn query_subject(k: u32) -> String {
     format!("ck.q.{k}")
+}
+
+/// The subject on which replica `r` of shard `k` answers with its [`wire::ReplicaStatus`] (not a
+/// queue group: this replica only, from the moment it starts).
+pub fn status_subject(k: u32, r: u32) -> String {
+    format!("ck.status.{k}.{r}")
 }
 
 /// The shard of a person: FNV-1a of the id bytes, modulo the number of shards. Stable across

@@ -41,6 +41,9 @@ struct Inner {
     last_seq: Vec<AtomicU64>,
     /// The latest acknowledged venue registration (every shard consumes it).
     venue_seq: AtomicU64,
+    /// Stream sequence of the latest venue registration (from any node) the local registry has
+    /// applied ([`Node::note_venues_followed`]).
+    venues_followed: AtomicU64,
 }
 
 /// Connects to NATS (comma-separated URLs), retrying the first connection.
@@ -104,6 +107,7 @@ impl Node {
                 next_msg: AtomicU64::new(0),
                 last_seq: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
                 venue_seq: AtomicU64::new(0),
+                venues_followed: AtomicU64::new(0),
             }),
         })
     }
@@ -193,6 +197,49 @@ impl Node {
             .await?;
         self.inner.venue_seq.fetch_max(seq, Ordering::AcqRel);
         Ok(seq)
+    }
+
+    /// Records that the local venue registry has applied the venue registration at stream
+    /// sequence `seq` (called by the HTTP node's follower of [`VENUES_SUBJECT`]).
+    pub fn note_venues_followed(&self, seq: u64) {
+        self.inner.venues_followed.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Waits, for up to `within`, until the local venue registry has applied the stream's latest
+    /// venue registration (whichever node published it); `Ok(false)` if it has not by then.
+    /// Used before refusing a scan for an unknown venue: a venue registered through another
+    /// node a moment ago is then known here too.
+    pub async fn wait_venues_followed(&self, within: Duration) -> Result<bool> {
+        let deadline = Instant::now() + within;
+        let stream = tokio::time::timeout(within, self.inner.js.get_stream(STREAM))
+            .await
+            .map_err(|_| ClusterError::JetStream("stream info timed out".into()))?
+            .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+        let target = match tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            stream.get_last_raw_message_by_subject(VENUES_SUBJECT),
+        )
+        .await
+        .map_err(|_| ClusterError::JetStream("venue lookup timed out".into()))?
+        {
+            Ok(m) => m.sequence,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                return Ok(true)
+            }
+            Err(e) => return Err(ClusterError::JetStream(e.to_string())),
+        };
+        while self.inner.venues_followed.load(Ordering::Acquire) < target {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(true)
     }
 
     fn min_seq(&self, shard: u32) -> u64 {

@@ -1,14 +1,19 @@
-//! A shard replica: consumes its subjects of the stream with a durable consumer into an engine
-//! of its own, and answers the HTTP nodes' queries over NATS request/reply.
+//! A shard replica: consumes its subjects of the stream into an engine of its own, and answers
+//! the HTTP nodes' queries over NATS request/reply.
 //!
-//! The local store is a cache of the stream: at start the replica empties its data directory,
-//! recreates its consumer from the stream's first message and replays (not yet: resuming from a
-//! local checkpoint). It joins the shard's queue group only once it has applied everything that
-//! was pending when it started, so a replica that is catching up never answers.
+//! The local store is a cache of the stream: at start the replica empties its data directory
+//! and replays from the stream's first message (not yet: resuming from a local checkpoint). The
+//! replica itself keeps the stream sequence it has applied and pulls through an ephemeral
+//! consumer of its own that it checks ([`consume`]: delivery gaps, servers that stop answering);
+//! at any doubt it creates a new consumer from the applied sequence, so a message lost while a
+//! NATS server dies is delivered again rather than skipped, and a consumer on a dead server is
+//! replaced rather than waited for. The replica joins the shard's queue group only once it
+//! has applied everything that was pending when it started, so a replica that is catching up
+//! never answers. It answers [`crate::status_subject`] at once, with its applied sequence.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +23,8 @@ use std::sync::Mutex;
 
 use crate::contacts::best_exposure;
 use crate::error::{ClusterError, Result};
-use crate::wire::{Exposure, Op, Query, Reply, WireScan, WireVenue, WireVisit};
-use crate::{query_subject, scan_subject, VENUES_SUBJECT};
+use crate::wire::{Exposure, Op, Query, ReplicaStatus, Reply, WireScan, WireVenue, WireVisit};
+use crate::{query_subject, scan_subject, status_subject, VENUES_SUBJECT};
 
 /// How a shard replica runs.
 #[derive(Debug, Clone)]
@@ -42,6 +47,8 @@ struct State {
     engine: engine::Engine,
     /// Stream sequence of the last message applied.
     applied: AtomicU64,
+    /// Whether the replica is in the shard's queue group.
+    serving: AtomicBool,
     /// Persons with any stored scan at each venue (the candidates of a trace's overlap round).
     at_venue: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -66,6 +73,7 @@ pub async fn run(
     let state = Arc::new(State {
         engine,
         applied: AtomicU64::new(0),
+        serving: AtomicBool::new(false),
         at_venue: Mutex::new(HashMap::new()),
     });
 
@@ -73,89 +81,41 @@ pub async fn run(
     let client = crate::node::connect(&config.cluster, &name).await?;
     let js = jetstream::new(client.clone());
     let stream = crate::node::ensure_stream(&js).await?;
-    // Rebuilt from the stream: a fresh durable consumer from the first message.
-    let _ = stream.delete_consumer(&name).await;
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::All,
-            filter_subjects: vec![scan_subject(config.shard), VENUES_SUBJECT.to_string()],
-            max_ack_pending: 100_000,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let mut consumer = consumer;
-    let pending_at_start = consumer
-        .info()
-        .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?
-        .num_pending;
-    tracing::info!(%name, pending = pending_at_start, "replaying the shard's subjects");
+    let subjects = vec![scan_subject(config.shard), VENUES_SUBJECT.to_string()];
     let started = Instant::now();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut ready_tx = Some(ready_tx);
-    if pending_at_start == 0 {
-        if let Some(tx) = ready_tx.take() {
-            let _ = tx.send(());
-        }
-    }
-
     let apply = {
         let state = Arc::clone(&state);
         let name = name.clone();
         async move {
-            let mut since_ack = 0u32;
-            // The message stream survives reconnects; should it end or fail to start, start it
-            // again (redelivered messages are exact duplicates, which the engine ignores).
-            loop {
-                let mut messages = match consumer.messages().await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot pull from the consumer; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                while let Some(msg) = messages.next().await {
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consumer error; continuing");
-                            continue;
-                        }
-                    };
-                    let (seq, pending) = match msg.info() {
-                        Ok(i) => (i.stream_sequence, i.pending),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "message without JetStream info; skipped");
-                            continue;
-                        }
-                    };
-                    apply_message(&state, msg.subject.as_str(), &msg.payload).await?;
-                    state.applied.fetch_max(seq, Ordering::AcqRel);
-                    since_ack += 1;
-                    if pending == 0 || since_ack >= 256 {
-                        since_ack = 0;
-                        if let Err(e) = msg.ack().await {
-                            tracing::warn!(error = %e, "ack failed (redelivery is harmless)");
-                        }
-                    }
-                    if pending == 0 {
-                        if let Some(tx) = ready_tx.take() {
-                            tracing::info!(
-                                %name,
-                                seq,
-                                elapsed_ms = started.elapsed().as_millis() as u64,
-                                "caught up with the stream"
-                            );
-                            let _ = tx.send(());
-                        }
-                    }
+            let mut ready_tx = Some(ready_tx);
+            let mut ready = |seq: u64| {
+                if let Some(tx) = ready_tx.take() {
+                    tracing::info!(
+                        %name,
+                        seq,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "caught up with the stream"
+                    );
+                    let _ = tx.send(());
                 }
-                tracing::warn!("the consumer's message stream ended; pulling again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            loop {
+                let from = state.applied.load(Ordering::Acquire);
+                match consume(&state, &stream, &name, &subjects, &mut ready).await {
+                    Ok(why) => tracing::warn!(
+                        %name,
+                        from,
+                        applied = state.applied.load(Ordering::Acquire),
+                        why,
+                        "consumer left; recreating it from the applied sequence"
+                    ),
+                    Err(e @ (ClusterError::Engine(_) | ClusterError::Decode { .. })) => {
+                        return Err(e)
+                    }
+                    Err(e) => tracing::warn!(%name, error = %e, "consumer failed; recreating it"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             #[allow(unreachable_code)]
             Ok::<(), ClusterError>(())
@@ -173,7 +133,12 @@ pub async fn run(
                 .queue_subscribe(subject, group)
                 .await
                 .map_err(|e| ClusterError::Connect(e.to_string()))?;
-            tracing::info!("serving queries");
+            state.serving.store(true, Ordering::Release);
+            tracing::info!(
+                applied = state.applied.load(Ordering::Acquire),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "serving queries"
+            );
             while let Some(msg) = sub.next().await {
                 let Some(reply_to) = msg.reply.clone() else {
                     continue;
@@ -195,14 +160,143 @@ pub async fn run(
         }
     };
 
+    let status = {
+        let state = Arc::clone(&state);
+        let client = client.clone();
+        let subject = status_subject(config.shard, config.replica);
+        let (shard, replica) = (config.shard, config.replica);
+        async move {
+            let mut sub = client
+                .subscribe(subject)
+                .await
+                .map_err(|e| ClusterError::Connect(e.to_string()))?;
+            while let Some(msg) = sub.next().await {
+                let Some(reply_to) = msg.reply else {
+                    continue;
+                };
+                let status = ReplicaStatus {
+                    shard,
+                    replica,
+                    applied: state.applied.load(Ordering::Acquire),
+                    serving: state.serving.load(Ordering::Acquire),
+                };
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                if let Err(e) = client.publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %e, "cannot send a status reply");
+                }
+            }
+            Ok::<(), ClusterError>(())
+        }
+    };
+
     let result = tokio::select! {
         r = apply => r,
         r = serve => r,
+        r = status => r,
         () = shutdown => Ok(()),
     };
     let engine = state.engine.clone();
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     result
+}
+
+/// How long one pull waits for messages on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How long past [`PULL_EXPIRES`] the replica waits for the server before it takes the
+/// consumer for lost (its NATS server was killed, say) and creates another.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+
+/// Consumes the replica's subjects from the stream sequence after `applied` with an ephemeral
+/// pull consumer of its own (no acks, in memory, one replica), applying each message in order.
+/// Returns, with why, as soon as anything suggests a message could be missed: a gap in the
+/// consumer's delivery sequence (a message lost in transit), no answer from the server, an error
+/// from it, or, when idle, a consumer that says it delivered more than was applied. The caller
+/// then creates a new consumer from `applied`: nothing is skipped and nothing applied twice.
+async fn consume(
+    state: &Arc<State>,
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    subjects: &[String],
+    ready: &mut impl FnMut(u64),
+) -> Result<&'static str> {
+    let after = state.applied.load(Ordering::Acquire);
+    let deliver_policy = if after == 0 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    };
+    let config = consumer::pull::Config {
+        // A fresh name per consumer: the previous one may live on for a while on a server.
+        name: Some(format!("{name}-{:08x}", rand::random::<u32>())),
+        filter_subjects: subjects.to_vec(),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::None,
+        num_replicas: 1,
+        memory_storage: true,
+        inactive_threshold: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut c: consumer::PullConsumer =
+        match tokio::time::timeout(PULL_GRACE * 2, stream.create_consumer(config)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
+            Err(_) => return Ok("creating the consumer timed out"),
+        };
+    tracing::info!(%name, after, pending = c.cached_info().num_pending, "consuming");
+    if c.cached_info().num_pending == 0 {
+        ready(after);
+    }
+    let mut delivered = 0u64;
+    loop {
+        let batch = c.batch().max_messages(512).expires(PULL_EXPIRES).messages();
+        let mut batch = match tokio::time::timeout(PULL_GRACE, batch).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
+            Err(_) => return Ok("a pull request timed out"),
+        };
+        let mut got = 0u32;
+        loop {
+            let msg = match tokio::time::timeout(PULL_EXPIRES + PULL_GRACE, batch.next()).await {
+                Err(_) => return Ok("no answer from the server"),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(ClusterError::JetStream(e.to_string())),
+                Ok(Some(Ok(m))) => m,
+            };
+            let info = msg
+                .info()
+                .map_err(|e| ClusterError::JetStream(format!("message without info: {e}")))?;
+            if info.consumer_sequence != delivered + 1 {
+                return Ok("a gap in the consumer's deliveries");
+            }
+            delivered = info.consumer_sequence;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq > state.applied.load(Ordering::Acquire) {
+                apply_message(state, msg.subject.as_str(), &msg.payload).await?;
+                state.applied.store(seq, Ordering::Release);
+            }
+            got += 1;
+            if pending == 0 {
+                ready(seq);
+            }
+        }
+        if got == 0 {
+            // Idle: make sure the last delivery was not lost in transit (no later message
+            // would reveal that gap).
+            let info = match tokio::time::timeout(PULL_GRACE, c.info()).await {
+                Ok(Ok(i)) => i.clone(),
+                Ok(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
+                Err(_) => return Ok("consumer info timed out"),
+            };
+            if info.delivered.consumer_sequence != delivered {
+                return Ok("the consumer delivered more than was received");
+            }
+            if info.num_pending == 0 {
+                ready(state.applied.load(Ordering::Acquire));
+            }
+        }
+    }
 }
 
 async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Result<()> {

@@ -118,3 +118,15 @@ pub struct Exposure {
     /// Sorted distinct venues of the pairs with positive overlap.
     pub venues: Vec<String>,
 }
+
+/// A replica's answer on its status subject ([`crate::status_subject`]): how far it has applied
+/// the stream and whether it answers queries yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub shard: u32,
+    pub replica: u32,
+    /// Stream sequence of the last message of its subjects it has applied (0: none yet).
+    pub applied: u64,
+    /// In the shard's queue group (caught up with what was pending when it started).
+    pub serving: bool,
+}

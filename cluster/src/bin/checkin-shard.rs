@@ -16,7 +16,7 @@ struct Cli {
     /// Number of shards (the same on every process of the cluster).
     #[arg(long, env = "CHECKIN_SHARDS")]
     shards: u32,
-    /// Replica number (names the durable consumer).
+    /// Replica number (names its consumer and its status subject `ck.status.K.R`).
     #[arg(long, env = "CHECKIN_REPLICA", default_value_t = 1)]
     replica: u32,
     /// Local cache directory (emptied and rebuilt from the stream at start).
