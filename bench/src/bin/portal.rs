@@ -22,7 +22,8 @@
 //!      half English, one in ten a `?q=` filter (50 different ones), every answer timed (the
 //!      rebuilds run in the background meanwhile);
 //!    - *after an idle spell*: `--idle-samples` answers each after `--idle-secs` without a
-//!      request, longer than the build's freshness and grace (the request waits for a build).
+//!      request, longer than the build's freshness (the background rebuild of an idle portal,
+//!      every `ServerOptions::portal_idle_rebuild`, is what keeps these from waiting for one).
 //!
 //! Prints the page's size (plain and gzipped) and exposure-site count, and for each
 //! measurement the median, p90, p99, p99.9 and max.
@@ -80,7 +81,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     idle_samples: usize,
     /// The idle spell before each of them, in seconds: longer than the build's freshness (the
-    /// refresh or 5 times the build time) plus its grace (5 s or twice the build time).
+    /// refresh or 5 times the build time).
     #[arg(long, default_value_t = 20)]
     idle_secs: u64,
     /// Where the temporary store goes.
