@@ -171,7 +171,8 @@ pub fn run(url: &str, token: Option<String>, seed: u64, now: i64) -> Result<Demo
     let mut scans = Vec::new();
     let day0 = now - 7 * 86_400;
     for i in 0..PERSONS {
-        for d in 0..7 {
+        // The six days before today and today up to an hour ago.
+        for d in 1..=7 {
             let visits = rng.below(4);
             for _ in 0..visits {
                 let v = VENUES[rng.below(VENUES.len() as u64) as usize].0;

@@ -1174,6 +1174,8 @@ async fn screenshots_of_the_demo_province() {
         })
         .await
     );
+    // The replayed rows' highlight fades after 3 s; the rows that come next are highlighted.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     // In at the market a minute ago, then in at the café now: the market's visit ends there,
     // an exit the server infers. (Both at the same second would sort the café's scan first by
     // venue id, contract section 3, and close the café's visit instead.)
