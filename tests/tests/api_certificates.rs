@@ -586,9 +586,18 @@ async fn a_record_too_long_for_a_qr_code_is_a_clear_500() {
     let r = s.get_as("/v1/persons/p7/certificate?format=svg", APP).await;
     let problem = r.assert_problem(500);
     let detail = problem["detail"].as_str().unwrap();
+    // its own certificate, signed anew (a random nonce): about as long as the first (the 64 random
+    // signature bytes change the zlib stream's Huffman codes, so the length moves by a few bytes)
+    let told: usize = detail
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|n| !n.is_empty())
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
-        detail.contains("QR code") && detail.contains(&hc1.len().to_string()),
-        "{detail}"
+        detail.contains("QR code") && told > 2420 && told.abs_diff(hc1.len()) <= 60,
+        "{detail} (the first: {} characters)",
+        hc1.len()
     );
 }
 
