@@ -7,13 +7,16 @@
 //! COSE_Sign1 envelope (tag 18, protected `alg` ES256, a `kid`, an embedded payload), the `kid`
 //! among the keys, the signature, the payload's shape (only parsed once it is authenticated), and
 //! last the expiry (expired when `now >= expires`).
+//!
+//! The signature is checked by `ring`; the inflating is done by one decompressor per thread,
+//! reset between certificates.
 
-use std::io::Read as _;
+use std::cell::RefCell;
+
+use flate2::{Decompress, FlushDecompress, Status};
 
 use ciborium::Value;
 use coset::{iana, Algorithm, CborSerializable as _, CoseSign1, TaggedCborSerializable as _};
-use p256::ecdsa::signature::Verifier as _;
-use p256::ecdsa::Signature;
 
 use crate::key::PublicKey;
 use crate::{
@@ -120,10 +123,12 @@ fn check(hc1: &str, keys: &[PublicKey], now: i64) -> Result<VerifiedCertificate,
     if candidates.peek().is_none() {
         return Err(UnknownKid);
     }
-    let signature = Signature::from_slice(&sign1.signature).map_err(|_| BadSignature)?;
+    if sign1.signature.len() != 64 {
+        return Err(BadSignature);
+    }
     let to_be_signed = sign1.tbs_data(b"");
     let key = candidates
-        .find(|k| k.verifying_key().verify(&to_be_signed, &signature).is_ok())
+        .find(|k| k.verifies(&to_be_signed, &sign1.signature))
         .ok_or(BadSignature)?;
 
     let (issuer, issued, expires, claims) = parse_payload(payload).ok_or(BadCose)?;
@@ -139,14 +144,62 @@ fn check(hc1: &str, keys: &[PublicKey], now: i64) -> Result<VerifiedCertificate,
     })
 }
 
-/// Inflates one complete zlib stream that is all of `data`, or `None` (also past the bound).
+thread_local! {
+    /// This thread's decompressor, reset before each use.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+}
+
+/// Inflates one complete zlib stream that is all of `data`, or `None`: corrupt, cut short (its
+/// end and checksum not reached), past the bound, or with bytes after its end.
 fn inflate_bounded(data: &[u8]) -> Option<Vec<u8>> {
-    let mut decoder = flate2::bufread::ZlibDecoder::new(data);
-    let mut out = Vec::new();
-    let limit = u64::try_from(MAX_COSE_BYTES).ok()?.saturating_add(1);
-    (&mut decoder).take(limit).read_to_end(&mut out).ok()?;
-    let consumed_all = usize::try_from(decoder.total_in()).ok()? == data.len();
-    (out.len() <= MAX_COSE_BYTES && consumed_all && !data.is_empty()).then_some(out)
+    if data.is_empty() {
+        return None;
+    }
+    INFLATE.with(|cell| {
+        let mut fresh;
+        let mut reused = cell.try_borrow_mut().ok();
+        let z: &mut Decompress = match reused.as_deref_mut() {
+            Some(z) => {
+                z.reset(true);
+                z
+            }
+            None => {
+                fresh = Decompress::new(true);
+                &mut fresh
+            }
+        };
+        let limit = MAX_COSE_BYTES.saturating_add(1);
+        let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(2).clamp(512, limit));
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() >= limit {
+                    return None;
+                }
+                let more = out.capacity().min(limit - out.len());
+                out.reserve_exact(more);
+            }
+            let (before_in, before_out) = (z.total_in(), z.total_out());
+            let consumed = usize::try_from(before_in).ok()?;
+            let status = z
+                .decompress_vec(data.get(consumed..)?, &mut out, FlushDecompress::None)
+                .ok()?;
+            if out.len() > MAX_COSE_BYTES {
+                return None;
+            }
+            match status {
+                Status::StreamEnd => break,
+                // no progress with room to write: the input is used up before the stream's end
+                Status::Ok | Status::BufError
+                    if (z.total_in(), z.total_out()) == (before_in, before_out)
+                        && out.len() < out.capacity() =>
+                {
+                    return None
+                }
+                Status::Ok | Status::BufError => {}
+            }
+        }
+        (usize::try_from(z.total_in()).ok()? == data.len()).then_some(out)
+    })
 }
 
 fn lookup(map: &[(Value, Value)], key: i64) -> Option<&Value> {

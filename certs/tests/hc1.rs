@@ -566,3 +566,30 @@ proptest! {
         prop_assert!(!v.is_valid(), "byte {} bit {} still valid", i, bit);
     }
 }
+
+/// `ring` signs with a random nonce: the same certificate signed twice gives two texts, and p256
+/// (a separate implementation) verifies both signatures; so does `verify`, many times over on
+/// one thread (the reused decompressor) and for a p256-made signature of the same message.
+#[test]
+fn each_signature_is_fresh_and_verifies_independently() {
+    let (raw, key) = key_pair();
+    let cert = sample_certificate();
+    let a = issue(&key, &cert).unwrap();
+    let b = issue(&key, &cert).unwrap();
+    assert_ne!(a, b, "a random nonce gives another signature");
+    let verifying = *raw.verifying_key();
+    for hc1 in [&a, &b] {
+        let (protected, _, payload_bytes, signature) = split_cose(&unwrap_hc1(hc1));
+        let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+        verifying
+            .verify(&sig_structure(&protected, &payload_bytes), &signature)
+            .expect("p256 verifies ring's signature");
+    }
+    for _ in 0..200 {
+        assert_eq!(reason(&a, &key, JUNE_1_2021), None);
+        assert_eq!(reason(&b, &key, JUNE_1_2021), None);
+    }
+    let (protected, _, payload_bytes, _) = split_cose(&unwrap_hc1(&a));
+    let by_p256 = build_cose(&protected, &payload_bytes, &raw);
+    assert_eq!(reason(&wrap(&by_p256), &key, JUNE_1_2021), None);
+}

@@ -1,15 +1,22 @@
 //! Health declarations and follow-ups (contract section 11), the health pass, the public summary
 //! and notices (section 12).
+//!
+//! The pass and the certificates look a person's recovered cases up in an index of each
+//! person's case slots, brought up to date from the case list as it grows (slots are only ever
+//! appended, and a slot's person never changes), instead of walking every case.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::TableDefinition;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::case::CaseStatus;
 use crate::error::{Error, Result};
-use crate::health::{tier_slot, Health};
+use crate::exposure::Slot;
+use crate::health::{tier_slot, CaseEntry, Health};
 use crate::tiers::Tier;
 
 const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("declarations");
@@ -215,6 +222,45 @@ pub struct Summary {
 #[derive(Default)]
 pub(crate) struct Records {
     inner: Mutex<RecordsState>,
+    /// Taken only under the health state's read lock, and nothing is taken under it.
+    case_slots: RwLock<CaseSlots>,
+}
+
+/// Each person's case slots, ascending, for the first `seen` slots of the case list.
+#[derive(Default)]
+struct CaseSlots {
+    seen: usize,
+    by_person: FxHashMap<Arc<str>, Vec<Slot>>,
+}
+
+impl Records {
+    /// `f` of `person`'s case slots, ascending, among `slots` (the health state's case list,
+    /// read-locked by the caller).
+    fn with_case_slots<R>(
+        &self,
+        slots: &[CaseEntry],
+        person: &str,
+        f: impl FnOnce(&[Slot]) -> R,
+    ) -> R {
+        {
+            let index = self.case_slots.read();
+            if index.seen == slots.len() {
+                return f(index.by_person.get(person).map_or(&[], Vec::as_slice));
+            }
+        }
+        let mut index = self.case_slots.write();
+        let from = index.seen;
+        for (i, e) in slots.iter().enumerate().skip(from) {
+            let Ok(slot) = Slot::try_from(i) else { break };
+            index
+                .by_person
+                .entry(e.person.clone())
+                .or_default()
+                .push(slot);
+            index.seen = i + 1;
+        }
+        f(index.by_person.get(person).map_or(&[], Vec::as_slice))
+    }
 }
 
 #[derive(Default)]
@@ -255,6 +301,7 @@ impl Records {
         }
         Ok(Records {
             inner: Mutex::new(st),
+            case_slots: RwLock::default(),
         })
     }
 }
@@ -486,11 +533,15 @@ impl Health {
     /// `(sampled_at, recovered_at)` of each of `person`'s recovered cases.
     pub fn recoveries(&self, person: &str) -> Vec<(i64, i64)> {
         let st = self.inner.state.read();
-        st.slots
-            .iter()
-            .filter(|e| &*e.person == person && e.case.status == CaseStatus::Recovered)
-            .filter_map(|e| e.case.recovered_at.map(|r| (e.case.sampled_at, r)))
-            .collect()
+        self.inner
+            .records
+            .with_case_slots(&st.slots, person, |mine| {
+                mine.iter()
+                    .filter_map(|&s| st.slots.get(s as usize))
+                    .filter(|e| &*e.person == person && e.case.status == CaseStatus::Recovered)
+                    .filter_map(|e| e.case.recovered_at.map(|r| (e.case.sampled_at, r)))
+                    .collect()
+            })
     }
 
     /// The public summary now.

@@ -483,7 +483,7 @@ impl Vaccinations {
     }
 
     /// Durably writes `rows` in one transaction.
-    fn store(db: &Database, rows: &[Candidate]) -> Result<()> {
+    fn store(db: &Database, rows: &[&Candidate]) -> Result<()> {
         let mut txn = db
             .begin_write()
             .map_err(|e| Error::store("starting a transaction", e))?;
@@ -493,8 +493,10 @@ impl Vaccinations {
             let mut table = txn
                 .open_table(DOSES)
                 .map_err(|e| Error::store("opening the doses table", e))?;
+            let mut bytes: Vec<u8> = Vec::with_capacity(256);
             for c in rows {
-                let bytes = postcard::to_allocvec(&c.fields())
+                bytes.clear();
+                bytes = postcard::to_extend(&c.fields(), bytes)
                     .map_err(|e| Error::store("encoding a dose", e))?;
                 table
                     .insert((c.person.as_str(), c.dose), bytes.as_slice())
@@ -541,41 +543,228 @@ impl Vaccinations {
     }
 }
 
+/// Requests of fewer records are checked on the calling thread alone.
+const PARALLEL_CHECK_MIN: usize = 4_096;
+/// Most threads that check one request's records.
+const MAX_CHECK_THREADS: usize = 4;
+/// Persons installed per hold of the state's write lock: bounds how long a reader waits.
+const INSTALL_SLICE: usize = 4_096;
+
+/// Checks every item (the contract's field rules; not conflicts), in order, on up to
+/// [`MAX_CHECK_THREADS`] threads for a large request.
+fn check_all(
+    items: Vec<DoseItem>,
+    now: i64,
+    areas: &RwLock<Areas>,
+) -> Vec<Result<Candidate, DoseReject>> {
+    let check_chunk = |chunk: Vec<DoseItem>| -> Vec<Result<Candidate, DoseReject>> {
+        let areas = areas.read();
+        chunk
+            .into_iter()
+            .map(|item| item.and_then(|d| Candidate::check(d, now, &areas)))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_CHECK_THREADS);
+    if items.len() < PARALLEL_CHECK_MIN || threads == 1 {
+        return check_chunk(items);
+    }
+    let check_chunk = &check_chunk;
+    let per = items.len().div_ceil(threads);
+    let mut items = items;
+    let mut chunks: Vec<Vec<DoseItem>> = Vec::with_capacity(threads);
+    while items.len() > per {
+        let rest = items.split_off(per);
+        chunks.push(std::mem::replace(&mut items, rest));
+    }
+    let last = items;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || check_chunk(chunk)))
+            .collect();
+        let mine = check_chunk(last);
+        let mut out = Vec::with_capacity(per * (handles.len() + 1));
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => out.extend(part),
+                // a check panicked: carry the panic to the caller, as on one thread
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out.extend(mine);
+        out
+    })
+}
+
+/// A person's sorted, distinct dose areas.
+type AreaSet = Box<[Arc<str>]>;
+
+/// One person's new doses, prepared outside the state's write lock: what [`State::install`]
+/// does to the indexes, worked out beforehand.
+struct PersonUpdate {
+    /// The map's key if the person has doses already, else a new one.
+    person: Arc<str>,
+    /// New doses, ascending by number, none of whose numbers is stored.
+    recs: Vec<Rec>,
+    full: (Option<i64>, Option<i64>),
+    /// The area sets before and after, when they differ.
+    sets: Option<(AreaSet, AreaSet)>,
+}
+
+/// Everything a request adds to the in-memory indexes.
+struct Prepared {
+    updates: Vec<PersonUpdate>,
+    /// Vaccine codes and area ids not interned yet.
+    interned: Vec<Arc<str>>,
+}
+
+impl State {
+    /// Prepares the indexes' change for `fresh` (candidates whose `(person, dose)` is new and
+    /// distinct, in ascending `(person, dose)` order). Needs only a read lock.
+    fn prepare<'a>(&self, fresh: impl Iterator<Item = &'a Candidate>) -> Prepared {
+        let mut new_pool: FxHashSet<Arc<str>> = FxHashSet::default();
+        let mut intern = |s: &str| -> Arc<str> {
+            if let Some(a) = self.pool.get(s).or_else(|| new_pool.get(s)) {
+                return a.clone();
+            }
+            let a: Arc<str> = Arc::from(s);
+            new_pool.insert(a.clone());
+            a
+        };
+        let mut updates: Vec<PersonUpdate> = Vec::new();
+        let mut fresh = fresh.peekable();
+        let mut merged: Vec<Rec> = Vec::new();
+        while let Some(first) = fresh.next() {
+            let mut recs = vec![first.to_rec(&mut intern)];
+            while let Some(c) = fresh.next_if(|c| c.person == first.person) {
+                recs.push(c.to_rec(&mut intern));
+            }
+            let (person, stored) = match self.persons.get_key_value(first.person.as_str()) {
+                Some((key, stored)) => (key.clone(), stored.as_slice()),
+                None => (Arc::from(first.person.as_str()), &[][..]),
+            };
+            merged.clear();
+            merged.extend(stored.iter().cloned());
+            for r in &recs {
+                if let Err(i) = merged.binary_search_by_key(&r.dose, |m| m.dose) {
+                    merged.insert(i, r.clone());
+                }
+            }
+            let full = (full_at(stored), full_at(&merged));
+            let (before_set, after_set) = (area_set(stored), area_set(&merged));
+            let sets = (before_set != after_set).then_some((before_set, after_set));
+            updates.push(PersonUpdate {
+                person,
+                recs,
+                full,
+                sets,
+            });
+        }
+        Prepared {
+            updates,
+            interned: new_pool.into_iter().collect(),
+        }
+    }
+
+    /// Installs prepared updates (made against this state, which no writer changed since).
+    fn install(&mut self, updates: impl Iterator<Item = PersonUpdate>) {
+        for u in updates {
+            let recs = self.persons.entry(u.person).or_default();
+            for rec in u.recs {
+                match recs.binary_search_by_key(&rec.dose, |r| r.dose) {
+                    Ok(i) => recs[i] = rec,
+                    Err(i) => {
+                        recs.insert(i, rec);
+                        self.doses += 1;
+                    }
+                }
+            }
+            let (before_full, after_full) = u.full;
+            if before_full != after_full {
+                if let Some(t) = before_full {
+                    self.untime(t);
+                }
+                if let Some(t) = after_full {
+                    *self.full_times.entry(t).or_default() += 1;
+                    self.fully += 1;
+                }
+            }
+            if let Some((before_set, after_set)) = u.sets {
+                if !before_set.is_empty() {
+                    if let Some(n) = self.area_sets.get_mut(&before_set) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.area_sets.remove(&before_set);
+                        }
+                    }
+                }
+                if !after_set.is_empty() {
+                    *self.area_sets.entry(after_set).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Candidate {
+    fn to_rec(&self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Rec {
+        Rec {
+            dose: self.dose,
+            vaccine: intern(self.vaccine),
+            administered_at: self.administered_at,
+            lot: self.lot.as_deref().map(Box::from),
+            site: self.site.as_deref().map(Box::from),
+            area: self.area.as_deref().map(&mut *intern),
+        }
+    }
+}
+
 impl crate::Health {
     /// Records doses (`POST /v1/vaccinations`): checks every record, then stores the accepted
     /// ones that are not stored yet in one durable transaction before returning. Nothing is
     /// stored from a rejected record; if the store fails, nothing of the request is stored.
+    ///
+    /// The field checks run before the write mutex is taken (on several threads for a large
+    /// request); under it, the conflict checks, then the transaction and, at the same time on
+    /// another thread, the preparing of the in-memory indexes' change under the state's read
+    /// lock; last that change is installed under the write lock, [`INSTALL_SLICE`] persons at a
+    /// time, so readers wait for a slice, never for a whole request. A reader may see some of a
+    /// request's persons before the others (each person's new doses all at once), only after
+    /// the request is durable.
     pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
         let inner = &self.inner;
         let v = &inner.vaccinations;
-        let _writes = v.writes.lock();
         let now = inner.engine.now();
+        let checked = check_all(items, now, &inner.areas);
+        let _writes = v.writes.lock();
         let mut outcome = DoseOutcome::default();
-        let mut fresh: Vec<Candidate> = Vec::new();
-        // (person, dose) of `fresh` rows -> their position there.
-        let mut seen: FxHashMap<(String, u8), usize> = FxHashMap::default();
+        // positions in `checked` of the rows to store
+        let mut fresh: Vec<usize> = Vec::new();
         {
-            let areas = inner.areas.read();
+            // (person, dose) of `fresh` rows -> their position in `checked`
+            let mut seen: FxHashMap<(&str, u8), usize> = FxHashMap::default();
             let st = v.state.read();
-            for (index, item) in items.into_iter().enumerate() {
-                let c = match item.and_then(|d| Candidate::check(d, now, &areas)) {
+            for (index, c) in checked.iter().enumerate() {
+                let c = match c {
                     Ok(c) => c,
                     Err(reason) => {
-                        outcome.rejected.push((index, reason));
+                        outcome.rejected.push((index, *reason));
                         continue;
                     }
                 };
-                let key = (c.person.clone(), c.dose);
+                let key = (c.person.as_str(), c.dose);
                 let same = match seen.get(&key) {
-                    Some(&i) => Some(fresh[i] == c),
-                    None => st.find(&c.person, c.dose).map(|r| r.matches(&c)),
+                    Some(&i) => Some(matches!(&checked[i], Ok(earlier) if earlier == c)),
+                    None => st.find(&c.person, c.dose).map(|r| r.matches(c)),
                 };
                 match same {
                     Some(true) => outcome.accepted += 1,
                     Some(false) => outcome.rejected.push((index, DoseReject::Conflict)),
                     None => {
-                        seen.insert(key, fresh.len());
-                        fresh.push(c);
+                        seen.insert(key, index);
+                        fresh.push(index);
                         outcome.accepted += 1;
                     }
                 }
@@ -584,12 +773,33 @@ impl crate::Health {
         if fresh.is_empty() {
             return Ok(outcome);
         }
-        Vaccinations::store(inner.store.db(), &fresh)?;
-        let mut st = v.state.write();
-        for c in &fresh {
-            st.add(&c.person, c.dose, &c.fields());
+        let mut rows: Vec<&Candidate> = fresh
+            .iter()
+            .filter_map(|&i| checked.get(i).and_then(|c| c.as_ref().ok()))
+            .collect();
+        // B-tree inserts in key order touch each page once; the indexes group by person
+        rows.sort_unstable_by(|a, b| (a.person.as_str(), a.dose).cmp(&(b.person.as_str(), b.dose)));
+        let db = inner.store.db();
+        let (stored, prepared) = std::thread::scope(|scope| {
+            let preparing = scope.spawn(|| v.state.read().prepare(rows.iter().copied()));
+            let stored = Vaccinations::store(db, &rows);
+            (stored, preparing.join())
+        });
+        stored?;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let mut updates = prepared.updates.into_iter().peekable();
+        let mut interned = Some(prepared.interned);
+        while updates.peek().is_some() {
+            let mut st = v.state.write();
+            if let Some(new) = interned.take() {
+                st.pool.extend(new);
+            }
+            st.install(updates.by_ref().take(INSTALL_SLICE));
+            *v.by_area.lock() = None;
         }
-        *v.by_area.lock() = None;
         Ok(outcome)
     }
 
@@ -1079,6 +1289,114 @@ mod tests {
         }
         assert_eq!(w.health.vaccination_counts(T0), counts);
         assert_eq!(counts, (3000, 2000));
+    }
+
+    /// Large requests (checked on several threads, installed in slices) give the outcome a plain
+    /// sequential model gives, row by row: every reason at its index, duplicates within the
+    /// request and of stored rows accepted once, conflicts refused; and the indexes they leave
+    /// are those a reopen rebuilds from the stored rows alone.
+    #[test]
+    fn large_requests_match_a_sequential_model_and_a_reopen() {
+        let mut w = world();
+        w.areas(&[
+            ("R", None, 10_000),
+            ("A", Some("R"), 5_000),
+            ("B", Some("R"), 5_000),
+        ]);
+        let mut model: HashMap<(String, u8), DoseInput> = HashMap::new();
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let vaccines = [PFIZER, JANSSEN, "CoronaVac"];
+        for request in 0..3 {
+            let len = [2 * PARALLEL_CHECK_MIN + 7, INSTALL_SLICE * 3 + 1, 9_001][request];
+            let mut items: Vec<DoseItem> = Vec::with_capacity(len);
+            let mut expected = DoseOutcome::default();
+            for index in 0..len {
+                let person = format!("p{}", next(3_000));
+                let n = 1 + next(3) as i64;
+                let mut d = dose(
+                    &person,
+                    n,
+                    vaccines[next(3) as usize],
+                    T0 - 86_400 * next(4) as i64,
+                );
+                d.area = ["", "A", "B"][next(3) as usize].to_string().into();
+                d.lot = (next(2) == 0).then(|| format!("L{}", next(2)));
+                let bad = match next(40) {
+                    0 => Some(DoseReject::InvalidPerson),
+                    1 => Some(DoseReject::UnknownArea),
+                    2 => Some(DoseReject::InvalidRow),
+                    3 => Some(DoseReject::InvalidDose),
+                    _ => None,
+                };
+                match bad {
+                    Some(DoseReject::InvalidPerson) => d.person = "no spaces".into(),
+                    Some(DoseReject::UnknownArea) => d.area = Some("NOWHERE".into()),
+                    Some(DoseReject::InvalidDose) => d.dose = 0,
+                    _ => {}
+                }
+                if let Some(reason) = bad {
+                    expected.rejected.push((index, reason));
+                    items.push(if reason == DoseReject::InvalidRow {
+                        Err(reason)
+                    } else {
+                        Ok(d)
+                    });
+                    continue;
+                }
+                if d.area.as_deref() == Some("") {
+                    d.area = None;
+                }
+                let key = (d.person.clone(), d.dose as u8);
+                match model.get(&key) {
+                    Some(stored) if *stored == d => expected.accepted += 1,
+                    Some(_) => expected.rejected.push((index, DoseReject::Conflict)),
+                    None => {
+                        model.insert(key, d.clone());
+                        expected.accepted += 1;
+                    }
+                }
+                items.push(Ok(d));
+            }
+            assert_eq!(w.record(items), expected, "request {request}");
+        }
+        let persons: Vec<String> = (0..3_000).map(|i| format!("p{i}")).collect();
+        let snapshot = |w: &World| {
+            let doses: Vec<Vec<Dose>> = persons.iter().map(|p| w.health.doses(p)).collect();
+            let tree = w.health.inner.areas.read();
+            let mut areas: Vec<(String, u64)> = w
+                .health
+                .inner
+                .vaccinations
+                .dose1_by_area(&|a: &str| tree.self_and_ancestors(a))
+                .into_iter()
+                .collect();
+            areas.sort();
+            (doses, w.health.vaccination_counts(T0), areas)
+        };
+        let before = snapshot(&w);
+        let stored: usize = before.0.iter().map(Vec::len).sum();
+        assert_eq!(stored, model.len());
+        for ((person, n), d) in &model {
+            let got = w.health.doses(person);
+            let rec = got.iter().find(|g| g.dose == *n).unwrap();
+            assert_eq!(
+                (
+                    rec.vaccine.as_str(),
+                    rec.administered_at,
+                    &rec.lot,
+                    &rec.area
+                ),
+                (d.vaccine.as_str(), d.administered_at, &d.lot, &d.area)
+            );
+        }
+        w = w.reopen();
+        assert_eq!(snapshot(&w), before);
     }
 
     #[test]

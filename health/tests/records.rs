@@ -773,3 +773,53 @@ fn first_dose_coverage_counts_distinct_persons_below_an_area() {
     assert_eq!(views.iter().find(|v| v.area.id == "C").unwrap().level, 1);
     assert_eq!(views.iter().find(|v| v.area.id == "P").unwrap().level, 2);
 }
+
+/// Recoveries (the pass's rule 5, the certificates' `r`) are each person's own, also for cases
+/// registered after the first lookups (the per-person index of cases catches up with them).
+#[test]
+fn recoveries_are_each_persons_own_as_cases_are_added() {
+    let w = world();
+    let now = T0;
+    let case = |id: &str, person: &str, sampled: i64| {
+        w.health
+            .register_case(NewCase {
+                id: Some(id.into()),
+                person: person.into(),
+                sampled_at: sampled,
+                ..NewCase::default()
+            })
+            .unwrap();
+    };
+    let recover = |id: &str, at: i64| {
+        w.health
+            .update_case(id, CaseChange::Recover { at: Some(at) })
+            .unwrap();
+    };
+    assert!(w.health.recoveries("a").is_empty());
+    case("A1", "a", now - 19 * DAY);
+    case("B1", "b", now - 19 * DAY);
+    assert!(w.health.recoveries("a").is_empty(), "active, not recovered");
+    recover("A1", now - 17 * DAY);
+    assert_eq!(w.health.recoveries("a"), [(now - 19 * DAY, now - 17 * DAY)]);
+    assert!(w.health.recoveries("b").is_empty());
+    assert_eq!(w.health.pass("a").basis, PassBasis::Recovered);
+    assert_ne!(w.health.pass("b").basis, PassBasis::Recovered);
+    // cases after the index was first built
+    case("C1", "c", now - 15 * DAY);
+    recover("C1", now - 5 * DAY);
+    case("A2", "a", now - 12 * DAY);
+    recover("A2", now - 2 * DAY);
+    assert_eq!(w.health.recoveries("c"), [(now - 15 * DAY, now - 5 * DAY)]);
+    assert_eq!(
+        w.health.recoveries("a"),
+        [
+            (now - 19 * DAY, now - 17 * DAY),
+            (now - 12 * DAY, now - 2 * DAY)
+        ]
+    );
+    assert_eq!(w.health.pass("c").basis, PassBasis::Recovered);
+    // a discarded case is no recovery
+    w.health.update_case("C1", CaseChange::Discard).unwrap();
+    assert!(w.health.recoveries("c").is_empty());
+    assert!(w.health.recoveries("b").is_empty());
+}
