@@ -30,8 +30,8 @@ use rand::{Rng, SeedableRng};
 
 /// The fixed "now" of every benchmark (2027-01-15, unix seconds).
 pub const NOW: i64 = 1_800_000_000;
-const DAY: i64 = 86_400;
-const HOUR: i64 = 3_600;
+pub const DAY: i64 = 86_400;
+pub const HOUR: i64 = 3_600;
 const MIN: i64 = 60;
 const NONE: u32 = u32::MAX;
 
@@ -563,6 +563,19 @@ impl Dataset {
         let flat: Vec<ScanItem> = self.batches.iter().flatten().cloned().collect();
         flat.chunks(size).map(<[ScanItem]>::to_vec).collect()
     }
+}
+
+/// The benchmark binaries' result: any error, printed by `main`.
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), for the header of a run's output.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A duration as `12.3 µs`, `4.56 ms` or `7.890 s`.

@@ -19,15 +19,6 @@ use model::strategies::any_world;
 use model::*;
 use proptest::prelude::*;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2048,
-        ..ProptestConfig::default()
-    }
-}
-
 /// The answer for a case person with no stored scan: no visits, no contacts.
 fn empty_like(r: &TraceRequest) -> TraceResult {
     TraceResult {
@@ -79,7 +70,7 @@ fn apply(held: &mut BTreeMap<Arc<str>, Listing>, changes: &LiveChanges) {
 }
 
 proptest! {
-    #![proptest_config(config(160))]
+    #![proptest_config(model::strategies::config(160))]
 
     #[test]
     fn refreshed_live_traces_equal_fresh_traces(

@@ -581,15 +581,6 @@ mod engine_examples {
     }
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2048,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Raw trace request: (case person index (8 = unknown person), offsets a and b of the window
 /// ends, min overlap, depth, (min stay, linger)).
 type RawReq = (usize, i64, i64, i64, u8, (i64, i64));
@@ -629,7 +620,7 @@ fn raw_req() -> impl Strategy<Value = RawReq> {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(model::strategies::config(128))]
 
     /// Property 4: depth 1 and 2 traces equal the model's, field by field and in order.
     #[test]

@@ -17,15 +17,6 @@ use model::strategies::any_world;
 use model::*;
 use proptest::prelude::*;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        max_shrink_iters: 2048,
-        ..ProptestConfig::default()
-    }
-}
-
 mod model_examples {
     use super::*;
     use engine::Action::{In, Out};
@@ -342,7 +333,7 @@ fn snapshot(h: &Harness, w: &World, min_overlap: i64) -> Snapshot {
 }
 
 proptest! {
-    #![proptest_config(config(96))]
+    #![proptest_config(model::strategies::config(96))]
 
     /// Property 1: the engine's visits equal the model's, whatever the arrival order, batching
     /// and duplicates.

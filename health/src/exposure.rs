@@ -101,6 +101,11 @@ impl ExposureIndex {
         else {
             return;
         };
+        self.drop_venue_windows(slot, owner, held);
+    }
+
+    /// Takes the venue windows `held` of source person `owner` in `slot` out.
+    fn drop_venue_windows(&mut self, slot: Slot, owner: u32, held: Vec<(VenueKey, i64, u32)>) {
         self.windows -= held.len();
         for (venue, lo, n) in held {
             if let Some(w) = self.venues.get_mut(&venue) {
@@ -119,15 +124,7 @@ impl ExposureIndex {
             return;
         };
         for (owner, held) in installed.owners {
-            self.windows -= held.len();
-            for (venue, lo, n) in held {
-                if let Some(w) = self.venues.get_mut(&venue) {
-                    w.by_lo.remove(&(lo, slot, owner, n));
-                    if w.by_lo.is_empty() {
-                        self.venues.remove(&venue);
-                    }
-                }
-            }
+            self.drop_venue_windows(slot, owner, held);
         }
         for person in installed.persons {
             if let Some(list) = self.persons.get_mut(&person) {

@@ -142,23 +142,27 @@ impl Told {
         self.by_tier
     }
 
-    /// Records `status` as told for its person; true when it differs from what was told before.
-    fn record(&mut self, status: &PersonStatus) -> bool {
-        let before = match status.tier {
-            Tier::None => self.published.remove(&status.person),
-            _ => self.published.insert(status.person.clone(), status.clone()),
-        };
-        let changed = match &before {
-            Some(b) => b != status,
+    /// Whether `status` differs from what was told for its person.
+    fn differs(&self, status: &PersonStatus) -> bool {
+        match self.published.get(&status.person) {
+            Some(before) => before != status,
             None => status.tier != Tier::None,
+        }
+    }
+
+    /// Records `status` as told for its person.
+    fn record(&mut self, status: PersonStatus) {
+        let tier = status.tier;
+        let before = match tier {
+            Tier::None => self.published.remove(&status.person),
+            _ => self.published.insert(status.person.clone(), status),
         };
         if let Some(i) = before.as_ref().and_then(|b| tier_slot(b.tier)) {
             self.by_tier[i] -= 1;
         }
-        if let Some(i) = tier_slot(status.tier) {
+        if let Some(i) = tier_slot(tier) {
             self.by_tier[i] += 1;
         }
-        changed
     }
 }
 
@@ -874,8 +878,7 @@ impl Inner {
         let listeners = self.listeners.read();
         for person in persons {
             let status = self.status_of(st, &person, now);
-            let changed = told.record(&status);
-            if changed {
+            if told.differs(&status) {
                 for l in listeners.iter() {
                     l(&status);
                 }
@@ -897,6 +900,7 @@ impl Inner {
                     told.next_lapse.insert(person.clone(), at);
                 }
             }
+            told.record(status);
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use engine::LiveTrace;
 use engine::{AppliedScan, PersonKey};
+use engine::{Engine, LiveChanges, LiveTrace};
 use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -157,15 +157,21 @@ impl Pass {
                     (slot, persons)
                 })
                 .collect();
-            refreshed += refresh_group(inner, work);
+            refreshed += update_group(inner, work, |engine, lives| {
+                engine.refresh_live_traces(lives)
+            });
         }
         let mut rederived = 0u64;
         let mut again: Vec<Slot> = self.rederive.drain().collect();
         again.sort_unstable();
-        for &slot in &again {
-            if refresh(inner, slot, |engine, live| engine.rederive_live_trace(live)) {
-                rederived += 1;
-            }
+        for group in again.chunks(REFRESH_GROUP) {
+            let work = group.iter().map(|&slot| (slot, Vec::new())).collect();
+            rederived += update_group(inner, work, |engine, lives| {
+                lives
+                    .iter_mut()
+                    .map(|(live, _)| engine.rederive_live_trace(live))
+                    .collect()
+            });
         }
         inner
             .rederived_by_scans
@@ -202,11 +208,16 @@ impl Pass {
     }
 }
 
-/// Refreshes a group of cases under one hold of the scan store's indexes (each case under its
-/// own mutex, taken in slot order, with `state` free), then applies each one's changes and tells
-/// the tier changes. Skips cases that do not count or whose first derivation is in flight (their
-/// scans are held back). Returns how many were refreshed.
-fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
+/// Updates a group of cases with `update` (the engine's refresh of the persons named for each
+/// under one hold of the indexes, or derivations from scratch), each case under its own mutex,
+/// taken in slot order, with `state` free; then applies each one's changes and tells the tier
+/// changes. Skips cases that do not count or whose first derivation is in flight (their scans
+/// are held back). Returns how many were updated.
+fn update_group(
+    inner: &Inner,
+    work: Vec<(Slot, Vec<PersonKey>)>,
+    update: impl FnOnce(&Engine, &mut [(&mut LiveTrace, &[PersonKey])]) -> Vec<LiveChanges>,
+) -> u64 {
     let lives: Vec<(Slot, Arc<Mutex<LiveTrace>>, Vec<PersonKey>)> = {
         let st = inner.state.read();
         work.into_iter()
@@ -232,7 +243,7 @@ fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
             .iter_mut()
             .map(|(_, live, persons)| (&mut **live, *persons))
             .collect();
-        inner.engine.refresh_live_traces(&mut work)
+        update(&inner.engine, &mut work)
     };
     let now = inner.engine.now();
     for ((slot, live, _), changes) in locked.iter().zip(results) {
@@ -248,44 +259,4 @@ fn refresh_group(inner: &Inner, work: Vec<(Slot, Vec<PersonKey>)>) -> u64 {
         inner.publish(&st, changed, now);
     }
     locked.len() as u64
-}
-
-/// Updates `slot`'s live trace with `update` (under the case's mutex, `state` free), then
-/// applies the changes and tells the tier changes. Skips cases that do not count or whose first
-/// derivation is in flight (their scans are held back). Returns whether it ran.
-fn refresh(
-    inner: &Inner,
-    slot: Slot,
-    update: impl FnOnce(&engine::Engine, &mut engine::LiveTrace) -> engine::LiveChanges,
-) -> bool {
-    let Some(live) = inner
-        .state
-        .read()
-        .slots
-        .get(slot as usize)
-        .map(|e| e.live.clone())
-    else {
-        return false;
-    };
-    let mut live = live.lock();
-    {
-        let st = inner.state.read();
-        let e = &st.slots[slot as usize];
-        if !e.case.status.counts() || st.pending.contains_key(&slot) {
-            return false;
-        }
-    }
-    let changes = update(&inner.engine, &mut live);
-    if changes.is_empty() {
-        return true;
-    }
-    let now = inner.engine.now();
-    inner.exposure.write().apply(slot, &changes);
-    let mut st = inner.state.write();
-    let mut changed = Vec::new();
-    inner.apply_changes(&mut st, slot, &live, &changes, &mut changed);
-    drop(live);
-    let st = RwLockWriteGuard::downgrade(st);
-    inner.publish(&st, changed, now);
-    true
 }

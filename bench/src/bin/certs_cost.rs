@@ -95,12 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "certs_cost: {rounds} rounds per row, one thread; hc1 {} characters; {} cores, load {}",
         hc1.len(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        checkin_bench::load_average()
     );
     let t0 = Instant::now();
     row(

@@ -89,12 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         items.len(),
         expected.persons,
         t0.elapsed().as_secs_f64(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        checkin_bench::load_average()
     );
     let dir = tempfile::tempdir()?;
     let mut config = Config::new(dir.path());

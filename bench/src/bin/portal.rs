@@ -42,11 +42,6 @@ use engine::{Durability, Engine, ManualClock};
 use hdrhistogram::Histogram;
 use health::{AreaInput, Health, HealthConfig, NewCase, NoticeKind};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-const HOUR: i64 = 3_600;
-const DAY: i64 = 86_400;
-
 /// The portal's answer time over a big store.
 #[derive(Parser, Debug, Clone)]
 struct Args {

@@ -47,11 +47,6 @@ use health::{Health, HealthConfig, NewCase, Tier};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-const HOUR: i64 = 3_600;
-const DAY: i64 = 86_400;
-
 /// Standing-trace figures at scale.
 #[derive(Parser, Debug, Clone)]
 struct Args {

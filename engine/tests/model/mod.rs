@@ -537,6 +537,17 @@ pub mod strategies {
     use super::*;
     use proptest::prelude::*;
 
+    /// The property tests' settings: `cases` cases, no persisted failures, a deep shrink.
+    #[allow(dead_code)] // prop_occupancy sets its own
+    pub fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 2048,
+            ..ProptestConfig::default()
+        }
+    }
+
     /// A timestamp offset in `[lo, hi]`: often on a 300 s or 60 s grid (ties are frequent),
     /// otherwise anywhere.
     pub fn ts_offset(lo: i64, hi: i64) -> impl Strategy<Value = i64> {
