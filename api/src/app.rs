@@ -153,6 +153,7 @@ impl App {
     pub fn with_cluster(self, node: Option<crate::cluster_mode::Node>) -> App {
         if let Some(node) = node {
             crate::cluster_mode::follow_venues(&node, self.inner.engine.clone());
+            crate::cluster_mode::forward_audit(&node, &self.inner.engine);
             let _ = self.inner.cluster.set(node);
         }
         self

@@ -2,8 +2,9 @@
 //! in the shards. Scans are validated here as in single-node mode, then published to JetStream
 //! (the answer waits for every publish acknowledgement); visits, occupancy and traces are asked
 //! of the shards (`cluster::Node`). Venues are registered here and published, and every HTTP
-//! node follows the venue subject of the stream so all of them validate alike. Cases, health
-//! records and the audit log stay on the node's local store (not yet in JetStream).
+//! node follows the venue subject of the stream so all of them validate alike. Audit entries go
+//! to the cluster's audit stream (`cluster::audit`) instead of the node's `audit.log`. Cases and
+//! health records stay on the node's local store (not yet in JetStream).
 
 use std::sync::Arc;
 
@@ -70,6 +71,32 @@ async fn follow_once(
         node.note_venues_followed(seq);
     }
     Ok(())
+}
+
+/// Sends every audit entry of this node to the cluster's audit stream (the engine's local
+/// `audit.log` gets none), so `GET /v1/audit` on any node shows every node's entries.
+pub(crate) fn forward_audit(node: &Node, engine: &Engine) {
+    struct ToStream(cluster::audit::AuditPublisher);
+    impl engine::AuditForward for ToStream {
+        fn submit(&self, entry: AuditEntry, done: engine::AuditDone) {
+            self.0.submit(entry.into(), move |r| {
+                done(r.map_err(|e| engine::Error::Forward(e.to_string())))
+            });
+        }
+    }
+    let publisher = cluster::audit::AuditPublisher::start(node.clone());
+    engine.forward_audit(Arc::new(ToStream(publisher)));
+}
+
+/// `GET /v1/audit` in cluster mode: every node's entries, from the audit stream.
+pub(crate) async fn audit_since(node: &Node, since: i64) -> Result<Vec<AuditEntry>, ApiError> {
+    Ok(node
+        .audit_since(since)
+        .await
+        .map_err(cluster_err)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 fn cluster_err(e: cluster::ClusterError) -> ApiError {

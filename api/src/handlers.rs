@@ -507,10 +507,15 @@ struct AuditListOut<'a> {
 
 pub(crate) async fn audit(app: &App, ctx: &Ctx) -> Answer {
     let since = int_param(ctx, "since")?.unwrap_or(0);
-    let engine = app.engine().clone();
-    let entries = blocking(move || engine.audit_since(since))
-        .await?
-        .map_err(engine_err)?;
+    let entries = match app.cluster() {
+        Some(node) => crate::cluster_mode::audit_since(node, since).await?,
+        None => {
+            let engine = app.engine().clone();
+            blocking(move || engine.audit_since(since))
+                .await?
+                .map_err(engine_err)?
+        }
+    };
     let entries: Vec<AuditOut<'_>> = entries
         .iter()
         .map(|e| AuditOut {

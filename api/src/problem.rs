@@ -133,6 +133,7 @@ impl ApiError {
                 "the store stopped acknowledging after a failed disk write; the operator must restart it"
             }
             E::Io { .. } => "the store could not write to disk; nothing of this request was acknowledged",
+            E::Forward(_) => "the cluster could not store the audit entry of this request; retry shortly",
             _ => "",
         };
         log_limited(err);

@@ -12,8 +12,10 @@
 //! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
 //! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
 //! rounds (the case's visits, candidate overlaps from every shard, the F1s' visits, F2 overlaps).
+//! Audit entries go to a stream of their own ([`audit`]).
 //! [`contacts`] holds the overlap arithmetic of contract section 5, shared by the shards.
 
+pub mod audit;
 pub mod contacts;
 pub mod error;
 pub mod node;

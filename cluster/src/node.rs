@@ -67,7 +67,7 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
 }
 
 /// Creates the stream if it does not exist (3 replicas, file storage, a 2-minute duplicate
-/// window for `Nats-Msg-Id`). Retries for up to a minute while the cluster elects a leader.
+/// window for `Nats-Msg-Id`).
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream::Stream> {
     let config = jetstream::stream::Config {
         name: STREAM.to_string(),
@@ -77,12 +77,25 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream:
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
+    retry_create(|| js.get_or_create_stream(config.clone()), "stream").await
+}
+
+/// Runs a JetStream management call until it succeeds, for up to a minute (the cluster may
+/// be electing a leader).
+pub(crate) async fn retry_create<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = std::result::Result<T, E>>,
+>(
+    mut call: impl FnMut() -> F,
+    what: &str,
+) -> Result<T> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match js.get_or_create_stream(config.clone()).await {
+        match call().await {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() < deadline => {
-                tracing::info!(error = %e, "waiting for JetStream to create the stream");
+                tracing::info!(error = %e, "waiting for JetStream to create the {what}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(ClusterError::JetStream(e.to_string())),
@@ -97,6 +110,7 @@ impl Node {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         ensure_stream(&js).await?;
+        crate::audit::ensure_audit_stream(&js).await?;
         let node_id = format!("{:016x}", rand::random::<u64>());
         Ok(Node {
             inner: Arc::new(Inner {
@@ -128,7 +142,7 @@ impl Node {
     }
 
     /// Publishes one message, retrying with the same `Nats-Msg-Id`; returns its sequence.
-    async fn publish(&self, subject: String, payload: Bytes) -> Result<u64> {
+    pub(crate) async fn publish(&self, subject: String, payload: Bytes) -> Result<u64> {
         let id = self.next_msg_id();
         let mut last_err = String::new();
         for attempt in 0..PUBLISH_TRIES {

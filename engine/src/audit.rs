@@ -5,9 +5,13 @@
 //! at that moment and writes them with one `pwrite` and one flush: concurrent lookups share a
 //! flush without waking a thread each. Entries are never purged by retention: they are the
 //! authority's record of access to personal data.
+//!
+//! In cluster mode the entries are not the node's to keep: the server installs an
+//! [`AuditForward`] ([`crate::Engine::forward_audit`]) and every entry goes to it instead
+//! (the cluster's replicated audit stream), with the same "durable before `done`" promise.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -27,7 +31,15 @@ struct AuditRecord {
 }
 
 /// Called once an entry is durable, or with why it could not be stored.
-pub(crate) type AuditDone = Box<dyn FnOnce(Result<()>) + Send>;
+pub type AuditDone = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Where audit entries go instead of the local `audit.log` (cluster mode: a replicated stream).
+/// `submit` must call `done` exactly once, after the entry is durable there or with why not
+/// ([`Error::Forward`]); it must not block.
+pub trait AuditForward: Send + Sync {
+    /// Stores one entry elsewhere.
+    fn submit(&self, entry: AuditEntry, done: AuditDone);
+}
 
 /// One queued entry: its encoded frame and who waits for it.
 struct Job {
@@ -44,6 +56,8 @@ pub(crate) struct AuditLog {
     /// `None` once stopped: later entries are refused with [`Error::ShuttingDown`].
     queue: Mutex<Option<Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Set once, in cluster mode: every later entry goes there instead.
+    forward: OnceLock<Arc<dyn AuditForward>>,
 }
 
 fn decode(payload: &[u8]) -> std::result::Result<AuditEntry, String> {
@@ -75,6 +89,7 @@ impl AuditLog {
                 journal,
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
+                forward: OnceLock::new(),
             },
             dropped,
         ))
@@ -88,6 +103,9 @@ impl AuditLog {
     /// Queues one entry; `done` is called once it is durable, or with the error that kept it
     /// from being stored (possibly on this thread, at once).
     pub(crate) fn submit(&self, entry: AuditEntry, done: AuditDone) {
+        if let Some(forward) = self.forward.get() {
+            return forward.submit(entry, done);
+        }
         let frame = match encode(entry) {
             Ok(f) => f,
             Err(e) => return done(Err(e)),
@@ -102,7 +120,12 @@ impl AuditLog {
         }
     }
 
-    /// Entries with `ts >= since`, oldest first (in append order).
+    /// Sends every later entry to `forward` instead of `audit.log`; `false` if one was set.
+    pub(crate) fn set_forward(&self, forward: Arc<dyn AuditForward>) -> bool {
+        self.forward.set(forward).is_ok()
+    }
+
+    /// Entries of the local `audit.log` with `ts >= since`, oldest first (in append order).
     pub(crate) fn since(&self, since: i64) -> Result<Vec<AuditEntry>> {
         let content = self.journal.read_all()?;
         let mut out = Vec::new();

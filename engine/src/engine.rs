@@ -529,7 +529,13 @@ impl Engine {
         self.shared().audit.submit(entry, Box::new(done));
     }
 
-    /// Audit entries with `ts >= since`, oldest first.
+    /// Sends every later audit entry to `forward` instead of this store's `audit.log` (cluster
+    /// mode). Set once; `false` if a forward was already set.
+    pub fn forward_audit(&self, forward: Arc<dyn crate::AuditForward>) -> bool {
+        self.shared().audit.set_forward(forward)
+    }
+
+    /// Audit entries of this store's own `audit.log` with `ts >= since`, oldest first.
     pub fn audit_since(&self, since: i64) -> Result<Vec<AuditEntry>> {
         self.shared().audit.since(since)
     }

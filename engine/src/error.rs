@@ -42,6 +42,9 @@ pub enum Error {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// An entry forwarded elsewhere (cluster mode's audit stream) was not stored there.
+    #[error("the audit entry was not stored in the cluster: {0}")]
+    Forward(String),
 }
 
 impl Error {
@@ -78,7 +81,11 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::NoSpace(_) | Error::ShuttingDown | Error::Io { .. } | Error::Poisoned(_)
+            Error::NoSpace(_)
+                | Error::ShuttingDown
+                | Error::Io { .. }
+                | Error::Poisoned(_)
+                | Error::Forward(_)
         )
     }
 }

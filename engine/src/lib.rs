@@ -36,6 +36,7 @@ mod types;
 mod visits;
 mod writer;
 
+pub use audit::{AuditDone, AuditForward};
 pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
