@@ -267,7 +267,7 @@ impl App {
             RouteId::PersonVisits => handlers::person_visits(self, &ctx).await,
             RouteId::PersonVaccinations => crate::vaccinations::person_doses(self, &ctx).await,
             RouteId::Trace => handlers::trace(self, &ctx, req).await,
-            RouteId::Stats => handlers::stats(self),
+            RouteId::Stats => handlers::stats(self).await,
             RouteId::Audit => handlers::audit(self, &ctx).await,
             RouteId::Keys => certificates::keys(self),
             RouteId::PersonCertificate => certificates::certificate(self, &ctx).await,

@@ -88,6 +88,11 @@ pub(crate) fn forward_audit(node: &Node, engine: &Engine) {
     engine.forward_audit(Arc::new(ToStream(publisher)));
 }
 
+/// Store counts over every shard (`GET /v1/stats` in cluster mode).
+pub(crate) async fn shard_totals(node: &Node) -> Result<cluster::node::ShardTotals, ApiError> {
+    node.stats().await.map_err(cluster_err)
+}
+
 /// `GET /v1/audit` in cluster mode: every node's entries, from the audit stream.
 pub(crate) async fn audit_since(node: &Node, since: i64) -> Result<Vec<AuditEntry>, ApiError> {
     Ok(node

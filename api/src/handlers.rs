@@ -479,17 +479,22 @@ struct StatsOut {
     log_bytes: u64,
 }
 
-pub(crate) fn stats(app: &App) -> Answer {
+pub(crate) async fn stats(app: &App) -> Answer {
     let s = app.engine().stats();
-    json(
-        StatusCode::OK,
-        &StatsOut {
-            scans: s.scans,
-            venues: s.venues,
-            persons: s.persons,
-            log_bytes: s.log_bytes,
-        },
-    )
+    let mut out = StatsOut {
+        scans: s.scans,
+        venues: s.venues,
+        persons: s.persons,
+        log_bytes: s.log_bytes,
+    };
+    if let Some(node) = app.cluster() {
+        // The scans are the shards': summed over one replica of each; venues are every node's.
+        let t = crate::cluster_mode::shard_totals(node).await?;
+        out.scans = t.scans;
+        out.persons = t.persons;
+        out.log_bytes = t.log_bytes;
+    }
+    json(StatusCode::OK, &out)
 }
 
 #[derive(Serialize)]

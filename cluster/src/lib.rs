@@ -20,6 +20,7 @@ pub mod contacts;
 pub mod error;
 pub mod node;
 pub mod shard;
+pub mod status;
 pub mod wire;
 
 pub use error::{ClusterError, Result};

@@ -23,6 +23,14 @@ pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
 /// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
 const PUBLISH_TRIES: usize = 4;
 
+/// Store counts over every shard ([`Node::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardTotals {
+    pub scans: u64,
+    pub persons: u64,
+    pub log_bytes: u64,
+}
+
 /// A connection to the cluster, as an HTTP node uses it. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -400,22 +408,23 @@ impl Node {
         Ok(all)
     }
 
-    /// Accepted scans stored and persons, summed over shards.
-    pub async fn stats(&self) -> Result<(u64, u64)> {
-        let mut scans = 0;
-        let mut persons = 0;
+    /// Accepted scans stored, persons and log bytes, summed over shards (one replica of each).
+    pub async fn stats(&self) -> Result<ShardTotals> {
+        let mut t = ShardTotals::default();
         for r in self.ask_all(Op::Stats).await? {
             let Reply::Stats {
-                scans: s,
-                persons: p,
+                scans,
+                persons,
+                log_bytes,
             } = r
             else {
                 return Err(unexpected("stats"));
             };
-            scans += s;
-            persons += p;
+            t.scans += scans;
+            t.persons += persons;
+            t.log_bytes += log_bytes;
         }
-        Ok((scans, persons))
+        Ok(t)
     }
 
     /// A contact trace (contract section 5) by fan-out; `None` if the case has no scans.

@@ -417,6 +417,7 @@ fn answer_now(state: &State, op: Op) -> Reply {
             Reply::Stats {
                 scans: s.scans,
                 persons: s.persons,
+                log_bytes: s.log_bytes,
             }
         }
         Op::Exposures {

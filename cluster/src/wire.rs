@@ -102,6 +102,9 @@ pub enum Reply {
     Stats {
         scans: u64,
         persons: u64,
+        /// Bytes of the shard replica's own log (a shard of an older release sends none).
+        #[serde(default)]
+        log_bytes: u64,
     },
     /// The shard could not answer (not caught up in time, or an internal error).
     Error(String),

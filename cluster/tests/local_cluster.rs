@@ -178,6 +178,7 @@ fn until_ok(base: &str, method: &str, path: &str, body: Option<&Value>, for_s: u
 struct Nats {
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
+    js: async_nats::jetstream::Context,
 }
 
 impl Nats {
@@ -189,46 +190,9 @@ impl Nats {
         let client = rt
             .block_on(cluster::node::connect(urls, "local-cluster-test"))
             .expect("connect to NATS");
-        Nats { rt, client }
-    }
-
-    /// The stream sequence a replica of shard `k` must have applied to hold every message of
-    /// its subjects stored so far (0 if there is none).
-    fn last_seq_of_shard(&self, k: u32) -> Option<u64> {
-        self.rt.block_on(async {
-            let js = async_nats::jetstream::new(self.client.clone());
-            let stream = js.get_stream(cluster::STREAM).await.ok()?;
-            let mut last = 0;
-            for subject in [
-                cluster::scan_subject(k),
-                cluster::VENUES_SUBJECT.to_string(),
-            ] {
-                match stream.get_last_raw_message_by_subject(&subject).await {
-                    Ok(m) => last = last.max(m.sequence),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                        ) => {}
-                    Err(_) => return None,
-                }
-            }
-            Some(last)
-        })
-    }
-
-    fn status(&self, k: u32, r: u32) -> Option<cluster::wire::ReplicaStatus> {
-        self.rt.block_on(async {
-            let msg = tokio::time::timeout(
-                Duration::from_secs(2),
-                self.client
-                    .request(cluster::status_subject(k, r), bytes::Bytes::new()),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            serde_json::from_slice(&msg.payload).ok()
-        })
+        // The JetStream context starts a task: inside the runtime.
+        let js = rt.block_on(async { async_nats::jetstream::new(client.clone()) });
+        Nats { rt, client, js }
     }
 
     /// Waits until replica `r` of shard `k` serves queries and has applied every message of
@@ -237,15 +201,16 @@ impl Nats {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(for_s);
         loop {
-            if let (Some(target), Some(st)) = (self.last_seq_of_shard(k), self.status(k, r)) {
-                if st.serving && st.applied >= target {
-                    return started.elapsed();
-                }
+            let standing = self
+                .rt
+                .block_on(cluster::status::standing(&self.client, &self.js, k, r))
+                .ok();
+            if standing.as_ref().is_some_and(|s| s.caught_up()) {
+                return started.elapsed();
             }
             assert!(
                 Instant::now() < deadline,
-                "shard-{k}-{r} did not catch up with the stream within {for_s} s: {:?}",
-                self.status(k, r)
+                "shard-{k}-{r} did not catch up with the stream within {for_s} s: {standing:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -514,6 +479,16 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         let want = until_ok(&single_base, "GET", &path, None, 30).json();
         let got = until_ok(&urls[0], "GET", &path, None, 30).json();
         assert_eq!(got["present"], want["present"], "occupancy of V{v}");
+    }
+
+    // Store counts: scans and persons are the shards', summed.
+    let want = until_ok(&single_base, "GET", "/v1/stats", None, 30).json();
+    for url in &urls {
+        let got = until_ok(url, "GET", "/v1/stats", None, 30).json();
+        for field in ["scans", "persons", "venues"] {
+            assert_eq!(got[field], want[field], "stats {field} through {url}");
+        }
+        assert!(got["log_bytes"].as_u64().is_some_and(|b| b > 0), "{got}");
     }
 
     // Traces, depth 1 and 2, with and without the v2 rules.
