@@ -13,7 +13,8 @@
 //! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
 //! rounds (the case's visits, candidate overlaps from every shard, the F1s' visits, F2 overlaps).
 //! Audit entries go to a stream of their own ([`audit`]).
-//! [`contacts`] holds the overlap arithmetic of contract section 5, shared by the shards.
+//! [`contacts`] holds the clipping and ordering of section 5 that the HTTP node applies; the
+//! overlaps themselves are each shard engine's (`Engine::exposures_to`).
 
 pub mod audit;
 pub mod contacts;

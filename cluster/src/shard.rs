@@ -11,7 +11,6 @@
 //! has applied everything that was pending when it started, so a replica that is catching up
 //! never answers. It answers [`crate::status_subject`] at once, with its applied sequence.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
-use std::sync::Mutex;
 
-use crate::contacts::best_exposure;
 use crate::error::{ClusterError, Result};
 use crate::wire::{Exposure, Op, Query, ReplicaStatus, Reply, WireScan, WireVenue, WireVisit};
 use crate::{query_subject, scan_subject, status_subject, VENUES_SUBJECT};
@@ -49,8 +46,6 @@ struct State {
     applied: AtomicU64,
     /// Whether the replica is in the shard's queue group.
     serving: AtomicBool,
-    /// Persons with any stored scan at each venue (the candidates of a trace's overlap round).
-    at_venue: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Runs a replica until `shutdown` completes.
@@ -74,7 +69,6 @@ pub async fn run(
         engine,
         applied: AtomicU64::new(0),
         serving: AtomicBool::new(false),
-        at_venue: Mutex::new(HashMap::new()),
     });
 
     let name = format!("shard-{}-{}", config.shard, config.replica);
@@ -324,14 +318,6 @@ async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Res
             return Ok(());
         }
     };
-    {
-        let mut at = state.at_venue.lock().map_err(|_| poisoned())?;
-        for s in &scans {
-            at.entry(s.venue.clone())
-                .or_default()
-                .insert(s.person.clone());
-        }
-    }
     let items: Vec<engine::ScanItem> = scans
         .into_iter()
         .map(|s| {
@@ -362,10 +348,6 @@ async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Res
         tracing::debug!(rejected = outcome.rejected.len(), "scans refused on replay");
     }
     Ok(())
-}
-
-fn poisoned() -> ClusterError {
-    ClusterError::JetStream("a shard lock was poisoned".into())
 }
 
 async fn answer(state: &Arc<State>, q: Query) -> Reply {
@@ -426,42 +408,34 @@ fn answer_now(state: &State, op: Op) -> Reply {
             threshold,
             exclude,
         } => {
-            let exclude: HashSet<&str> = exclude.iter().map(String::as_str).collect();
-            let mut venues: HashSet<&str> = HashSet::new();
-            let mut lo = i64::MAX;
-            let mut hi = i64::MIN;
-            for s in &sources {
-                for v in &s.visits {
-                    venues.insert(&v.venue);
-                    lo = lo.min(v.start);
-                    hi = hi.max(v.end + linger_s);
-                }
-            }
-            if venues.is_empty() {
-                return Reply::Exposures(Vec::new());
-            }
-            let candidates: Vec<String> = {
-                let Ok(at) = state.at_venue.lock() else {
-                    return Reply::Error("a shard lock was poisoned".into());
-                };
-                let mut c: HashSet<&String> = HashSet::new();
-                for v in &venues {
-                    if let Some(ps) = at.get(*v) {
-                        c.extend(ps.iter().filter(|p| !exclude.contains(p.as_str())));
-                    }
-                }
-                c.into_iter().cloned().collect()
-            };
-            let mut out: Vec<Exposure> = Vec::new();
-            for p in candidates {
-                let Some(theirs) = engine.visits(&p, lo, hi) else {
-                    continue;
-                };
-                let theirs = wire_visits(theirs);
-                if let Some(e) = best_exposure(&p, &theirs, &sources, linger_s, threshold) {
-                    out.push(e);
-                }
-            }
+            let sources: Vec<engine::ExposureSource> = sources
+                .into_iter()
+                .map(|s| engine::ExposureSource {
+                    person: s.person,
+                    visits: s
+                        .visits
+                        .into_iter()
+                        .map(|v| engine::Visit {
+                            venue: v.venue.into(),
+                            start: v.start,
+                            end: v.end,
+                        })
+                        .collect(),
+                })
+                .collect();
+            let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
+            let out = engine
+                .exposures_to(&sources, linger_s, threshold, &exclude)
+                .into_iter()
+                .map(|e| Exposure {
+                    person: e.person.to_string(),
+                    source: sources[e.source].person.clone(),
+                    exposure_s: e.exposure_s,
+                    first_contact: e.first_contact,
+                    last_contact: e.last_contact,
+                    venues: e.venues.iter().map(|v| v.to_string()).collect(),
+                })
+                .collect();
             Reply::Exposures(out)
         }
     }

@@ -369,6 +369,49 @@ impl Engine {
         trace::trace(self.shared().index.read(), request)
     }
 
+    /// One step of a trace whose sources are stored elsewhere (cluster mode: the case's
+    /// visits, or its F1s', from their shards): every person of this store, except `exclude`,
+    /// exposed `>= threshold` seconds to some source, with the best source. The arithmetic is
+    /// [`Engine::trace`]'s, on this store's persons.
+    pub fn exposures_to(
+        &self,
+        sources: &[crate::ExposureSource],
+        linger_s: i64,
+        threshold: i64,
+        exclude: &[&str],
+    ) -> Vec<crate::SourcedExposure> {
+        let raw: Vec<Vec<crate::visits::RawVisit>> = {
+            let registry = self.shared().registry.read();
+            sources
+                .iter()
+                .map(|s| {
+                    s.visits
+                        .iter()
+                        .filter_map(|v| {
+                            registry
+                                .find(&v.venue)
+                                .map(|venue| crate::visits::RawVisit {
+                                    venue,
+                                    start: v.start,
+                                    end: v.end,
+                                })
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let idx = self.shared().index.read();
+        let with_own: Vec<(Option<u32>, Vec<crate::visits::RawVisit>)> = sources
+            .iter()
+            .zip(raw)
+            .map(|(s, r)| (idx.person(&s.person), r))
+            .collect();
+        let names: Vec<&str> = sources.iter().map(|s| s.person.as_str()).collect();
+        let exclude: rustc_hash::FxHashSet<u32> =
+            exclude.iter().filter_map(|p| idx.person(p)).collect();
+        trace::foreign_exposures(idx, &with_own, &names, linger_s, threshold, &exclude)
+    }
+
     /// Derives a live trace of `request` (always depth 2) now, reporting every listing and
     /// window (see [`LiveTrace`]).
     pub fn live_trace(&self, request: &TraceRequest) -> (LiveTrace, LiveChanges) {

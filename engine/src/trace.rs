@@ -18,7 +18,7 @@ use std::collections::hash_map::Entry;
 use rustc_hash::FxHashMap;
 
 use crate::index::Index;
-use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult};
+use crate::types::{F1Contact, F2Contact, SourcedExposure, TraceRequest, TraceResult};
 use crate::visits::RawVisit;
 
 /// Exposure of one contact to one source. Most contacts share a single venue with the source,
@@ -369,4 +369,59 @@ pub(crate) fn trace(
         f1: f1_out,
         f2: f2_out,
     })
+}
+
+/// The F1 step (one source: the case) or the F2 step (one source per F1) of [`trace`] for
+/// sources stored elsewhere (cluster mode: another shard's persons, given by value): every
+/// person of this store not in `exclude` whose exposure to some source is `>= threshold`, with
+/// the best source (largest exposure, ties by the smallest source id). Source visits at venues
+/// this store does not know are skipped (nobody here can have been there).
+pub(crate) fn foreign_exposures(
+    mut guard: RwLockReadGuard<'_, Index>,
+    sources: &[(Option<u32>, Vec<RawVisit>)],
+    names: &[&str],
+    linger_s: i64,
+    threshold: i64,
+    exclude: &rustc_hash::FxHashSet<u32>,
+) -> Vec<SourcedExposure> {
+    let threshold = threshold.max(1);
+    let mut tracer = Tracer::new(&mut guard);
+    let mut best: FxHashMap<u32, (usize, Exposure)> = FxHashMap::default();
+    for (i, (own, visits)) in sources.iter().enumerate() {
+        tracer.yield_to_writer();
+        let exposures = tracer.exposures(visits, linger_s, |q| {
+            Some(q) == *own || exclude.contains(&q)
+        });
+        for (q, x) in exposures {
+            if x.total < threshold {
+                continue;
+            }
+            let better = match best.get(&q) {
+                None => true,
+                Some((bi, b)) => x.total > b.total || (x.total == b.total && names[i] < names[*bi]),
+            };
+            if better {
+                best.insert(q, (i, x));
+            }
+        }
+    }
+    let index = &**tracer.guard;
+    best.into_iter()
+        .map(|(q, (source, e))| {
+            let mut venues: Vec<Arc<str>> = e
+                .venues()
+                .map(|v| index.venue_ids[v as usize].clone())
+                .collect();
+            venues.sort();
+            venues.dedup();
+            SourcedExposure {
+                person: Arc::from(index.persons.get(q)),
+                source,
+                exposure_s: e.total,
+                first_contact: e.first_contact,
+                last_contact: e.last_contact,
+                venues,
+            }
+        })
+        .collect()
 }

@@ -307,6 +307,29 @@ pub struct F1Contact {
     pub venues: Vec<Arc<str>>,
 }
 
+/// Visits of a person stored elsewhere (in cluster mode, on another shard): a source of
+/// [`crate::Engine::exposures_to`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExposureSource {
+    pub person: String,
+    /// Already clipped as the trace step wants them (contract section 5).
+    pub visits: Vec<Visit>,
+}
+
+/// A person of this store exposed to some of the [`ExposureSource`]s: its best one (largest
+/// exposure, ties by the smallest source id) and the overlap with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedExposure {
+    pub person: Arc<str>,
+    /// Index of the best source in the list given.
+    pub source: usize,
+    pub exposure_s: i64,
+    pub first_contact: i64,
+    pub last_contact: i64,
+    /// Venues of the overlaps with that source, sorted, distinct.
+    pub venues: Vec<Arc<str>>,
+}
+
 /// An F2 contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct F2Contact {
