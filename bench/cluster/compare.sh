@@ -30,6 +30,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 OUT=${OUT:-$ROOT/bench/results/cluster-$(date +%Y%m%d-%H%M)}
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run.log") 2>&1
 
 if [[ $SKIP_BUILD != 1 ]]; then
     (cd "$ROOT" && cargo build --release -p checkin-api -p checkin-cluster -p checkin-loadtest \
@@ -92,7 +93,8 @@ trace() {
     "$BIN/checkin-loadtest" --quiet trace --url "$2" --depth 1 --persons "$PERSONS" \
         --venues "$VENUES" --duration "${TRACE_SECS}s" --connections "$TRACE_C" \
         --json "$OUT/$1-trace.json" >/dev/null
-    field "$OUT/$1-trace.json" 'f"{r[\"requests_ok\"]} {r[\"requests_per_s\"]:.0f} {r[\"latency\"][\"p50_ms\"]:.2f} {r[\"latency\"][\"p99_ms\"]:.2f}"'
+    field "$OUT/$1-trace.json" \
+        "'%d %.0f %.2f %.2f' % (r['requests_ok'], r['requests_per_s'], r['latency']['p50_ms'], r['latency']['p99_ms'])"
 }
 
 # --- single node -------------------------------------------------------------------------
