@@ -256,7 +256,7 @@ impl App {
         };
         match spec.id {
             RouteId::Healthz => handlers::healthz(self),
-            RouteId::Metrics => handlers::metrics(self),
+            RouteId::Metrics => handlers::metrics(self).await,
             RouteId::RegisterVenues => handlers::register_venues(self, req).await,
             RouteId::Venue => handlers::venue(self, &ctx).await,
             RouteId::VenueOccupancy => handlers::venue_occupancy(self, &ctx).await,

@@ -39,6 +39,7 @@ pub struct Metrics {
     vaccinations_accepted: IntCounter,
     vaccinations_rejected: IntCounterVec,
     certificates_issued: IntCounter,
+    cluster_stats_failures: IntCounter,
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
     /// [`VERIFY_REASONS`] entry, in that order.
     certificate_verifications: Vec<IntCounter>,
@@ -235,6 +236,12 @@ impl Metrics {
         for tier in Tier::ALL {
             status_reads.with_label_values(&[tier.as_str()]);
         }
+        let cluster_stats_failures = IntCounter::new(
+            "checkin_cluster_stats_failures_total",
+            "Scrapes in cluster mode whose store gauges are this node's own because the shards \
+             did not answer within 2 s.",
+        )?;
+        registry.register(Box::new(cluster_stats_failures.clone()))?;
         let certificates_issued = IntCounter::new(
             "checkin_certificates_issued_total",
             "Health certificates signed (each GET /v1/persons/{id}/certificate that answered one, \
@@ -300,6 +307,7 @@ impl Metrics {
             vaccinations_accepted,
             vaccinations_rejected,
             certificates_issued,
+            cluster_stats_failures,
             certificate_verifications,
             cases,
             persons_by_tier,
@@ -393,6 +401,11 @@ impl Metrics {
     /// One standing-trace update pass.
     pub fn observe_standing(&self, elapsed: Duration) {
         self.standing_update.observe(elapsed.as_secs_f64());
+    }
+
+    /// A scrape in cluster mode that could not get the shards' store counts.
+    pub fn note_cluster_stats_failure(&self) {
+        self.cluster_stats_failures.inc();
     }
 
     /// One build of the portal.

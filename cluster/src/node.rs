@@ -29,6 +29,7 @@ pub struct ShardTotals {
     pub scans: u64,
     pub persons: u64,
     pub log_bytes: u64,
+    pub present: u64,
 }
 
 /// A connection to the cluster, as an HTTP node uses it. Cheap to clone.
@@ -408,7 +409,8 @@ impl Node {
         Ok(all)
     }
 
-    /// Accepted scans stored, persons and log bytes, summed over shards (one replica of each).
+    /// Accepted scans stored, persons, log bytes and persons present, summed over shards (one
+    /// replica of each).
     pub async fn stats(&self) -> Result<ShardTotals> {
         let mut t = ShardTotals::default();
         for r in self.ask_all(Op::Stats).await? {
@@ -416,6 +418,7 @@ impl Node {
                 scans,
                 persons,
                 log_bytes,
+                present,
             } = r
             else {
                 return Err(unexpected("stats"));
@@ -423,6 +426,7 @@ impl Node {
             t.scans += scans;
             t.persons += persons;
             t.log_bytes += log_bytes;
+            t.present += present;
         }
         Ok(t)
     }

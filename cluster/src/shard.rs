@@ -400,6 +400,7 @@ fn answer_now(state: &State, op: Op) -> Reply {
                 scans: s.scans,
                 persons: s.persons,
                 log_bytes: s.log_bytes,
+                present: s.present,
             }
         }
         Op::Exposures {

@@ -105,6 +105,9 @@ pub enum Reply {
         /// Bytes of the shard replica's own log (a shard of an older release sends none).
         #[serde(default)]
         log_bytes: u64,
+        /// Persons present now, all venues together.
+        #[serde(default)]
+        present: u64,
     },
     /// The shard could not answer (not caught up in time, or an internal error).
     Error(String),

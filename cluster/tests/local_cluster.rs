@@ -489,6 +489,23 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             assert_eq!(got[field], want[field], "stats {field} through {url}");
         }
         assert!(got["log_bytes"].as_u64().is_some_and(|b| b > 0), "{got}");
+        // The store gauges of /metrics are the shards' too.
+        let metrics = until_ok(url, "GET", "/metrics", None, 30).body;
+        let gauge = |name: &str| -> Option<u64> {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        assert_eq!(
+            gauge("checkin_scans_stored"),
+            want["scans"].as_u64(),
+            "{url}/metrics"
+        );
+        assert_eq!(
+            gauge("checkin_persons"),
+            want["persons"].as_u64(),
+            "{url}/metrics"
+        );
     }
 
     // Traces, depth 1 and 2, with and without the v2 rules.
