@@ -54,6 +54,17 @@ impl Exposure {
     pub(crate) fn venues(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(self.first_venue).chain(self.more_venues.iter().copied())
     }
+
+    /// The ids of those venues, sorted, distinct (as an answer lists them).
+    fn venue_ids(&self, index: &Index) -> Vec<Arc<str>> {
+        let mut ids: Vec<Arc<str>> = self
+            .venues()
+            .map(|v| index.venue_ids[v as usize].clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
 }
 
 pub(crate) struct Tracer<'g, 'a> {
@@ -342,12 +353,7 @@ pub(crate) fn trace(
     let f1_out = f1
         .into_iter()
         .map(|(q, e)| {
-            let mut venues: Vec<Arc<str>> = e
-                .venues()
-                .map(|v| index.venue_ids[v as usize].clone())
-                .collect();
-            venues.sort();
-            venues.dedup();
+            let venues = e.venue_ids(index);
             F1Contact {
                 person: Arc::from(name(q)),
                 exposure_s: e.total,
@@ -408,12 +414,7 @@ pub(crate) fn foreign_exposures(
     let index = &**tracer.guard;
     best.into_iter()
         .map(|(q, (source, e))| {
-            let mut venues: Vec<Arc<str>> = e
-                .venues()
-                .map(|v| index.venue_ids[v as usize].clone())
-                .collect();
-            venues.sort();
-            venues.dedup();
+            let venues = e.venue_ids(index);
             SourcedExposure {
                 person: Arc::from(index.persons.get(q)),
                 source,
