@@ -247,6 +247,13 @@ impl App {
                 principal
             }
         };
+        if self.cluster().is_some() && !spec.id.in_cluster_mode() {
+            return Err(ApiError::NotInCluster(format!(
+                "{} {} is not available in cluster mode yet: its data is not in the cluster \
+                 (docs/cluster.md, \"Not yet\")",
+                spec.method, spec.pattern
+            )));
+        }
         let query = routes::parse_query(req.uri().query());
         let ctx = handlers::Ctx {
             spec,

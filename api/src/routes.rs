@@ -49,6 +49,31 @@ pub enum RouteId {
     Notices,
 }
 
+impl RouteId {
+    /// Whether the route is served in cluster mode. The health domain (cases, tiers, records,
+    /// areas, notices) and the live venue feed are not in the cluster yet (docs/cluster.md):
+    /// their routes answer `501` there rather than answer from one node's own store.
+    pub fn in_cluster_mode(self) -> bool {
+        use RouteId::*;
+        matches!(
+            self,
+            Healthz
+                | Metrics
+                | RegisterVenues
+                | Venue
+                | VenueOccupancy
+                | TopOccupancy
+                | Scans
+                | PersonVisits
+                | Trace
+                | Stats
+                | Audit
+                | Keys
+                | Verify
+        )
+    }
+}
+
 /// One routed method and path pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSpec {

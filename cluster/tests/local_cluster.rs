@@ -481,6 +481,21 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         assert_eq!(got["present"], want["present"], "occupancy of V{v}");
     }
 
+    // The health domain is not in the cluster yet: refused, never answered from one node's store.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/cases",
+            Some(json!({"person": "p1", "sampled_at": now - 3600})),
+        ),
+        ("GET", "/v1/persons/p1/status", None),
+        ("GET", "/v1/persons/p1/pass", None),
+    ] {
+        let r = request(&urls[0], method, path, body.as_ref()).expect("cluster");
+        assert_eq!(r.status, 501, "{method} {path}: {}", r.body);
+        assert_eq!(r.json()["type"], "urn:checkin:problem:not-in-cluster-mode");
+    }
+
     // Store counts: scans and persons are the shards', summed.
     let want = until_ok(&single_base, "GET", "/v1/stats", None, 30).json();
     for url in &urls {
