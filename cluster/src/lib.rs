@@ -7,7 +7,8 @@
 //! shard always knows a venue before the first scan validated against it.
 //!
 //! A shard process ([`shard`], binary `checkin-shard`) consumes its subjects with a pull
-//! consumer into an `engine` of its own (a cache of the stream, rebuilt from it at start) and
+//! consumer into an `engine` of its own (a cache of the stream, reopened at start from its
+//! checkpoint, [`checkpoint`]) and
 //! answers queries over NATS request/reply on [`query_subject`] in a queue group, so either
 //! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
 //! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
@@ -17,6 +18,7 @@
 //! overlaps themselves are each shard engine's (`Engine::exposures_to`).
 
 pub mod audit;
+pub mod checkpoint;
 pub mod contacts;
 pub mod error;
 pub mod node;

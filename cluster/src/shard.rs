@@ -53,28 +53,45 @@ pub async fn run(
     config: ShardConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    if config.data.exists() {
+    let name = format!("shard-{}-{}", config.shard, config.replica);
+    let client = crate::node::connect(&config.cluster, &name).await?;
+    let js = jetstream::new(client.clone());
+    let stream = crate::node::ensure_stream(&js).await?;
+    let stream_created_ns = stream.cached_info().created.unix_timestamp_nanos();
+
+    // Resume from the checkpoint when it is this shard's, of this stream; else start empty.
+    let resume = crate::checkpoint::load(&config.data).filter(|cp| {
+        cp.shard == config.shard
+            && cp.shards == config.shards
+            && cp.stream_created_ns == stream_created_ns
+    });
+    if resume.is_none() && config.data.exists() {
         std::fs::remove_dir_all(&config.data)
             .map_err(|e| ClusterError::JetStream(format!("cannot empty the cache dir: {e}")))?;
     }
     let mut ec = engine::Config::new(&config.data);
-    // The stream is the durable copy; the local store is a cache rebuilt from it.
+    // The stream is the durable copy; the local store is a cache of it, flushed before each
+    // checkpoint.
     ec.durability = engine::Durability::Os;
     ec.default_stay_s = config.default_stay_s;
     ec.retention_days = config.retention_days;
     let engine = tokio::task::spawn_blocking(move || engine::Engine::open(ec))
         .await
         .map_err(|e| ClusterError::JetStream(e.to_string()))??;
+    let applied = resume.as_ref().map_or(0, |cp| cp.applied);
+    tracing::info!(
+        %name,
+        applied,
+        scans = engine.stats().scans,
+        "{}",
+        if resume.is_some() { "resuming from the checkpoint" } else { "starting from the first message" }
+    );
     let state = Arc::new(State {
         engine,
-        applied: AtomicU64::new(0),
+        applied: AtomicU64::new(applied),
         serving: AtomicBool::new(false),
     });
 
-    let name = format!("shard-{}-{}", config.shard, config.replica);
-    let client = crate::node::connect(&config.cluster, &name).await?;
-    let js = jetstream::new(client.clone());
-    let stream = crate::node::ensure_stream(&js).await?;
     let subjects = vec![scan_subject(config.shard), VENUES_SUBJECT.to_string()];
     let started = Instant::now();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
@@ -183,10 +200,50 @@ pub async fn run(
         }
     };
 
+    let checkpoints = {
+        let state = Arc::clone(&state);
+        let (dir, shard, shards) = (config.data.clone(), config.shard, config.shards);
+        async move {
+            let mut last = applied;
+            loop {
+                tokio::time::sleep(crate::checkpoint::CHECKPOINT_EVERY).await;
+                let seq = state.applied.load(Ordering::Acquire);
+                if seq == last {
+                    continue;
+                }
+                let state = Arc::clone(&state);
+                let dir = dir.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    state.engine.flush()?;
+                    crate::checkpoint::store(
+                        &dir,
+                        &crate::checkpoint::Checkpoint {
+                            shard,
+                            shards,
+                            stream_created_ns,
+                            applied: seq,
+                        },
+                    )
+                    .map_err(|e| engine::Error::Io {
+                        context: "writing the checkpoint".into(),
+                        source: e,
+                    })
+                })
+                .await;
+                match stored {
+                    Ok(Ok(())) => last = seq,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint not written"),
+                    Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+                }
+            }
+        }
+    };
+
     let result = tokio::select! {
         r = apply => r,
         r = serve => r,
         r = status => r,
+        () = checkpoints => Ok(()),
         () = shutdown => Ok(()),
     };
     let engine = state.engine.clone();

@@ -19,7 +19,8 @@ struct Cli {
     /// Replica number (names its consumer and its status subject `ck.status.K.R`).
     #[arg(long, env = "CHECKIN_REPLICA", default_value_t = 1)]
     replica: u32,
-    /// Local cache directory (emptied and rebuilt from the stream at start).
+    /// Local cache directory: reopened at start from its checkpoint, or emptied and rebuilt
+    /// from the stream when the checkpoint is not this shard's or this stream's.
     #[arg(long, env = "CHECKIN_DATA")]
     data: std::path::PathBuf,
     /// Default stay in seconds (must equal the HTTP nodes' `--default-stay`).
