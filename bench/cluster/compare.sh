@@ -5,7 +5,8 @@
 #      checkin-loadtest processes (to the single server; to http-1 and http-2 of the cluster);
 #   2. depth-1 traces (POST /v1/trace) for random persons, once every replica has caught up;
 #   3. a shard replica killed with kill -9 and restarted: time until it serves again, caught up
-#      with the stream (it replays its shard's share of the SCANS scans);
+#      with the stream (from its checkpoint); then the same replica killed, its store removed
+#      and started as a new replica (it replays its shard's share of the SCANS scans);
 #   4. the shard's other replica killed: time until the first read of that shard is answered.
 # Prints a table and the ratios; raw reports (checkin-loadtest --json) stay in OUT.
 #
@@ -131,6 +132,16 @@ status --only 0-1 --wait 900 | tee "$OUT/cluster-restart.txt"
 t1=$(date +%s.%N)
 restart_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 
+note "cluster: shard-0-1 as a new replica (kill -9, store removed): replays its shard's share"
+kill -9 "$(cat "$WORK/cluster/pids/shard-0-1.pid")"
+sleep 1
+rm -rf "$WORK/cluster/shard-0-1"
+t0=$(date +%s.%N)
+CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" shard-0-1
+status --only 0-1 --wait 900 | tee "$OUT/cluster-new-replica.txt"
+t1=$(date +%s.%N)
+new_replica_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+
 note "cluster: kill -9 shard-0-2; the restarted replica takes shard 0 alone"
 kill -9 "$(cat "$WORK/cluster/pids/shard-0-2.pid")"
 t0=$(date +%s.%N)
@@ -156,6 +167,7 @@ takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
     printf '%-34s %14s %14s\n' "depth-1 traces/s ($TRACE_C connections)" "$s_trate" "$c_trate"
     echo
     echo "all replicas caught up after the intake: $caught"
-    echo "shard-0-1 killed and restarted: serving, caught up, ${restart_s} s after the restart (replays shard 0's share)"
+    echo "shard-0-1 killed and restarted: serving, caught up, ${restart_s} s after the restart (from its checkpoint)"
+    echo "shard-0-1 as a new replica (store removed): serving, caught up, ${new_replica_s} s after its start (replays shard 0's share)"
     echo "shard-0-2 killed: first read of shard 0 answered ${takeover_s} s later"
 } | tee "$OUT/summary.txt"
