@@ -227,12 +227,15 @@ impl DoseLog {
         &mut self,
         doses: impl IntoIterator<Item = LoggedDose<'a>>,
     ) -> Result<()> {
-        if self.failed {
-            return Err(Error::Store(format!(
-                "an earlier write of {} failed; no more doses are stored until a restart",
-                self.path.display()
-            )));
-        }
+        self.encode(doses)?;
+        self.commit()
+    }
+
+    /// Builds the next frame from `doses` (in memory; [`DoseLog::commit`] writes it).
+    pub(crate) fn encode<'a>(
+        &mut self,
+        doses: impl IntoIterator<Item = LoggedDose<'a>>,
+    ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         buf.extend_from_slice(&[0u8; HEADER]);
@@ -240,7 +243,21 @@ impl DoseLog {
             buf =
                 postcard::to_extend(&dose, buf).map_err(|e| Error::store("encoding a dose", e))?;
         }
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Durably writes the frame [`DoseLog::encode`] built (nothing if it holds no dose).
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Store(format!(
+                "an earlier write of {} failed; no more doses are stored until a restart",
+                self.path.display()
+            )));
+        }
+        let mut buf = std::mem::take(&mut self.buf);
         let result = self.write_frame(&mut buf);
+        buf.clear();
         // keep a request's buffer for the next one, but not a huge one
         if buf.capacity() <= 32 << 20 {
             self.buf = buf;

@@ -16,9 +16,10 @@
 //! `dose1_by_area`, which walks each set's areas and their ancestors once, so its cost is the
 //! number of distinct sets, not of persons). Vaccine codes and area ids are interned.
 //!
-//! Writes are serialized by one mutex (the check for conflicts and the store are atomic);
-//! readers take the state's read lock only.
+//! Writes are serialized by one mutex, which holds the log (the check for conflicts and the
+//! store are atomic); readers take the state's read lock only.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -361,15 +362,15 @@ struct State {
 }
 
 /// The earliest `administered_at` of a dose numbered 2 or higher, or of a single-dose vaccine.
-fn full_at(recs: &[Rec]) -> Option<i64> {
-    recs.iter()
+fn full_at<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> Option<i64> {
+    recs.into_iter()
         .filter(|r| r.dose >= 2 || is_single_dose(&r.vaccine))
         .map(|r| r.administered_at)
         .min()
 }
 
-fn area_set(recs: &[Rec]) -> Box<[Arc<str>]> {
-    let mut set: Vec<Arc<str>> = recs.iter().filter_map(|r| r.area.clone()).collect();
+fn area_set<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> Box<[Arc<str>]> {
+    let mut set: Vec<Arc<str>> = recs.into_iter().filter_map(|r| r.area.clone()).collect();
     set.sort();
     set.dedup();
     set.into_boxed_slice()
@@ -412,7 +413,7 @@ impl State {
                 self.doses += 1;
             }
         }
-        let (after_full, after_set) = (full_at(recs), area_set(recs));
+        let (after_full, after_set) = (full_at(&*recs), area_set(&*recs));
         if before_full != after_full {
             if let Some(t) = before_full {
                 self.untime(t);
@@ -673,8 +674,9 @@ struct Prepared {
 
 impl State {
     /// Prepares the indexes' change for `fresh` (candidates whose `(person, dose)` is new and
-    /// distinct, in ascending `(person, dose)` order). Needs only a read lock.
-    fn prepare<'a>(&self, fresh: impl Iterator<Item = &'a Candidate>) -> Prepared {
+    /// distinct, in ascending `(person, dose)` order), taking their texts. Needs only a read
+    /// lock.
+    fn prepare(&self, fresh: Vec<Candidate>) -> Prepared {
         let mut new_pool: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut intern = |s: &str| -> Arc<str> {
             if let Some(a) = self.pool.get(s).or_else(|| new_pool.get(s)) {
@@ -685,27 +687,25 @@ impl State {
             a
         };
         let mut updates: Vec<PersonUpdate> = Vec::new();
-        let mut fresh = fresh.peekable();
-        let mut merged: Vec<Rec> = Vec::new();
+        let mut fresh = fresh.into_iter().peekable();
         while let Some(first) = fresh.next() {
-            let mut recs = vec![first.to_rec(&mut intern)];
-            while let Some(c) = fresh.next_if(|c| c.person == first.person) {
-                recs.push(c.to_rec(&mut intern));
-            }
             let (person, stored) = match self.persons.get_key_value(first.person.as_str()) {
                 Some((key, stored)) => (key.clone(), stored.as_slice()),
                 None => (Arc::from(first.person.as_str()), &[][..]),
             };
-            merged.clear();
-            merged.extend(stored.iter().cloned());
-            for r in &recs {
-                if let Err(i) = merged.binary_search_by_key(&r.dose, |m| m.dose) {
-                    merged.insert(i, r.clone());
-                }
+            let mut recs = vec![first.into_rec(&mut intern)];
+            while let Some(c) = fresh.next_if(|c| *c.person == *person) {
+                recs.push(c.into_rec(&mut intern));
             }
-            let full = (full_at(stored), full_at(&merged));
-            let (before_set, after_set) = (area_set(stored), area_set(&merged));
-            let sets = (before_set != after_set).then_some((before_set, after_set));
+            // none of the new numbers is stored: the person's doses after are both lists
+            let full = (full_at(stored), full_at(stored.iter().chain(&recs)));
+            let sets = if recs.iter().all(|r| r.area.is_none()) {
+                None
+            } else {
+                let (before_set, after_set) =
+                    (area_set(stored), area_set(stored.iter().chain(&recs)));
+                (before_set != after_set).then_some((before_set, after_set))
+            };
             updates.push(PersonUpdate {
                 person,
                 recs,
@@ -722,13 +722,21 @@ impl State {
     /// Installs prepared updates (made against this state, which no writer changed since).
     fn install(&mut self, updates: impl Iterator<Item = PersonUpdate>) {
         for u in updates {
-            let recs = self.persons.entry(u.person).or_default();
-            for rec in u.recs {
-                match recs.binary_search_by_key(&rec.dose, |r| r.dose) {
-                    Ok(i) => recs[i] = rec,
-                    Err(i) => {
-                        recs.insert(i, rec);
-                        self.doses += 1;
+            match self.persons.entry(u.person) {
+                Entry::Vacant(e) => {
+                    self.doses += u.recs.len() as u64;
+                    e.insert(u.recs);
+                }
+                Entry::Occupied(mut e) => {
+                    let recs = e.get_mut();
+                    for rec in u.recs {
+                        match recs.binary_search_by_key(&rec.dose, |r| r.dose) {
+                            Ok(i) => recs[i] = rec,
+                            Err(i) => {
+                                recs.insert(i, rec);
+                                self.doses += 1;
+                            }
+                        }
                     }
                 }
             }
@@ -760,13 +768,13 @@ impl State {
 }
 
 impl Candidate {
-    fn to_rec(&self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Rec {
+    fn into_rec(self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Rec {
         Rec {
             dose: self.dose,
             vaccine: intern(self.vaccine),
             administered_at: self.administered_at,
-            lot: self.lot.as_deref().map(Box::from),
-            site: self.site.as_deref().map(Box::from),
+            lot: self.lot.map(String::into_boxed_str),
+            site: self.site.map(String::into_boxed_str),
             area: self.area.as_deref().map(&mut *intern),
         }
     }
@@ -778,17 +786,18 @@ impl crate::Health {
     /// stored from a rejected record; if the store fails, nothing of the request is stored.
     ///
     /// The field checks run before the write mutex is taken (on several threads for a large
-    /// request); under it, the conflict checks, then the transaction and, at the same time on
-    /// another thread, the preparing of the in-memory indexes' change under the state's read
-    /// lock; last that change is installed under the write lock, [`INSTALL_SLICE`] persons at a
-    /// time, so readers wait for a slice, never for a whole request. A reader may see some of a
+    /// request); under it, the conflict checks, then the request's frame of the dose log is
+    /// built, and written and synced on another thread while this one prepares the in-memory
+    /// indexes' change under the state's read lock; last that change is installed under the
+    /// write lock, [`INSTALL_SLICE`] persons at a time, so readers wait for a slice, never for a
+    /// whole request. A reader may see some of a
     /// request's persons before the others (each person's new doses all at once), only after
     /// the request is durable.
     pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
         let inner = &self.inner;
         let v = &inner.vaccinations;
         let now = inner.engine.now();
-        let checked = check_all(items, now, &inner.areas);
+        let mut checked = check_all(items, now, &inner.areas);
         let mut log = v.writes.lock();
         let mut outcome = DoseOutcome::default();
         // positions in `checked` of the rows to store
@@ -824,22 +833,28 @@ impl crate::Health {
         if fresh.is_empty() {
             return Ok(outcome);
         }
-        let mut rows: Vec<&Candidate> = fresh
+        let mut rows: Vec<Candidate> = fresh
             .iter()
-            .filter_map(|&i| checked.get(i).and_then(|c| c.as_ref().ok()))
+            .filter_map(|&i| {
+                let taken = std::mem::replace(checked.get_mut(i)?, Err(DoseReject::InvalidRow));
+                taken.ok()
+            })
             .collect();
-        // B-tree inserts in key order touch each page once; the indexes group by person
+        drop(checked);
+        // the log and the indexes group by person
         rows.sort_unstable_by(|a, b| (a.person.as_str(), a.dose).cmp(&(b.person.as_str(), b.dose)));
+        log.encode(rows.iter().map(Candidate::logged))?;
+        // the write and its sync, while the indexes' change is prepared (taking the rows' texts)
         let (stored, prepared) = std::thread::scope(|scope| {
-            let preparing = scope.spawn(|| v.state.read().prepare(rows.iter().copied()));
-            let stored = log.append(rows.iter().map(|c| c.logged()));
-            (stored, preparing.join())
+            let log = &mut *log;
+            let writing = scope.spawn(move || log.commit());
+            let prepared = v.state.read().prepare(rows);
+            (writing.join(), prepared)
         });
-        stored?;
-        let prepared = match prepared {
-            Ok(p) => p,
+        match stored {
+            Ok(stored) => stored?,
             Err(panic) => std::panic::resume_unwind(panic),
-        };
+        }
         let mut updates = prepared.updates.into_iter().peekable();
         let mut interned = Some(prepared.interned);
         while updates.peek().is_some() {
