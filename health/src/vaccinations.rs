@@ -500,9 +500,24 @@ impl Vaccinations {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
             Err(e) => return Err(Error::store("opening the doses table", e)),
         };
-        // rows not in the log yet (all of them, unless a migration was cut short before)
+        // rows not in the log yet (all of them, unless a move was cut short before), appended
+        // a frame at a time
         let mut moved: Vec<(String, u8, StoredDose)> = Vec::new();
-        let mut rows: u64 = 0;
+        let (mut rows, mut appended): (u64, u64) = (0, 0);
+        let mut flush = |moved: &mut Vec<(String, u8, StoredDose)>| -> Result<()> {
+            log.append(moved.iter().map(|(person, dose, d)| LoggedDose {
+                person,
+                dose: *dose,
+                vaccine: &d.vaccine,
+                administered_at: d.administered_at,
+                lot: d.lot.as_deref(),
+                site: d.site.as_deref(),
+                area: d.area.as_deref(),
+            }))?;
+            appended += moved.len() as u64;
+            moved.clear();
+            Ok(())
+        };
         for row in table.iter().map_err(|e| Error::store("reading doses", e))? {
             let (key, value) = row.map_err(|e| Error::store("reading a dose", e))?;
             let (person, dose) = key.value();
@@ -518,20 +533,13 @@ impl Vaccinations {
             }
             st.add(person, dose, &d.borrowed());
             moved.push((person.to_owned(), dose, d));
+            if moved.len() == MIGRATE_FRAME {
+                flush(&mut moved)?;
+            }
         }
+        flush(&mut moved)?;
         drop(table);
         drop(txn);
-        for chunk in moved.chunks(MIGRATE_FRAME) {
-            log.append(chunk.iter().map(|(person, dose, d)| LoggedDose {
-                person,
-                dose: *dose,
-                vaccine: &d.vaccine,
-                administered_at: d.administered_at,
-                lot: d.lot.as_deref(),
-                site: d.site.as_deref(),
-                area: d.area.as_deref(),
-            }))?;
-        }
         let txn = db
             .begin_write()
             .map_err(|e| Error::store("starting a transaction", e))?;
@@ -541,7 +549,7 @@ impl Vaccinations {
             .map_err(|e| Error::store("committing the drop of the old doses table", e))?;
         tracing::info!(
             rows,
-            moved = moved.len(),
+            moved = appended,
             "doses moved from the health database into the dose log"
         );
         Ok(())
