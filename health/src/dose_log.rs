@@ -321,7 +321,7 @@ mod tests {
             dose: n,
             vaccine: "EU/1/20/1528",
             administered_at: 1_700_000_000 + i64::from(n),
-            lot: (n % 2 == 0).then_some("FE12"),
+            lot: n.is_multiple_of(2).then_some("FE12"),
             site: Some("Commune 3, \"clinic\""),
             area: None,
         }
