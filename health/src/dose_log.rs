@@ -172,6 +172,11 @@ impl DoseLog {
                 torn = Some("a frame of zero or implausible length");
                 break;
             }
+            // a length past the end of the file is a torn header: nothing to allocate for it
+            if u64::from(len) > size.saturating_sub(pos + HEADER as u64) {
+                torn = Some("a frame cut short");
+                break;
+            }
             payload.resize(len as usize, 0);
             let got = read_full(&mut reader, &mut payload).map_err(|e| io_err("reading", e))?;
             if got < payload.len() {
@@ -357,6 +362,8 @@ mod tests {
             frame[..frame.len() - 1].to_vec(),
             bad_crc,
             vec![0u8; 4096],
+            // a torn header claiming far more than the file holds
+            [&(MAX_FRAME - 1).to_le_bytes()[..], &[7u8; 20]].concat(),
         ] {
             let mut bytes = std::fs::read(&path).unwrap();
             bytes.truncate(good as usize);
