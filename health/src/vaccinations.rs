@@ -475,8 +475,7 @@ impl Vaccinations {
     /// those are appended to the log (synced) before the table is dropped.
     pub(crate) fn load(db: &Database, log_path: &std::path::Path) -> Result<Vaccinations> {
         let mut st = State::default();
-        let log = DoseLog::open(log_path, |d| st.add(d.person, d.dose, &d.fields()))?;
-        let mut log = log;
+        let mut log = DoseLog::open(log_path, |d| st.add(d.person, d.dose, &d.fields()))?;
         Self::migrate(db, &mut st, &mut log)?;
         tracing::info!(
             doses = st.doses,
@@ -798,9 +797,8 @@ impl crate::Health {
     /// built, and written and synced on another thread while this one prepares the in-memory
     /// indexes' change under the state's read lock; last that change is installed under the
     /// write lock, [`INSTALL_SLICE`] persons at a time, so readers wait for a slice, never for a
-    /// whole request. A reader may see some of a
-    /// request's persons before the others (each person's new doses all at once), only after
-    /// the request is durable.
+    /// whole request. A reader may see some of a request's persons before the others (each
+    /// person's new doses all at once), only after the request is durable.
     pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
         let inner = &self.inner;
         let v = &inner.vaccinations;
