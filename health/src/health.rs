@@ -40,7 +40,8 @@ use crate::vaccinations::Vaccinations;
 /// Settings of the health domain.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
-    /// The health database file (`health.redb` in the data directory by default).
+    /// The health database file (`health.redb` in the data directory by default); the dose log
+    /// is beside it, with the extension `doses.log`.
     pub db_path: PathBuf,
     pub policy: Policy,
     /// Keep standing traces current as scans arrive. Always on in the server; tests turn it off
@@ -240,7 +241,8 @@ impl Health {
         });
         let next_case = store.next_case_number()?;
         let areas = Areas::from_stored(store.all(crate::store::AREAS)?);
-        let vaccinations = Vaccinations::load(store.db())?;
+        let vaccinations =
+            Vaccinations::load(store.db(), &crate::dose_log::path_for(&config.db_path))?;
         let samples = Samples::load(&store)?;
         let records = Records::load(&store)?;
         let mut state = State::default();

@@ -2,7 +2,7 @@
 //! every person's tier and the public exposure sites.
 //!
 //! Cases live in an embedded redb database (`health.redb`), each change durable before it is
-//! acknowledged. The standing traces are derived from the scan store (`engine`) and kept in
+//! acknowledged; vaccination doses in an append-only log beside it (`health.doses.log`). The standing traces are derived from the scan store (`engine`) and kept in
 //! memory: at open every counted case is traced, and afterwards the health thread checks every
 //! newly stored scan against an exposure index of the counted cases' windows, re-deriving only
 //! the cases that scan may change (see `standing` for why that is exact).
@@ -12,6 +12,7 @@
 
 mod areas;
 mod case;
+mod dose_log;
 mod error;
 mod exposure;
 mod health;

@@ -1,11 +1,14 @@
 //! Vaccinations (contract section 11): dose records, single, bulk and imported, with a reason for
 //! every rejected row; who is fully or partially vaccinated; first-dose coverage by area.
 //!
-//! Doses live in the health database's `vaccination_doses` table, keyed by `(person, dose
-//! number)` (postcard values). One request is one write transaction committed with
-//! `Durability::Immediate` before it is answered, however many rows it holds; a rejected row
-//! stores nothing, an exact duplicate (of a stored dose or of an earlier row of the same request)
-//! is accepted and stored once, and the same dose number with any other field is a `conflict`.
+//! Doses live in the dose log beside the health database (`dose_log`: an append-only file, one
+//! checksummed frame per request, synced before the request is answered, however many rows it
+//! holds); a rejected row stores nothing, an exact duplicate (of a stored dose or of an earlier
+//! row of the same request) is accepted and stored once, and the same dose number with any other
+//! field is a `conflict`. Stores written before the log kept the doses in the health database's
+//! `vaccination_doses` table (a row per `(person, dose number)`, postcard values): the first open
+//! moves them into the log, syncs it, then drops the table (a crash in between leaves rows in
+//! both, read once).
 //!
 //! Everything the lookups need is kept in memory and rebuilt at open: each person's doses
 //! (ascending by number, at most ten), the fully-vaccinated times of all persons (for the
@@ -13,22 +16,25 @@
 //! `dose1_by_area`, which walks each set's areas and their ancestors once, so its cost is the
 //! number of distinct sets, not of persons). Vaccine codes and area ids are interned.
 //!
-//! Writes are serialized by one mutex (the check for conflicts and the store are atomic);
-//! readers take the state's read lock only.
+//! Writes are serialized by one mutex, which holds the log (the check for conflicts and the
+//! store are atomic); readers take the state's read lock only.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::areas::Areas;
+use crate::dose_log::{DoseLog, LoggedDose};
 use crate::error::{Error, Result};
 
-/// Doses by `(person, dose number)`; values are postcard [`StoredDose`]s.
+/// Doses of stores written before the dose log, by `(person, dose number)`; values are postcard
+/// [`StoredDose`]s. Read (and dropped) once, at the first open.
 const DOSES: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("vaccination_doses");
 
 /// The earliest accepted `administered_at`: 2020-12-01T00:00:00Z.
@@ -212,7 +218,7 @@ struct StoredDose {
     area: Option<String>,
 }
 
-/// [`StoredDose`] borrowed, for writing (postcard encodes both alike).
+/// [`StoredDose`] borrowed (postcard encodes both alike; the tests write old tables with it).
 #[derive(Serialize)]
 struct StoredDoseRef<'a> {
     vaccine: &'a str,
@@ -258,8 +264,10 @@ impl StoredDose {
 }
 
 impl Candidate {
-    fn fields(&self) -> StoredDoseRef<'_> {
-        StoredDoseRef {
+    fn logged(&self) -> LoggedDose<'_> {
+        LoggedDose {
+            person: &self.person,
+            dose: self.dose,
             vaccine: self.vaccine,
             administered_at: self.administered_at,
             lot: self.lot.as_deref(),
@@ -270,6 +278,14 @@ impl Candidate {
 }
 
 impl Rec {
+    fn same_as(&self, d: &StoredDoseRef<'_>) -> bool {
+        &*self.vaccine == d.vaccine
+            && self.administered_at == d.administered_at
+            && self.lot.as_deref() == d.lot
+            && self.site.as_deref() == d.site
+            && self.area.as_deref() == d.area
+    }
+
     fn matches(&self, c: &Candidate) -> bool {
         &*self.vaccine == c.vaccine
             && self.administered_at == c.administered_at
@@ -346,15 +362,15 @@ struct State {
 }
 
 /// The earliest `administered_at` of a dose numbered 2 or higher, or of a single-dose vaccine.
-fn full_at(recs: &[Rec]) -> Option<i64> {
-    recs.iter()
+fn full_at<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> Option<i64> {
+    recs.into_iter()
         .filter(|r| r.dose >= 2 || is_single_dose(&r.vaccine))
         .map(|r| r.administered_at)
         .min()
 }
 
-fn area_set(recs: &[Rec]) -> Box<[Arc<str>]> {
-    let mut set: Vec<Arc<str>> = recs.iter().filter_map(|r| r.area.clone()).collect();
+fn area_set<'a>(recs: impl IntoIterator<Item = &'a Rec>) -> Box<[Arc<str>]> {
+    let mut set: Vec<Arc<str>> = recs.into_iter().filter_map(|r| r.area.clone()).collect();
     set.sort();
     set.dedup();
     set.into_boxed_slice()
@@ -397,7 +413,7 @@ impl State {
                 self.doses += 1;
             }
         }
-        let (after_full, after_set) = (full_at(recs), area_set(recs));
+        let (after_full, after_set) = (full_at(&*recs), area_set(&*recs));
         if before_full != after_full {
             if let Some(t) = before_full {
                 self.untime(t);
@@ -441,70 +457,113 @@ impl State {
 }
 
 /// The vaccination records and their in-memory indexes.
-#[derive(Default)]
 pub(crate) struct Vaccinations {
     state: RwLock<State>,
-    /// Serializes writes: the conflict check and the store are one step.
-    writes: Mutex<()>,
+    /// Serializes writes (the conflict check and the store are one step), and the log they go to.
+    writes: Mutex<DoseLog>,
     /// `dose1_by_area`'s last answer; cleared (under the state's write lock) by every write and
     /// by `areas_changed`.
     by_area: Mutex<Option<HashMap<String, u64>>>,
 }
 
+/// Doses moved from the old table into the log per frame.
+const MIGRATE_FRAME: usize = 100_000;
+
 impl Vaccinations {
-    /// Loads the stored doses.
-    pub(crate) fn load(db: &Database) -> Result<Vaccinations> {
-        let out = Vaccinations::default();
+    /// Loads the stored doses: those of the log at `log_path` (created if absent), then those
+    /// of the old `vaccination_doses` table of `db`, if a store written before the log has one;
+    /// those are appended to the log (synced) before the table is dropped.
+    pub(crate) fn load(db: &Database, log_path: &std::path::Path) -> Result<Vaccinations> {
+        let mut st = State::default();
+        let mut log = DoseLog::open(log_path, |d| st.add(d.person, d.dose, &d.fields()))?;
+        Self::migrate(db, &mut st, &mut log)?;
+        tracing::info!(
+            doses = st.doses,
+            persons = st.persons.len(),
+            "vaccinations loaded"
+        );
+        Ok(Vaccinations {
+            state: RwLock::new(st),
+            writes: Mutex::new(log),
+            by_area: Mutex::new(None),
+        })
+    }
+
+    /// Moves the rows of the old doses table into the log, then drops the table.
+    fn migrate(db: &Database, st: &mut State, log: &mut DoseLog) -> Result<()> {
         let txn = db
             .begin_read()
             .map_err(|e| Error::store("starting a read", e))?;
         let table = match txn.open_table(DOSES) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
             Err(e) => return Err(Error::store("opening the doses table", e)),
         };
-        {
-            let mut st = out.state.write();
-            for row in table.iter().map_err(|e| Error::store("reading doses", e))? {
-                let (key, value) = row.map_err(|e| Error::store("reading a dose", e))?;
-                let (person, dose) = key.value();
-                let d: StoredDose = postcard::from_bytes(value.value()).map_err(|e| {
-                    Error::store(&format!("decoding dose {dose} of person {person}"), e)
-                })?;
-                st.add(person, dose, &d.borrowed());
+        // rows not in the log yet (all of them, unless a move was cut short before), appended
+        // a frame at a time
+        let mut moved: Vec<(String, u8, StoredDose)> = Vec::new();
+        let (mut rows, mut appended): (u64, u64) = (0, 0);
+        let mut flush = |moved: &mut Vec<(String, u8, StoredDose)>| -> Result<()> {
+            log.append(moved.iter().map(|(person, dose, d)| LoggedDose {
+                person,
+                dose: *dose,
+                vaccine: &d.vaccine,
+                administered_at: d.administered_at,
+                lot: d.lot.as_deref(),
+                site: d.site.as_deref(),
+                area: d.area.as_deref(),
+            }))?;
+            appended += moved.len() as u64;
+            moved.clear();
+            Ok(())
+        };
+        for row in table.iter().map_err(|e| Error::store("reading doses", e))? {
+            let (key, value) = row.map_err(|e| Error::store("reading a dose", e))?;
+            let (person, dose) = key.value();
+            let d: StoredDose = postcard::from_bytes(value.value()).map_err(|e| {
+                Error::store(&format!("decoding dose {dose} of person {person}"), e)
+            })?;
+            rows += 1;
+            if st
+                .find(person, dose)
+                .is_some_and(|r| r.same_as(&d.borrowed()))
+            {
+                continue;
             }
-            tracing::info!(
-                doses = st.doses,
-                persons = st.persons.len(),
-                "vaccinations loaded"
-            );
+            st.add(person, dose, &d.borrowed());
+            moved.push((person.to_owned(), dose, d));
+            if moved.len() == MIGRATE_FRAME {
+                flush(&mut moved)?;
+            }
         }
-        Ok(out)
-    }
-
-    /// Durably writes `rows` in one transaction.
-    fn store(db: &Database, rows: &[&Candidate]) -> Result<()> {
-        let mut txn = db
+        flush(&mut moved)?;
+        drop(table);
+        drop(txn);
+        let txn = db
             .begin_write()
             .map_err(|e| Error::store("starting a transaction", e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| Error::store("setting durability", e))?;
-        {
-            let mut table = txn
-                .open_table(DOSES)
-                .map_err(|e| Error::store("opening the doses table", e))?;
-            let mut bytes: Vec<u8> = Vec::with_capacity(256);
-            for c in rows {
-                bytes.clear();
-                bytes = postcard::to_extend(&c.fields(), bytes)
-                    .map_err(|e| Error::store("encoding a dose", e))?;
-                table
-                    .insert((c.person.as_str(), c.dose), bytes.as_slice())
-                    .map_err(|e| Error::store("writing a dose", e))?;
-            }
-        }
+        txn.delete_table(DOSES)
+            .map_err(|e| Error::store("dropping the old doses table", e))?;
         txn.commit()
-            .map_err(|e| Error::store("committing doses", e))
+            .map_err(|e| Error::store("committing the drop of the old doses table", e))?;
+        tracing::info!(
+            rows,
+            moved = appended,
+            "doses moved from the health database into the dose log"
+        );
+        Ok(())
+    }
+}
+
+impl LoggedDose<'_> {
+    fn fields(&self) -> StoredDoseRef<'_> {
+        StoredDoseRef {
+            vaccine: self.vaccine,
+            administered_at: self.administered_at,
+            lot: self.lot,
+            site: self.site,
+            area: self.area,
+        }
     }
 }
 
@@ -622,8 +681,9 @@ struct Prepared {
 
 impl State {
     /// Prepares the indexes' change for `fresh` (candidates whose `(person, dose)` is new and
-    /// distinct, in ascending `(person, dose)` order). Needs only a read lock.
-    fn prepare<'a>(&self, fresh: impl Iterator<Item = &'a Candidate>) -> Prepared {
+    /// distinct, in ascending `(person, dose)` order), taking their texts. Needs only a read
+    /// lock.
+    fn prepare(&self, fresh: Vec<Candidate>) -> Prepared {
         let mut new_pool: FxHashSet<Arc<str>> = FxHashSet::default();
         let mut intern = |s: &str| -> Arc<str> {
             if let Some(a) = self.pool.get(s).or_else(|| new_pool.get(s)) {
@@ -634,27 +694,25 @@ impl State {
             a
         };
         let mut updates: Vec<PersonUpdate> = Vec::new();
-        let mut fresh = fresh.peekable();
-        let mut merged: Vec<Rec> = Vec::new();
+        let mut fresh = fresh.into_iter().peekable();
         while let Some(first) = fresh.next() {
-            let mut recs = vec![first.to_rec(&mut intern)];
-            while let Some(c) = fresh.next_if(|c| c.person == first.person) {
-                recs.push(c.to_rec(&mut intern));
-            }
             let (person, stored) = match self.persons.get_key_value(first.person.as_str()) {
                 Some((key, stored)) => (key.clone(), stored.as_slice()),
                 None => (Arc::from(first.person.as_str()), &[][..]),
             };
-            merged.clear();
-            merged.extend(stored.iter().cloned());
-            for r in &recs {
-                if let Err(i) = merged.binary_search_by_key(&r.dose, |m| m.dose) {
-                    merged.insert(i, r.clone());
-                }
+            let mut recs = vec![first.into_rec(&mut intern)];
+            while let Some(c) = fresh.next_if(|c| *c.person == *person) {
+                recs.push(c.into_rec(&mut intern));
             }
-            let full = (full_at(stored), full_at(&merged));
-            let (before_set, after_set) = (area_set(stored), area_set(&merged));
-            let sets = (before_set != after_set).then_some((before_set, after_set));
+            // none of the new numbers is stored: the person's doses after are both lists
+            let full = (full_at(stored), full_at(stored.iter().chain(&recs)));
+            let sets = if recs.iter().all(|r| r.area.is_none()) {
+                None
+            } else {
+                let (before_set, after_set) =
+                    (area_set(stored), area_set(stored.iter().chain(&recs)));
+                (before_set != after_set).then_some((before_set, after_set))
+            };
             updates.push(PersonUpdate {
                 person,
                 recs,
@@ -671,13 +729,21 @@ impl State {
     /// Installs prepared updates (made against this state, which no writer changed since).
     fn install(&mut self, updates: impl Iterator<Item = PersonUpdate>) {
         for u in updates {
-            let recs = self.persons.entry(u.person).or_default();
-            for rec in u.recs {
-                match recs.binary_search_by_key(&rec.dose, |r| r.dose) {
-                    Ok(i) => recs[i] = rec,
-                    Err(i) => {
-                        recs.insert(i, rec);
-                        self.doses += 1;
+            match self.persons.entry(u.person) {
+                Entry::Vacant(e) => {
+                    self.doses += u.recs.len() as u64;
+                    e.insert(u.recs);
+                }
+                Entry::Occupied(mut e) => {
+                    let recs = e.get_mut();
+                    for rec in u.recs {
+                        match recs.binary_search_by_key(&rec.dose, |r| r.dose) {
+                            Ok(i) => recs[i] = rec,
+                            Err(i) => {
+                                recs.insert(i, rec);
+                                self.doses += 1;
+                            }
+                        }
                     }
                 }
             }
@@ -709,13 +775,13 @@ impl State {
 }
 
 impl Candidate {
-    fn to_rec(&self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Rec {
+    fn into_rec(self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Rec {
         Rec {
             dose: self.dose,
             vaccine: intern(self.vaccine),
             administered_at: self.administered_at,
-            lot: self.lot.as_deref().map(Box::from),
-            site: self.site.as_deref().map(Box::from),
+            lot: self.lot.map(String::into_boxed_str),
+            site: self.site.map(String::into_boxed_str),
             area: self.area.as_deref().map(&mut *intern),
         }
     }
@@ -727,18 +793,18 @@ impl crate::Health {
     /// stored from a rejected record; if the store fails, nothing of the request is stored.
     ///
     /// The field checks run before the write mutex is taken (on several threads for a large
-    /// request); under it, the conflict checks, then the transaction and, at the same time on
-    /// another thread, the preparing of the in-memory indexes' change under the state's read
-    /// lock; last that change is installed under the write lock, [`INSTALL_SLICE`] persons at a
-    /// time, so readers wait for a slice, never for a whole request. A reader may see some of a
-    /// request's persons before the others (each person's new doses all at once), only after
-    /// the request is durable.
+    /// request); under it, the conflict checks, then the request's frame of the dose log is
+    /// built, and written and synced on another thread while this one prepares the in-memory
+    /// indexes' change under the state's read lock; last that change is installed under the
+    /// write lock, [`INSTALL_SLICE`] persons at a time, so readers wait for a slice, never for a
+    /// whole request. A reader may see some of a request's persons before the others (each
+    /// person's new doses all at once), only after the request is durable.
     pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
         let inner = &self.inner;
         let v = &inner.vaccinations;
         let now = inner.engine.now();
-        let checked = check_all(items, now, &inner.areas);
-        let _writes = v.writes.lock();
+        let mut checked = check_all(items, now, &inner.areas);
+        let mut log = v.writes.lock();
         let mut outcome = DoseOutcome::default();
         // positions in `checked` of the rows to store
         let mut fresh: Vec<usize> = Vec::new();
@@ -773,23 +839,28 @@ impl crate::Health {
         if fresh.is_empty() {
             return Ok(outcome);
         }
-        let mut rows: Vec<&Candidate> = fresh
+        let mut rows: Vec<Candidate> = fresh
             .iter()
-            .filter_map(|&i| checked.get(i).and_then(|c| c.as_ref().ok()))
+            .filter_map(|&i| {
+                let taken = std::mem::replace(checked.get_mut(i)?, Err(DoseReject::InvalidRow));
+                taken.ok()
+            })
             .collect();
-        // B-tree inserts in key order touch each page once; the indexes group by person
+        drop(checked);
+        // the log and the indexes group by person
         rows.sort_unstable_by(|a, b| (a.person.as_str(), a.dose).cmp(&(b.person.as_str(), b.dose)));
-        let db = inner.store.db();
+        log.encode(rows.iter().map(Candidate::logged))?;
+        // the write and its sync, while the indexes' change is prepared (taking the rows' texts)
         let (stored, prepared) = std::thread::scope(|scope| {
-            let preparing = scope.spawn(|| v.state.read().prepare(rows.iter().copied()));
-            let stored = Vaccinations::store(db, &rows);
-            (stored, preparing.join())
+            let log = &mut *log;
+            let writing = scope.spawn(move || log.commit());
+            let prepared = v.state.read().prepare(rows);
+            (writing.join(), prepared)
         });
-        stored?;
-        let prepared = match prepared {
-            Ok(p) => p,
+        match stored {
+            Ok(stored) => stored?,
             Err(panic) => std::panic::resume_unwind(panic),
-        };
+        }
         let mut updates = prepared.updates.into_iter().peekable();
         let mut interned = Some(prepared.interned);
         while updates.peek().is_some() {
@@ -1397,6 +1468,149 @@ mod tests {
         }
         w = w.reopen();
         assert_eq!(snapshot(&w), before);
+    }
+
+    /// Writes `rows` into the doses table of the health database at `db_path` as the code before
+    /// the dose log did (a row per `(person, dose)`, postcard values).
+    fn write_old_table(db_path: &std::path::Path, rows: &[(&str, u8, StoredDoseRef<'_>)]) {
+        let db = Database::create(db_path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(DOSES).unwrap();
+            for (person, dose, d) in rows {
+                let bytes = postcard::to_allocvec(d).unwrap();
+                table.insert((*person, *dose), bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn has_old_table(db_path: &std::path::Path) -> bool {
+        let db = Database::create(db_path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let found = match txn.open_table(DOSES) {
+            Ok(_) => true,
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => panic!("{e}"),
+        };
+        found
+    }
+
+    fn close(w: World) -> (tempfile::TempDir, Arc<ManualClock>) {
+        let World { health, clock, dir } = w;
+        health.shutdown();
+        health.engine().shutdown().unwrap();
+        drop(health);
+        (dir, clock)
+    }
+
+    /// A store written before the dose log keeps its doses in the health database's table: the
+    /// first open reads them, moves them into the log and drops the table; later opens read
+    /// the log alone. A move cut short before the drop (rows in both) reads each dose once and
+    /// appends nothing again.
+    #[test]
+    fn doses_of_a_store_written_before_the_log_are_moved_into_it() {
+        let w = world();
+        w.areas(&[("ST", None, 1000)]);
+        let (dir, clock) = close(w);
+        let db_path = dir.path().join("health.redb");
+        let log_path = crate::dose_log::path_for(&db_path);
+        std::fs::remove_file(&log_path).unwrap();
+        let old = |vaccine, at, lot, area| StoredDoseRef {
+            vaccine,
+            administered_at: at,
+            lot,
+            site: Some("Commune 3, clinic"),
+            area,
+        };
+        let t = T0 - 60 * DAY;
+        let rows = [
+            ("p1", 1, old(PFIZER, t, Some("FE1"), Some("ST"))),
+            ("p1", 2, old(PFIZER, t + 21 * DAY, None, Some("ST"))),
+            ("p2", 1, old(JANSSEN, t + DAY, None, None)),
+            ("p3", 1, old("CoronaVac", t, Some("L"), None)),
+        ];
+        write_old_table(&db_path, &rows);
+        let check = |w: &World| {
+            let h = &w.health;
+            let p1 = h.doses("p1");
+            assert_eq!(p1.len(), 2);
+            assert_eq!(p1[0].lot.as_deref(), Some("FE1"));
+            assert_eq!(p1[1].area.as_deref(), Some("ST"));
+            assert_eq!(p1[0].site.as_deref(), Some("Commune 3, clinic"));
+            assert_eq!(h.fully_vaccinated_at("p1"), Some(t + 21 * DAY));
+            assert_eq!(h.fully_vaccinated_at("p2"), Some(t + DAY));
+            assert_eq!(h.first_dose_at("p3"), Some(t));
+            assert_eq!(h.vaccination_counts(T0), (3, 2));
+            let views = h.area_views();
+            let st = views.iter().find(|a| a.area.id == "ST").unwrap();
+            assert!((st.dose1_coverage - 1.0 / 1000.0).abs() < 1e-12);
+        };
+        let w = open_in(dir, clock);
+        check(&w);
+        // The moved rows conflict and deduplicate as stored rows do.
+        let mut same = dose("p1", 1, PFIZER, t);
+        same.lot = Some("FE1".into());
+        same.site = Some("Commune 3, clinic".into());
+        same.area = Some("ST".into());
+        let mut other = same.clone();
+        other.lot = Some("FE2".into());
+        let out = w.record(vec![
+            Ok(same),
+            Ok(other),
+            Ok(dose("p3", 2, "CoronaVac", t + 28 * DAY)),
+        ]);
+        assert_eq!(out.accepted, 2);
+        assert_eq!(out.rejected, vec![(1, DoseReject::Conflict)]);
+        let (dir, clock) = close(w);
+        assert!(!has_old_table(&db_path));
+        let log_len = std::fs::metadata(&log_path).unwrap().len();
+        let w = open_in(dir, clock);
+        assert_eq!(w.health.vaccination_counts(T0), (3, 3));
+        assert_eq!(w.health.doses("p3").len(), 2);
+        // A move cut short after the log was synced, before the table was dropped.
+        let (dir, clock) = close(w);
+        write_old_table(&db_path, &rows);
+        let w = open_in(dir, clock);
+        assert_eq!(w.health.vaccination_counts(T0), (3, 3));
+        assert_eq!(w.health.doses("p1").len(), 2);
+        let (dir, clock) = close(w);
+        assert!(!has_old_table(&db_path));
+        assert_eq!(std::fs::metadata(&log_path).unwrap().len(), log_len);
+        let w = open_in(dir, clock);
+        assert_eq!(w.health.fully_vaccinated_at("p3"), Some(t + 28 * DAY));
+        assert_eq!(w.health.vaccination_counts(T0), (3, 3));
+    }
+
+    /// What a crash in the middle of a request's write leaves at the end of the log (a part of
+    /// its frame) is dropped at open: every acknowledged dose is read back, and the log goes on.
+    #[test]
+    fn a_torn_frame_at_the_end_of_the_log_is_dropped() {
+        let w = world();
+        let t = T0 - 30 * DAY;
+        let items: Vec<DoseItem> = (0..500)
+            .map(|p| Ok(dose(&format!("p{p:03}"), 1, PFIZER, t)))
+            .collect();
+        assert_eq!(w.record(items).accepted, 500);
+        let (dir, clock) = close(w);
+        let log_path = crate::dose_log::path_for(&dir.path().join("health.redb"));
+        let good = std::fs::read(&log_path).unwrap();
+        // a second request's frame, cut short by the crash
+        let w = open_in(dir, clock);
+        assert_eq!(w.record(vec![Ok(dose("late", 1, PFIZER, t))]).accepted, 1);
+        let (dir, clock) = close(w);
+        let both = std::fs::read(&log_path).unwrap();
+        std::fs::write(&log_path, &both[..both.len() - 3]).unwrap();
+        let w = open_in(dir, clock);
+        assert_eq!(w.health.vaccination_counts(T0), (500, 0));
+        assert!(w.health.doses("late").is_empty());
+        assert_eq!(
+            std::fs::metadata(&log_path).unwrap().len(),
+            good.len() as u64
+        );
+        assert_eq!(w.record(vec![Ok(dose("late", 1, PFIZER, t))]).accepted, 1);
+        let w = w.reopen();
+        assert_eq!(w.health.vaccination_counts(T0), (501, 0));
     }
 
     #[test]
