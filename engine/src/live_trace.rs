@@ -3,7 +3,9 @@
 //!
 //! A stored scan changes the visits of its own person only, and only in `[ts, ts + max_stay)`.
 //! So a trace is kept current by *refreshing* the persons whose scans changed:
-//! - the case person: the case visits change, so the trace is derived again from scratch;
+//! - the case person: the case visits are derived again; if they changed, every person with an
+//!   in-scan in reach of a case visit that is in one set but not the other is refreshed as below
+//!   (a case visit kept as it was changes nobody's exposure to the case);
 //! - anyone else, `X`: `X`'s exposure to the case visits is summed again from `X`'s visits, which
 //!   says whether `X` is F1 and with which contact times. If `X` is (or was) F1 and its source
 //!   visits (its visits clipped to `[first_contact, to]`) changed, every person with an in-scan in
@@ -78,6 +80,9 @@ pub struct LiveChanges {
     /// The venue windows of one source person (the case person, or an F1), replacing that
     /// person's earlier ones: a scan at `venue` with `lo <= ts <= hi` may change the trace.
     pub venue_windows: Vec<(PersonKey, Vec<VenueWindow>)>,
+    /// The case visits changed without a derivation from scratch (read them again with
+    /// [`LiveTrace::case_visits`]; after a rebuild they may have changed too).
+    pub case_visits_changed: bool,
 }
 
 impl LiveChanges {
@@ -87,6 +92,7 @@ impl LiveChanges {
             && self.listings.is_empty()
             && self.person_windows.is_empty()
             && self.venue_windows.is_empty()
+            && !self.case_visits_changed
     }
 }
 
@@ -225,6 +231,7 @@ impl LiveTrace {
             listings: Vec::new(),
             person_windows: changes.person_windows,
             venue_windows: changes.venue_windows,
+            case_visits_changed: false,
         };
         diff_listings(self, &fresh, &mut out);
         *self = fresh;

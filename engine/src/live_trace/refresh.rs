@@ -5,9 +5,12 @@
 //!
 //! A group of traces is refreshed in three stages, each one short hold of the lock for the whole
 //! group, with the computation between them lock-free:
-//! 1. *touched*: which traces start over (their case person's scans changed, or the case id
-//!    became known), and the visits, names and venues (names, stays) of every touched person;
-//!    then F1 of each touched person, lock-free;
+//! 1. *touched*: which traces start over (the case id became known, or the case person had no
+//!    scan), and the visits, names and venues (names, stays) of every touched person; then, if
+//!    the case person was touched, the case visits again, lock-free; if they changed, a stage
+//!    *1b* reads the persons with an in-scan in reach of each case visit added or removed (as
+//!    touched persons: only they can have a different exposure to the case); then F1 of each
+//!    touched person, lock-free;
 //! 2. *reach*: the persons with an in-scan in reach of each F1 source added or removed, and the
 //!    visits of every person to check as F2 (held with the writer let through every
 //!    [`LIVE_HOLD`]); then F2 of each, lock-free;
@@ -16,7 +19,7 @@
 //! Each person's visits are read whole under one hold, as a refresh under the lock read them,
 //! so a refresh is exact for every person it looks at as of when that person was read; a scan
 //! stored after that is refreshed when its notice comes (the module docs of `live_trace`).
-//! Traces whose case person changed are derived again under the lock as before (`Updater`).
+//! Traces that start over are derived under the lock with the writer let through (`Updater`).
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use super::{
 use crate::change::{PersonKey, VenueKey};
 use crate::index::Index;
 use crate::trace::{clip, Yielder};
+use crate::types::Visit;
 use crate::visits::RawVisit;
 
 /// What the stages read of the indexes.
@@ -77,6 +81,13 @@ impl Reads {
         self.visits.get(&p).map_or(&[], |v| v)
     }
 
+    fn venue_name(&self, venue: u32) -> Arc<str> {
+        self.venues
+            .get(&venue)
+            .and_then(|v| v.0.clone())
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
     fn stay(&self, venue: u32) -> i64 {
         self.venues.get(&venue).map_or(0, |v| v.1)
     }
@@ -106,6 +117,7 @@ impl Reads {
 }
 
 /// One trace's refresh between the stages.
+#[derive(Default)]
 struct Partial {
     out: LiveChanges,
     /// Listing and name before this refresh, of every person whose listing may change.
@@ -133,12 +145,12 @@ pub(crate) fn refresh_many(
     {
         let guard = index.read();
         for (i, (live, persons)) in work.iter().enumerate() {
-            let touches_case = match live.case_key {
+            let start_over = match live.case_key {
                 // The id was unknown at the last derivation: start over if it is known now.
                 None => guard.persons.find(&live.req.person).is_some(),
-                Some(case) => !live.present || persons.iter().any(|p| p.0 == case),
+                Some(_) => !live.present,
             };
-            if touches_case {
+            if start_over {
                 again.push(i);
                 continue;
             }
@@ -156,11 +168,56 @@ pub(crate) fn refresh_many(
             outs[i] = Some(u.rederive(work[i].0));
         }
     }
-    let mut partials: Vec<(usize, Partial)> = plain
+    // The case visits of the traces whose case person was touched; then (stage 1b, only if some
+    // changed) the persons with an in-scan in reach of a case visit added or removed, who are
+    // checked as F1 like the touched ones.
+    let mut partials: Vec<(usize, Partial, Vec<u32>)> = Vec::with_capacity(plain.len());
+    let mut case_reach = Vec::new();
+    for i in plain {
+        let (live, persons) = &mut work[i];
+        let mut p = Partial::default();
+        let mut touched: Vec<u32> = persons.iter().map(|p| p.0).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        if let Some(case) = live.case_key {
+            if let Ok(at) = touched.binary_search(&case) {
+                touched.remove(at);
+                let reach = refresh_case(live, case, &reads, max_stay, &mut p);
+                if !reach.is_empty() {
+                    case_reach.push((partials.len(), reach));
+                }
+            }
+        }
+        partials.push((i, p, touched));
+    }
+    if !case_reach.is_empty() {
+        let mut guard = index.read();
+        let mut yielder = Yielder::new(LIVE_HOLD);
+        for (k, reach) in &case_reach {
+            let (i, _, touched) = &mut partials[*k];
+            let live = &*work[*i].0;
+            let before = touched.len();
+            candidates(&guard, reach, live.req.linger_s, touched);
+            let case = live.case_key;
+            for n in before..touched.len() {
+                if n % 64 == 63 {
+                    yielder.maybe_yield(&mut guard);
+                }
+                let q = touched[n];
+                if Some(q) != case {
+                    reads.load_touched(&guard, q);
+                }
+            }
+            touched.retain(|&q| Some(q) != case);
+            touched.sort_unstable();
+            touched.dedup();
+        }
+    }
+    let mut partials: Vec<(usize, Partial)> = partials
         .into_iter()
-        .map(|i| {
-            let (live, persons) = &mut work[i];
-            (i, refresh_f1(live, persons, &reads, max_stay))
+        .map(|(i, mut p, touched)| {
+            refresh_f1(work[i].0, &touched, &reads, max_stay, &mut p);
+            (i, p)
         })
         .collect();
     // Stage 2.
@@ -230,28 +287,19 @@ fn candidates(index: &Index, sources: &[RawVisit], linger: i64, out: &mut Vec<u3
 
 /// F1 of each touched person, from their visits against the case visits; collects who is to be
 /// checked as F2 and which sources changed.
+/// `touched`: sorted, distinct, without the case person.
 fn refresh_f1(
     live: &mut LiveTrace,
-    persons: &[PersonKey],
+    touched: &[u32],
     reads: &Reads,
     max_stay: i64,
-) -> Partial {
-    let mut p = Partial {
-        out: LiveChanges::default(),
-        before: FxHashMap::default(),
-        window_changed: FxHashSet::default(),
-        f2_check: Vec::new(),
-        reach: Vec::new(),
-        unnamed: Vec::new(),
-    };
+    p: &mut Partial,
+) {
     let linger = live.req.linger_s;
     let threshold = live.threshold;
     let to = live.req.to;
     let min_stay = live.req.min_stay_s;
-    let mut touched: Vec<u32> = persons.iter().map(|p| p.0).collect();
-    touched.sort_unstable();
-    touched.dedup();
-    for &x in &touched {
+    for &x in touched {
         let visits = reads.visits(x);
         let (total, first, last, venues) = exposure_to(visits, &live.case_by_venue);
         let now_f1 = total >= threshold;
@@ -328,7 +376,52 @@ fn refresh_f1(
                 .push((PersonKey(x), reads.venue_windows(&new_sources, linger)));
         }
     }
-    p
+}
+
+/// The case person's scans changed: their case visits are read again from `reads` and, if they
+/// changed, installed (with the case's venue windows). Returns the case visits added or removed:
+/// only persons with an in-scan in their reach can have a different exposure to the case.
+fn refresh_case(
+    live: &mut LiveTrace,
+    case: u32,
+    reads: &Reads,
+    max_stay: i64,
+    p: &mut Partial,
+) -> Vec<RawVisit> {
+    let linger = live.req.linger_s;
+    let all = reads.visits(case);
+    let w = source_person_window(all, live.req.from, live.req.to + linger, max_stay);
+    if live.watch.insert(case, w) != Some(w) {
+        p.window_changed.insert(case);
+    }
+    let mut visits = clip(all, live.req.min_stay_s, live.req.from, live.req.to);
+    visits.sort_by_key(|v| v.start);
+    if visits == live.case_visits {
+        return Vec::new();
+    }
+    let mut reach = only_in(&live.case_visits, &visits);
+    reach.extend(only_in(&visits, &live.case_visits));
+    live.case_by_venue.clear();
+    for c in &visits {
+        live.case_by_venue
+            .entry(c.venue)
+            .or_default()
+            .push((c.start, c.end + linger));
+    }
+    live.case_visits_named = visits
+        .iter()
+        .map(|v| Visit {
+            venue: reads.venue_name(v.venue),
+            start: v.start,
+            end: v.end,
+        })
+        .collect();
+    p.out
+        .venue_windows
+        .push((PersonKey(case), reads.venue_windows(&visits, linger)));
+    p.out.case_visits_changed = true;
+    live.case_visits = visits;
+    reach
 }
 
 /// F2 of every person to check, against the F1 sources now held, with the contract's `via`
