@@ -199,11 +199,10 @@ pub(crate) fn refresh_many(
             let before = touched.len();
             candidates(&guard, reach, live.req.linger_s, touched);
             let case = live.case_key;
-            for n in before..touched.len() {
+            for (n, &q) in touched[before..].iter().enumerate() {
                 if n % 64 == 63 {
                     yielder.maybe_yield(&mut guard);
                 }
-                let q = touched[n];
                 if Some(q) != case {
                     reads.load_touched(&guard, q);
                 }
