@@ -32,14 +32,8 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// How much lower than the rest of the process the health thread runs (its nice value is raised
-/// by this much): when the cores are short, the writer and the requests come first, and the
-/// standing traces, which the contract allows 5 s, take what is left.
-const NICE_OFFSET: i32 = 5;
-
 /// The thread's loop; ends at `Stop` or when the domain is dropped.
 pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
-    lower_priority();
     loop {
         let first = match rx.recv_timeout(LAPSE_TICK) {
             Ok(m) => Some(m),
@@ -265,18 +259,4 @@ fn update_group(
         inner.publish(&st, changed, now);
     }
     locked.len() as u64
-}
-
-/// Raises the calling thread's nice value by [`NICE_OFFSET`] (on Linux the nice value is per
-/// thread). Best effort: where the system refuses, the thread runs as it is.
-fn lower_priority() {
-    let Ok(now) = rustix::process::getpriority_process(None) else {
-        return;
-    };
-    let want = (now + NICE_OFFSET).min(19);
-    if want != now {
-        if let Err(e) = rustix::process::setpriority_process(None, want) {
-            tracing::debug!(error = %e, "could not lower the health thread's priority");
-        }
-    }
 }
