@@ -14,7 +14,8 @@
 //! 2. *reach*: the persons with an in-scan in reach of each F1 source added or removed, and the
 //!    visits of every person to check as F2 (held with the writer let through every
 //!    [`LIVE_HOLD`]); then F2 of each, lock-free;
-//! 3. *names* of the persons who became F2 in this refresh.
+//! 3. *names* of the persons who became listed in this refresh without being read in stage 1
+//!    (new F2s).
 //!
 //! Each person's visits are read whole under one hold, as a refresh under the lock read them,
 //! so a refresh is exact for every person it looks at as of when that person was read; a scan
