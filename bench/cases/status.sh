@@ -7,7 +7,8 @@
 # Usage: bench/cases/status.sh
 #
 # Knobs (environment): SCANS=10000000 PERSONS=1000000 VENUES=100000 CASES_PER_MIN=3000
-#   CASES=1000 (topped up after the fill) RUNS=3 SECS=10 C=64 THREADS=2 PORT=18090 SKIP_BUILD=0 CARGO_TARGET_DIR
+#   CASES=1000 (topped up after the fill) RUNS=3 SECS=10 C=64 THREADS=2 PORT=18090 SKIP_BUILD=0
+#   SETTLE_MAX=600 (longest wait for the server to go idle before the runs; 0: no wait) CARGO_TARGET_DIR
 set -euo pipefail
 
 SCANS=${SCANS:-10000000}
@@ -21,6 +22,7 @@ C=${C:-64}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18090}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SETTLE_MAX=${SETTLE_MAX:-600}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -72,6 +74,17 @@ if (( cases < CASES )); then
     done
 fi
 cases=$(curl -sf "$URL/v1/cases" | grep -o '"id":' | wc -l)
+# The health thread applies the fill's scans to the standing traces after they are acknowledged
+# (late scans, and scans of case persons that derive their case again); reads measured before it
+# is done share the cores with it. Wait until the server is idle: under 5 % of a core over 2 s.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+hz=$(getconf CLK_TCK)
+waited=0
+while (( waited < SETTLE_MAX )); do
+    a=$(cpu_ticks); sleep 2; b=$(cpu_ticks); waited=$((waited + 2))
+    (( (b - a) * 100 < 2 * hz * 5 )) && break
+done
+echo "== $(date +%T) server idle after ${waited} s (standing traces caught up with the fill)"
 stored=$(curl -sf "$URL/v1/stats" | sed -E 's/.*"scans":([0-9]+).*/\1/')
 echo "== $(date +%T) the store holds $stored scans and $cases cases; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq "$RUNS"); do

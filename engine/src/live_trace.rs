@@ -3,7 +3,9 @@
 //!
 //! A stored scan changes the visits of its own person only, and only in `[ts, ts + max_stay)`.
 //! So a trace is kept current by *refreshing* the persons whose scans changed:
-//! - the case person: the case visits change, so the trace is derived again from scratch;
+//! - the case person: the case visits are derived again; if they changed, every person with an
+//!   in-scan in reach of a case visit that is in one set but not the other is refreshed as below
+//!   (a case visit kept as it was changes nobody's exposure to the case);
 //! - anyone else, `X`: `X`'s exposure to the case visits is summed again from `X`'s visits, which
 //!   says whether `X` is F1 and with which contact times. If `X` is (or was) F1 and its source
 //!   visits (its visits clipped to `[first_contact, to]`) changed, every person with an in-scan in
@@ -36,6 +38,10 @@ use crate::index::Index;
 use crate::trace::{clip, Tracer, Yielder};
 use crate::types::{F1Contact, F2Contact, TraceRequest, TraceResult, Visit};
 use crate::visits::RawVisit;
+
+mod refresh;
+
+pub(crate) use refresh::refresh_many;
 
 /// How close a contact is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +80,9 @@ pub struct LiveChanges {
     /// The venue windows of one source person (the case person, or an F1), replacing that
     /// person's earlier ones: a scan at `venue` with `lo <= ts <= hi` may change the trace.
     pub venue_windows: Vec<(PersonKey, Vec<VenueWindow>)>,
+    /// The case visits changed without a derivation from scratch (read them again with
+    /// [`LiveTrace::case_visits`]; after a rebuild they may have changed too).
+    pub case_visits_changed: bool,
 }
 
 impl LiveChanges {
@@ -83,6 +92,7 @@ impl LiveChanges {
             && self.listings.is_empty()
             && self.person_windows.is_empty()
             && self.venue_windows.is_empty()
+            && !self.case_visits_changed
     }
 }
 
@@ -221,6 +231,7 @@ impl LiveTrace {
             listings: Vec::new(),
             person_windows: changes.person_windows,
             venue_windows: changes.venue_windows,
+            case_visits_changed: false,
         };
         diff_listings(self, &fresh, &mut out);
         *self = fresh;
@@ -389,17 +400,6 @@ impl<'g, 'a> Updater<'g, 'a> {
         self.yielder.maybe_yield(self.guard);
     }
 
-    fn name(&self, p: u32) -> Arc<str> {
-        Arc::from(self.index().persons.get(p))
-    }
-
-    fn visits_of(&self, p: u32, out: &mut Vec<RawVisit>) {
-        out.clear();
-        if (p as usize) < self.index().person_keys.len() {
-            self.index().raw_visits(p, out);
-        }
-    }
-
     fn venue_windows(&self, sources: &[RawVisit], linger: i64) -> Vec<VenueWindow> {
         sources
             .iter()
@@ -411,21 +411,6 @@ impl<'g, 'a> Updater<'g, 'a> {
                 )
             })
             .collect()
-    }
-
-    /// Persons with an in-scan in reach of `sources` (a superset of those overlapping them).
-    fn candidates(&self, sources: &[RawVisit], linger: i64, out: &mut Vec<u32>) {
-        let index = self.index();
-        for s in sources {
-            let Some(ins) = index.venue_ins.get(s.venue as usize) else {
-                continue;
-            };
-            let lo_ts = (s.start - index.stay(s.venue)).max(0) as u64;
-            let hi_ts = (s.end + linger).max(0) as u64;
-            let range = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
-                ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
-            out.extend(range.iter().map(|&k| k as u32));
-        }
     }
 
     /// Derives `req` from scratch.
@@ -593,22 +578,6 @@ pub(crate) fn rederive(index: &RwLock<Index>, max_stay: i64, live: &mut LiveTrac
     Updater::new(&mut guard, max_stay).rederive(live)
 }
 
-/// Refreshes each trace with the persons named for it, under one read guard.
-pub(crate) fn refresh_many(
-    index: &RwLock<Index>,
-    max_stay: i64,
-    work: &mut [(&mut LiveTrace, &[PersonKey])],
-) -> Vec<LiveChanges> {
-    let mut guard = index.read();
-    let mut u = Updater::new(&mut guard, max_stay);
-    work.iter_mut()
-        .map(|(live, persons)| {
-            u.maybe_yield();
-            u.refresh(live, persons)
-        })
-        .collect()
-}
-
 impl Updater<'_, '_> {
     /// Replaces `live` with a fresh derivation and reports the difference (windows in full).
     fn rederive(&mut self, live: &mut LiveTrace) -> LiveChanges {
@@ -620,221 +589,6 @@ impl Updater<'_, '_> {
         diff_listings(live, &fresh, &mut out);
         *live = fresh;
         self.all_windows(live, &mut out);
-        out
-    }
-
-    /// Refreshes `persons` (whose scans may have changed) in `live`; see the module docs.
-    fn refresh(&mut self, live: &mut LiveTrace, persons: &[PersonKey]) -> LiveChanges {
-        let touches_case = match live.case_key {
-            // The id was unknown at the last derivation: start over if it is known now.
-            None => self.index().persons.find(&live.req.person).is_some(),
-            Some(case) => !live.present || persons.iter().any(|p| p.0 == case),
-        };
-        if touches_case {
-            return self.rederive(live);
-        }
-        let max_stay = self.max_stay;
-        let u = self;
-        let mut out = LiveChanges::default();
-        let linger = live.req.linger_s;
-        let threshold = live.threshold;
-        let to = live.req.to;
-        let min_stay = live.req.min_stay_s;
-        let mut touched: Vec<u32> = persons.iter().map(|p| p.0).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        // Listing before this refresh, of every person whose listing may change.
-        let mut before: FxHashMap<u32, Option<Listing>> = FxHashMap::default();
-        let mut window_changed: FxHashSet<u32> = FxHashSet::default();
-        let mut f2_check: Vec<u32> = Vec::new();
-        let mut visits = Vec::new();
-        // Phase 1: F1, from each touched person's visits against the case visits.
-        for (n, &x) in touched.iter().enumerate() {
-            if n % 64 == 63 {
-                u.maybe_yield();
-            }
-            u.visits_of(x, &mut visits);
-            let (total, first, last, venues) = exposure_to(&visits, &live.case_by_venue);
-            let now_f1 = total >= threshold;
-            let was_f1 = live.f1.contains_key(&x);
-            if !now_f1 && !was_f1 {
-                f2_check.push(x);
-                continue;
-            }
-            before.entry(x).or_insert_with(|| live.listing(x));
-            let old_sources = live
-                .f1
-                .get(&x)
-                .map(|e| e.sources.clone())
-                .unwrap_or_default();
-            let new_sources = if now_f1 {
-                clip(&visits, min_stay, first, to)
-            } else {
-                Vec::new()
-            };
-            if now_f1 {
-                let name = match live.f1.get(&x) {
-                    Some(e) => e.name.clone(),
-                    None => live
-                        .f2
-                        .get(&x)
-                        .map(|e| e.name.clone())
-                        .unwrap_or_else(|| u.name(x)),
-                };
-                live.f1.insert(
-                    x,
-                    F1Entry {
-                        name,
-                        total,
-                        first_contact: first,
-                        last_contact: last,
-                        venues: venue_names(u.index(), venues.into_iter()),
-                        sources: new_sources.clone(),
-                    },
-                );
-                if live.f2.remove(&x).is_some() {
-                    // No longer F2 of anyone: it is F1 now.
-                }
-                let w = source_person_window(&visits, first, to + linger, max_stay);
-                if live.watch.insert(x, w) != Some(w) {
-                    window_changed.insert(x);
-                }
-            } else {
-                live.f1.remove(&x);
-                live.watch.remove(&x);
-                window_changed.insert(x);
-                f2_check.push(x);
-            }
-            if old_sources != new_sources {
-                // Only a source in one set but not the other can change anyone's exposure to
-                // `x`: the F2 candidates of those.
-                let gone: Vec<RawVisit> = only_in(&old_sources, &new_sources);
-                let came: Vec<RawVisit> = only_in(&new_sources, &old_sources);
-                u.candidates(&gone, linger, &mut f2_check);
-                u.candidates(&came, linger, &mut f2_check);
-                for s in &old_sources {
-                    if let Some(list) = live.sources_by_venue.get_mut(&s.venue) {
-                        list.retain(|&(_, _, owner)| owner != x);
-                        if list.is_empty() {
-                            live.sources_by_venue.remove(&s.venue);
-                        }
-                    }
-                }
-                for s in &new_sources {
-                    live.sources_by_venue.entry(s.venue).or_default().push((
-                        s.start,
-                        s.end + linger,
-                        x,
-                    ));
-                }
-                out.venue_windows
-                    .push((PersonKey(x), u.venue_windows(&new_sources, linger)));
-            }
-        }
-        // Phase 2: F2 of every touched or reached person who is not the case or F1.
-        f2_check.sort_unstable();
-        f2_check.dedup();
-        let case = live.case_key;
-        let mut per_q: FxHashMap<u32, (i64, i64, i64)> = FxHashMap::default();
-        for (n, &r) in f2_check.iter().enumerate() {
-            if Some(r) == case || live.f1.contains_key(&r) {
-                continue;
-            }
-            if n % 64 == 63 {
-                u.maybe_yield();
-            }
-            u.visits_of(r, &mut visits);
-            per_q.clear();
-            for v in &visits {
-                let Some(list) = live.sources_by_venue.get(&v.venue) else {
-                    continue;
-                };
-                for &(start, exposed_end, owner) in list {
-                    let s = start.max(v.start);
-                    let e = exposed_end.min(v.end);
-                    if e > s {
-                        let acc = per_q.entry(owner).or_insert((0, i64::MAX, i64::MIN));
-                        acc.0 += e - s;
-                        acc.1 = acc.1.min(s);
-                        acc.2 = acc.2.max(e);
-                    }
-                }
-            }
-            let index = u.index();
-            let mut best: Option<(i64, u32, i64, i64)> = None;
-            let mut hull = (i64::MAX, i64::MIN);
-            for (&q, &(total, first, last)) in &per_q {
-                if total < threshold {
-                    continue;
-                }
-                hull = (hull.0.min(first), hull.1.max(last));
-                let better = match best {
-                    None => true,
-                    Some((bt, bq, _, _)) => {
-                        total > bt
-                            || (total == bt && index.persons.bytes(q) < index.persons.bytes(bq))
-                    }
-                };
-                if better {
-                    best = Some((total, q, first, last));
-                }
-            }
-            let old = live.f2.get(&r).cloned();
-            let new = match best {
-                None => None,
-                Some((total, via, first, last)) => {
-                    let name = old
-                        .as_ref()
-                        .map(|e| e.name.clone())
-                        .unwrap_or_else(|| u.name(r));
-                    let via_name = live.f1[&via].name.clone();
-                    Some(F2Entry {
-                        name,
-                        total,
-                        via,
-                        via_name,
-                        first_contact: first,
-                        last_contact: last,
-                    })
-                }
-            };
-            let window = new
-                .as_ref()
-                .map(|_| (hull.0.saturating_sub(max_stay), hull.1));
-            let held = live.watch.get(&r).copied();
-            if held != window {
-                match window {
-                    Some(w) => live.watch.insert(r, w),
-                    None => live.watch.remove(&r),
-                };
-                window_changed.insert(r);
-            }
-            if old == new {
-                continue;
-            }
-            before
-                .entry(r)
-                .or_insert_with(|| old.as_ref().map(listing_of_f2));
-            match new {
-                Some(e) => live.f2.insert(r, e),
-                None => live.f2.remove(&r),
-            };
-        }
-        // Names of persons who left every list.
-        for (p, old) in before {
-            let now = live.listing(p);
-            if now == old {
-                continue;
-            }
-            out.listings.push(ListingChange {
-                person: u.name(p),
-                listing: now,
-            });
-        }
-        for p in window_changed {
-            out.person_windows
-                .push((PersonKey(p), live.watch.get(&p).copied()));
-        }
         out
     }
 }

@@ -11,13 +11,59 @@ use rustc_hash::{FxHashMap, FxHashSet};
 /// A case's place in the tracker's table.
 pub(crate) type Slot = u32;
 
-/// The windows at one venue, by their low end. `max_len` bounds `hi - lo` of every window ever
-/// inserted, so a lookup only visits windows with `lo` in `[ts - max_len, ts]`.
+/// Width of the buckets that hold a venue's windows, by their low end.
+const BUCKET_S: i64 = 3_600;
+
+/// The windows at one venue, in buckets by their low end (`lo.div_euclid(BUCKET_S)`). `max_len`
+/// bounds `hi - lo` of every window ever inserted, so a lookup only visits buckets whose low
+/// ends may lie in `[ts - max_len, ts]`, and each bucket's `max_hi` (and the venue's) bounds the
+/// high ends it holds, so a lookup skips a bucket, or the whole venue, that ends before `ts`
+/// (the usual case: most scans are later than every case window).
 #[derive(Default)]
 struct VenueWindows {
+    buckets: BTreeMap<i64, Bucket>,
+    max_len: i64,
+    /// At least the largest `hi` held (not lowered when a window is taken out).
+    max_hi: i64,
+}
+
+/// The windows of one venue with their low end in one bucket.
+#[derive(Default)]
+struct Bucket {
     /// `(lo, slot, owner, n) -> hi`: the `n`th window of source person `owner` in case `slot`.
     by_lo: BTreeMap<(i64, Slot, u32, u32), i64>,
-    max_len: i64,
+    /// At least the largest `hi` held (not lowered when a window is taken out).
+    max_hi: i64,
+}
+
+impl VenueWindows {
+    fn insert(&mut self, lo: i64, slot: Slot, owner: u32, n: u32, hi: i64) {
+        let b = self
+            .buckets
+            .entry(lo.div_euclid(BUCKET_S))
+            .or_insert(Bucket {
+                by_lo: BTreeMap::new(),
+                max_hi: i64::MIN,
+            });
+        b.by_lo.insert((lo, slot, owner, n), hi);
+        b.max_hi = b.max_hi.max(hi);
+        self.max_hi = self.max_hi.max(hi);
+        self.max_len = self.max_len.max(hi.saturating_sub(lo));
+    }
+
+    fn remove(&mut self, lo: i64, slot: Slot, owner: u32, n: u32) {
+        let key = lo.div_euclid(BUCKET_S);
+        if let Some(b) = self.buckets.get_mut(&key) {
+            b.by_lo.remove(&(lo, slot, owner, n));
+            if b.by_lo.is_empty() {
+                self.buckets.remove(&key);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
 }
 
 /// What one case put in the index, to take it out again.
@@ -53,9 +99,10 @@ impl ExposureIndex {
             let mut held = Vec::with_capacity(windows.len());
             for (n, &(venue, lo, hi)) in windows.iter().enumerate() {
                 let n = n as u32;
-                let w = self.venues.entry(venue).or_default();
-                w.by_lo.insert((lo, slot, owner.index(), n), hi);
-                w.max_len = w.max_len.max(hi.saturating_sub(lo));
+                self.venues
+                    .entry(venue)
+                    .or_default()
+                    .insert(lo, slot, owner.index(), n, hi);
                 held.push((venue, lo, n));
             }
             self.windows += held.len();
@@ -109,8 +156,8 @@ impl ExposureIndex {
         self.windows -= held.len();
         for (venue, lo, n) in held {
             if let Some(w) = self.venues.get_mut(&venue) {
-                w.by_lo.remove(&(lo, slot, owner, n));
-                if w.by_lo.is_empty() {
+                w.remove(lo, slot, owner, n);
+                if w.is_empty() {
                     self.venues.remove(&venue);
                 }
             }
@@ -141,14 +188,21 @@ impl ExposureIndex {
     /// Calls `hit` with every case `scan` may change (a case may be named more than once).
     pub(crate) fn hits(&self, scan: &AppliedScan, mut hit: impl FnMut(Slot)) {
         let t = scan.ts;
-        if let Some(w) = self.venues.get(&scan.venue) {
+        if let Some(w) = self.venues.get(&scan.venue).filter(|w| w.max_hi >= t) {
             let lo = t.saturating_sub(w.max_len);
-            for (&(_, slot, _, _), &hi) in w
-                .by_lo
-                .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
+            for b in w
+                .buckets
+                .range(lo.div_euclid(BUCKET_S)..=t.div_euclid(BUCKET_S))
+                .map(|(_, b)| b)
+                .filter(|b| b.max_hi >= t)
             {
-                if hi >= t {
-                    hit(slot);
+                for (&(_, slot, _, _), &hi) in b
+                    .by_lo
+                    .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
+                {
+                    if hi >= t {
+                        hit(slot);
+                    }
                 }
             }
         }

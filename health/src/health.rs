@@ -839,7 +839,7 @@ impl Inner {
         let e = &mut st.slots[slot as usize];
         e.f1 = live.f1_len();
         e.f2 = live.f2_len();
-        if changes.rebuilt {
+        if changes.rebuilt || changes.case_visits_changed {
             e.visits = Arc::from(live.case_visits().to_vec());
         }
         let person = e.person.clone();
