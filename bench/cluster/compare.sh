@@ -123,31 +123,30 @@ echo "$caught"
 note "cluster: depth-1 traces"
 read -r c_tn c_trate c_tp50 c_tp99 < <(trace cluster "${URLS[0]}")
 
+# restart_timed OUTFILE [fresh]: kill -9 shard-0-1, (fresh: remove its store,) start it again
+# and wait until it serves caught up; prints the seconds from its start.
+restart_timed() {
+    kill -9 "$(cat "$WORK/cluster/pids/shard-0-1.pid")"
+    sleep 1
+    [[ ${2:-} == fresh ]] && rm -rf "$WORK/cluster/shard-0-1"
+    local t0 t1
+    t0=$(date +%s.%N)
+    CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" shard-0-1
+    status --only 0-1 --wait 900 >"$OUT/$1"
+    t1=$(date +%s.%N)
+    python3 -c "print(f'{$t1 - $t0:.2f}')"
+}
 note "cluster: kill -9 shard-0-1, restart it, wait until it serves caught up"
-kill -9 "$(cat "$WORK/cluster/pids/shard-0-1.pid")"
-sleep 1
-t0=$(date +%s.%N)
-CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" shard-0-1
-status --only 0-1 --wait 900 | tee "$OUT/cluster-restart.txt"
-t1=$(date +%s.%N)
-restart_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
-
+restart_s=$(restart_timed cluster-restart.txt)
 note "cluster: shard-0-1 as a new replica (kill -9, store removed): replays its shard's share"
-kill -9 "$(cat "$WORK/cluster/pids/shard-0-1.pid")"
-sleep 1
-rm -rf "$WORK/cluster/shard-0-1"
-t0=$(date +%s.%N)
-CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" shard-0-1
-status --only 0-1 --wait 900 | tee "$OUT/cluster-new-replica.txt"
-t1=$(date +%s.%N)
-new_replica_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+new_replica_s=$(restart_timed cluster-new-replica.txt fresh)
 
 note "cluster: kill -9 shard-0-2; the restarted replica takes shard 0 alone"
 kill -9 "$(cat "$WORK/cluster/pids/shard-0-2.pid")"
 t0=$(date +%s.%N)
-# A trace reads shard 0 (the case's visits or its exposures): the first one answered.
-probe=$(head -c 2000 "$WORK/data/half-00" | head -n 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["person"])')
-until curl -fsS -m 10 -o /dev/null "${URLS[0]}/v1/persons/$probe/visits"; do sleep 0.01; done
+# A venue's occupancy asks every shard, so shard 0 too: the first one answered.
+probe=$(head -n 1 "$WORK/data/half-00" | python3 -c 'import json,sys; print(json.load(sys.stdin)["venue"])')
+until curl -fsS -m 10 -o /dev/null "${URLS[0]}/v1/venues/$probe/occupancy"; do sleep 0.01; done
 t1=$(date +%s.%N)
 takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
 
