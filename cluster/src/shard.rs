@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
+use serde::Serialize;
 
 use crate::error::{ClusterError, Result};
 use crate::wire::{Exposure, Op, Query, ReplicaStatus, Reply, WireScan, WireVenue, WireVisit};
@@ -161,10 +162,7 @@ pub async fn run(
                         Ok(q) => answer(&state, q).await,
                         Err(e) => Reply::Error(format!("undecodable query: {e}")),
                     };
-                    let body = serde_json::to_vec(&reply).unwrap_or_default();
-                    if let Err(e) = client.publish(reply_to, body.into()).await {
-                        tracing::warn!(error = %e, "cannot send a reply");
-                    }
+                    send_json(&client, reply_to, &reply).await;
                 });
             }
             Ok::<(), ClusterError>(())
@@ -191,53 +189,22 @@ pub async fn run(
                     applied: state.applied.load(Ordering::Acquire),
                     serving: state.serving.load(Ordering::Acquire),
                 };
-                let body = serde_json::to_vec(&status).unwrap_or_default();
-                if let Err(e) = client.publish(reply_to, body.into()).await {
-                    tracing::warn!(error = %e, "cannot send a status reply");
-                }
+                send_json(&client, reply_to, &status).await;
             }
             Ok::<(), ClusterError>(())
         }
     };
 
-    let checkpoints = {
-        let state = Arc::clone(&state);
-        let (dir, shard, shards) = (config.data.clone(), config.shard, config.shards);
-        async move {
-            let mut last = applied;
-            loop {
-                tokio::time::sleep(crate::checkpoint::CHECKPOINT_EVERY).await;
-                let seq = state.applied.load(Ordering::Acquire);
-                if seq == last {
-                    continue;
-                }
-                let state = Arc::clone(&state);
-                let dir = dir.clone();
-                let stored = tokio::task::spawn_blocking(move || {
-                    state.engine.flush()?;
-                    crate::checkpoint::store(
-                        &dir,
-                        &crate::checkpoint::Checkpoint {
-                            shard,
-                            shards,
-                            stream_created_ns,
-                            applied: seq,
-                        },
-                    )
-                    .map_err(|e| engine::Error::Io {
-                        context: "writing the checkpoint".into(),
-                        source: e,
-                    })
-                })
-                .await;
-                match stored {
-                    Ok(Ok(())) => last = seq,
-                    Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint not written"),
-                    Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
-                }
-            }
-        }
-    };
+    let checkpoints = keep_checkpoints(
+        Arc::clone(&state),
+        crate::checkpoint::Checkpoint {
+            shard: config.shard,
+            shards: config.shards,
+            stream_created_ns,
+            applied,
+        },
+        config.data.clone(),
+    );
 
     let result = tokio::select! {
         r = apply => r,
@@ -249,6 +216,50 @@ pub async fn run(
     let engine = state.engine.clone();
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     result
+}
+
+/// Answers a request with `value` as JSON (a reply that cannot be sent is logged: the asker
+/// retries or times out).
+async fn send_json(client: &async_nats::Client, to: async_nats::Subject, value: &impl Serialize) {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    if let Err(e) = client.publish(to, body.into()).await {
+        tracing::warn!(error = %e, "cannot send a reply");
+    }
+}
+
+/// Every [`crate::checkpoint::CHECKPOINT_EVERY`] while the replica has applied more: flushes the
+/// engine, then records the sequence applied before the flush (`last` holds the shard, the
+/// stream and the sequence of the previous checkpoint).
+async fn keep_checkpoints(
+    state: Arc<State>,
+    mut last: crate::checkpoint::Checkpoint,
+    dir: PathBuf,
+) {
+    loop {
+        tokio::time::sleep(crate::checkpoint::CHECKPOINT_EVERY).await;
+        let seq = state.applied.load(Ordering::Acquire);
+        if seq == last.applied {
+            continue;
+        }
+        let next = crate::checkpoint::Checkpoint {
+            applied: seq,
+            ..last.clone()
+        };
+        let (state, dir, cp) = (Arc::clone(&state), dir.clone(), next.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            state.engine.flush()?;
+            crate::checkpoint::store(&dir, &cp).map_err(|e| engine::Error::Io {
+                context: "writing the checkpoint".into(),
+                source: e,
+            })
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => last = next,
+            Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+        }
+    }
 }
 
 /// How long one pull waits for messages on the server.

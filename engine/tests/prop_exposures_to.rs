@@ -14,6 +14,11 @@ use model::strategies::any_world;
 use model::*;
 use proptest::prelude::*;
 
+/// An F1 contact as (person, exposure, first contact, last contact, venues).
+type F1Row = (String, i64, i64, i64, Vec<String>);
+/// An F2 contact as (person, via, exposure, first contact, last contact).
+type F2Row = (String, String, i64, i64, i64);
+
 /// The section 5 clipping of a source's visits: unclipped length `>= min_stay`, clipped to
 /// `[from, to]`, empty ones dropped.
 fn clip_source(visits: &[Visit], min_stay: i64, from: i64, to: i64) -> Vec<Visit> {
@@ -60,7 +65,7 @@ fn fan_out_trace(
     shards: &[&Engine],
     shard_of: &dyn Fn(&str) -> usize,
     r: &TraceRequest,
-) -> Option<(Vec<model_examples::F1Row>, Vec<model_examples::F2Row>)> {
+) -> Option<(Vec<F1Row>, Vec<F2Row>)> {
     let case_visits = shards[shard_of(&r.person)].visits(&r.person, r.from, r.to)?;
     let case = ExposureSource {
         person: r.person.clone(),
@@ -111,13 +116,6 @@ fn fan_out_trace(
             })
             .collect(),
     ))
-}
-
-mod model_examples {
-    /// An F1 contact as (person, exposure, first contact, last contact, venues).
-    pub type F1Row = (String, i64, i64, i64, Vec<String>);
-    /// An F2 contact as (person, via, exposure, first contact, last contact).
-    pub type F2Row = (String, String, i64, i64, i64);
 }
 
 proptest! {

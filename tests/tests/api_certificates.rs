@@ -7,6 +7,8 @@
 
 mod api_support;
 
+#[path = "../../certs/tests/qr_decode/mod.rs"]
+mod qr_decode;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -483,39 +485,6 @@ async fn every_failure_has_its_reason() {
     }
 }
 
-/// Rasterises the qrcode crate's SVG (one background rect, one path of `M x y h w v h H x V y`
-/// rectangles) at one pixel per unit and decodes it with rqrr.
-fn decode_qr_svg(svg: &str) -> String {
-    let attr = |name: &str| -> usize {
-        let start = svg.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
-        let end = start + svg[start..].find('"').unwrap();
-        svg[start..end].parse().unwrap()
-    };
-    let (w, h) = (attr("width"), attr("height"));
-    let mut dark = vec![false; w * h];
-    let d_start = svg.find(" d=\"").unwrap() + 4;
-    let d = &svg[d_start..d_start + svg[d_start..].find('"').unwrap()];
-    for rect in d.split('M').filter(|s| !s.is_empty()) {
-        let nums: Vec<usize> = rect
-            .split(|c: char| c == ' ' || c.is_ascii_alphabetic())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let [left, top, width, height, ..] = nums[..] else {
-            panic!("bad rect {rect}")
-        };
-        for y in top..top + height {
-            for x in left..left + width {
-                dark[y * w + x] = true;
-            }
-        }
-    }
-    let mut image = rqrr::PreparedImage::prepare_from_bitmap(w, h, |x, y| dark[y * w + x]);
-    let grids = image.detect_grids();
-    assert_eq!(grids.len(), 1);
-    grids[0].decode().unwrap().1
-}
-
 #[tokio::test]
 async fn the_qr_code_is_an_svg_of_a_certificate_of_the_same_record() {
     let s = Server::start_with_tokens().await;
@@ -535,7 +504,7 @@ async fn the_qr_code_is_an_svg_of_a_certificate_of_the_same_record() {
     );
     // Every request signs anew (a random ES256 nonce), so the code holds another text of the
     // same record: same header and payload (same clock), another signature, valid.
-    let text = decode_qr_svg(&svg);
+    let text = qr_decode::decode(&svg).0;
     assert_eq!(svg, certs::qr_svg(&text).unwrap());
     let (ours, theirs) = (decode_hc1(&text), decode_hc1(&hc1));
     assert_eq!(ours.protected, theirs.protected);
