@@ -256,6 +256,18 @@ impl Index {
         self.stays.get(venue as usize).copied().unwrap_or(0) as i64
     }
 
+    /// The in-scan keys at `venue` that can shape a visit overlapping `[start, exposed_end)`:
+    /// those in `[start - stay(venue), exposed_end]` (a superset of the persons overlapping it).
+    pub(crate) fn ins_in_reach(&self, venue: u32, start: i64, exposed_end: i64) -> &[u64] {
+        let Some(ins) = self.venue_ins.get(venue as usize) else {
+            return &[];
+        };
+        let lo_ts = (start - self.stay(venue)).max(0) as u64;
+        let hi_ts = exposed_end.max(0) as u64;
+        &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
+            ..ins.partition_point(|&k| (k >> 32) <= hi_ts)]
+    }
+
     pub(crate) fn venue_name(&self, venue: u32) -> &str {
         self.venue_ids.get(venue as usize).map_or("", |s| s)
     }

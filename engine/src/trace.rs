@@ -160,15 +160,9 @@ impl<'g, 'a> Tracer<'g, 'a> {
         for c in sources {
             *stamp += 1;
             let stamp = *stamp;
-            let Some(ins) = index.venue_ins.get(c.venue as usize) else {
-                continue;
-            };
             // The end of the exposure: the case visit's end plus the linger.
             let exposed_end = c.end + linger;
-            let lo_ts = (c.start - index.stay(c.venue)).max(0) as u64;
-            let hi_ts = exposed_end.max(0) as u64;
-            let candidates = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
-                ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
+            let candidates = index.ins_in_reach(c.venue, c.start, exposed_end);
             warm_up(index, candidates);
             out.reserve(candidates.len());
             seen.reserve(candidates.len());

@@ -274,13 +274,7 @@ pub(crate) fn refresh_many(
 /// Persons with an in-scan in reach of `sources` (a superset of those overlapping them).
 fn candidates(index: &Index, sources: &[RawVisit], linger: i64, out: &mut Vec<u32>) {
     for s in sources {
-        let Some(ins) = index.venue_ins.get(s.venue as usize) else {
-            continue;
-        };
-        let lo_ts = (s.start - index.stay(s.venue)).max(0) as u64;
-        let hi_ts = (s.end + linger).max(0) as u64;
-        let range = &ins[ins.partition_point(|&k| (k >> 32) < lo_ts)
-            ..ins.partition_point(|&k| (k >> 32) <= hi_ts)];
+        let range = index.ins_in_reach(s.venue, s.start, s.end + linger);
         out.extend(range.iter().map(|&k| k as u32));
     }
 }
