@@ -124,6 +124,17 @@ CONF
     printf '%q --listen 127.0.0.1:%d --data %q --cluster %q --cluster-shards %d %s' \
       "$bins/checkin-server" "${hport[$i]}" "$dir/http-$i" "$urls" "$shards" \
       "${CHECKIN_CLUSTER_EXTRA:-}" >"$dir/cmd/http-$i"
+    if [ "$i" = 2 ]; then
+      # One certificate signing key for the whole cluster: http-1 made it, http-2 takes a copy
+      # (a certificate issued through either node verifies through both).
+      local deadline=$((SECONDS + 60))
+      until [ -s "$dir/http-1/signing-key.pem" ]; do
+        [ $SECONDS -lt $deadline ] || { echo "http-1 made no signing key" >&2; exit 1; }
+        sleep 0.2
+      done
+      mkdir -p "$dir/http-2"
+      install -m 600 "$dir/http-1/signing-key.pem" "$dir/http-2/signing-key.pem"
+    fi
     launch "http-$i"
   done
   for i in 1 2; do

@@ -6,9 +6,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::body::Req;
 use engine::Engine;
 use health::Health;
-use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, Response};
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::outbreak;
 use crate::problem::{ApiError, Body};
 use crate::records;
-use crate::routes::{self, Match, RouteId, RouteSpec, UNMATCHED};
+use crate::routes::{self, ClusterPath, Match, RouteId, RouteSpec, UNMATCHED};
 use crate::sse::Hub;
 use crate::tier_feed::TierHub;
 
@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     /// Cluster mode's connection (`App::with_cluster`); unset in single-node mode.
     pub(crate) cluster: std::sync::OnceLock<crate::cluster_mode::Node>,
+    /// Cluster mode: this node's replica of the stream (the health domain).
+    pub(crate) replica: std::sync::OnceLock<Arc<crate::cluster_replica::Replica>>,
     pub(crate) health: Health,
     pub(crate) tiers: Arc<TierHub>,
     pub(crate) access: Access,
@@ -127,6 +129,7 @@ impl App {
             inner: Arc::new(Inner {
                 engine,
                 cluster: std::sync::OnceLock::new(),
+                replica: std::sync::OnceLock::new(),
                 health,
                 tiers,
                 access,
@@ -149,12 +152,22 @@ impl App {
     }
 
     /// Cluster mode (docs/cluster.md): scans, visits, occupancy and traces go through `node`;
-    /// the node's venue registry follows the stream. `None` keeps single-node mode.
-    pub fn with_cluster(self, node: Option<crate::cluster_mode::Node>) -> App {
-        if let Some(node) = node {
-            crate::cluster_mode::follow_venues(&node, self.inner.engine.clone());
+    /// the node's engine and health domain follow the whole stream (`cluster_replica`), and
+    /// `clock` must be the health domain's clock ([`health::HealthConfig::clock`]), which the
+    /// follower pins while it applies a command. `None` keeps single-node mode.
+    pub fn with_cluster(
+        self,
+        cluster: Option<(
+            crate::cluster_mode::Node,
+            Arc<crate::cluster_replica::CommandClock>,
+        )>,
+    ) -> App {
+        if let Some((node, clock)) = cluster {
+            let replica = Arc::new(crate::cluster_replica::Replica::new(clock));
             crate::cluster_mode::forward_audit(&node, &self.inner.engine);
-            let _ = self.inner.cluster.set(node);
+            let _ = self.inner.replica.set(Arc::clone(&replica));
+            let _ = self.inner.cluster.set(node.clone());
+            crate::cluster_replica::follow(&self, &node, replica);
         }
         self
     }
@@ -192,7 +205,11 @@ impl App {
     }
 
     /// Answers one request. Never fails: every error is a problem+json response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    pub async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let req = req.map(http_body_util::Either::Left);
         let started = Instant::now();
         let method = req.method().clone();
         // The web pages (contract section 13) come before the JSON table; anything else,
@@ -236,7 +253,7 @@ impl App {
         &self,
         spec: &'static RouteSpec,
         param: Option<String>,
-        req: Request<Incoming>,
+        req: Req,
     ) -> Result<Response<Body>, ApiError> {
         let principal = match spec.who {
             Who::Anyone => Arc::new(Principal::open()),
@@ -247,19 +264,38 @@ impl App {
                 principal
             }
         };
-        if self.cluster().is_some() && !spec.id.in_cluster_mode() {
-            return Err(ApiError::NotInCluster(format!(
-                "{} {} is not available in cluster mode yet: its data is not in the cluster \
-                 (docs/cluster.md, \"Not yet\")",
-                spec.method, spec.pattern
-            )));
+        if let (Some(node), Some(replica)) = (self.cluster(), self.inner.replica.get()) {
+            match spec.id.cluster_path() {
+                ClusterPath::Node => {}
+                ClusterPath::HealthRead => crate::cluster_replica::ready(replica)?,
+                ClusterPath::HealthWrite => {
+                    return crate::cluster_replica::write(
+                        self, node, replica, spec, &principal, req,
+                    )
+                    .await
+                }
+            }
         }
+        self.dispatch(spec, param, principal, req, true).await
+    }
+
+    /// Runs the handler of `spec` for an authorized request. `taken_here`: see
+    /// [`handlers::Ctx::taken_here`].
+    pub(crate) async fn dispatch(
+        &self,
+        spec: &'static RouteSpec,
+        param: Option<String>,
+        principal: Arc<Principal>,
+        req: Req,
+        taken_here: bool,
+    ) -> Result<Response<Body>, ApiError> {
         let query = routes::parse_query(req.uri().query());
         let ctx = handlers::Ctx {
             spec,
             param: param.unwrap_or_default(),
             principal,
             query,
+            taken_here,
         };
         match spec.id {
             RouteId::Healthz => handlers::healthz(self),
@@ -287,11 +323,11 @@ impl App {
             RouteId::PersonStatus => outbreak::person_status(self, &ctx).await,
             RouteId::TierEvents => outbreak::tier_events(self),
             RouteId::ExposureSites => outbreak::exposure_sites(self, &ctx).await,
-            RouteId::RegisterSample => records::register_sample(self, req).await,
+            RouteId::RegisterSample => records::register_sample(self, &ctx, req).await,
             RouteId::Sample => records::get_sample(self, &ctx),
             RouteId::SampleResult => records::enter_result(self, &ctx, req).await,
             RouteId::PersonResults => records::person_results(self, &ctx).await,
-            RouteId::Declarations => records::declare(self, req).await,
+            RouteId::Declarations => records::declare(self, &ctx, req).await,
             RouteId::Followups => records::followups(self).await,
             RouteId::PersonPass => records::pass(self, &ctx).await,
             RouteId::RegisterAreas => records::register_areas(self, req).await,

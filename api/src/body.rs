@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::HeaderMap;
@@ -16,6 +17,12 @@ use tokio::time::Instant;
 
 use crate::decode::{ScanFormat, MAX_BODY_BYTES};
 use crate::problem::ApiError;
+
+/// A request body: from a connection, or (cluster mode) a health-domain request read back from
+/// the stream to be applied here (`crate::cluster_mode`).
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
+/// A request as the handlers take it.
+pub type Req = hyper::Request<ReqBody>;
 
 /// The body format named by `Content-Type`: JSON when absent; NDJSON only where `ndjson_ok`.
 pub fn body_format(headers: &HeaderMap, ndjson_ok: bool) -> Result<ScanFormat, ApiError> {
@@ -61,7 +68,7 @@ pub struct BodyTimeouts {
 /// Reads a whole body of at most [`MAX_BODY_BYTES`].
 pub async fn read_body(
     headers: &HeaderMap,
-    mut body: Incoming,
+    mut body: ReqBody,
     timeouts: BodyTimeouts,
 ) -> Result<Bytes, ApiError> {
     let too_large =

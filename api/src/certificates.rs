@@ -19,15 +19,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::body::Req;
 use bytes::Bytes;
 use certs::{
     Certificate, HealthClaims, InvalidReason, KeyError, KeyOrigin, PublicKey, Recovery, SigningKey,
     TestKind, TestOutcome, TestResult, Vaccination, Verdict,
 };
 use health::{Health, SampleKind};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::app::App;
@@ -349,7 +349,7 @@ enum VerifyOut {
     },
 }
 
-pub(crate) async fn verify(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn verify(app: &App, req: Req) -> Answer {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;

@@ -1,10 +1,10 @@
 //! Cluster mode (`--cluster`, contract section 14, docs/cluster.md): the routes whose data lives
 //! in the shards. Scans are validated here as in single-node mode, then published to JetStream
 //! (the answer waits for every publish acknowledgement); visits, occupancy and traces are asked
-//! of the shards (`cluster::Node`). Venues are registered here and published, and every HTTP
-//! node follows the venue subject of the stream so all of them validate alike. Audit entries go
-//! to the cluster's audit stream (`cluster::audit`) instead of the node's `audit.log`. Cases and
-//! health records stay on the node's local store (not yet in JetStream).
+//! of the shards (`cluster::Node`). Venues are registered here and published; every HTTP node
+//! follows the whole stream (`crate::cluster_replica`), so all of them validate alike and each
+//! holds a replica of the health domain. Audit entries go to the cluster's audit stream
+//! (`cluster::audit`) instead of the node's `audit.log`.
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use engine::{
     is_valid_person_id, is_valid_venue_id, Action, AuditEntry, Engine, IngestOutcome, RejectReason,
     Rejection, ScanItem, TraceRequest,
 };
-use futures_util::StreamExt;
 use hyper::StatusCode;
 use serde::Serialize;
 
@@ -29,48 +28,6 @@ const FUTURE_SKEW_S: i64 = 300;
 /// Connects an HTTP node to the cluster.
 pub async fn connect(urls: &str, shards: u32) -> Result<Node, cluster::ClusterError> {
     Node::connect(urls, shards).await
-}
-
-/// Keeps the local venue registry equal to the stream's venue registrations (from every HTTP
-/// node), so this node validates scans as the others do.
-pub(crate) fn follow_venues(node: &Node, engine: Engine) {
-    let node = node.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = follow_once(&node, &engine).await {
-                tracing::warn!(error = %e, "venue follower stopped; restarting in 1 s");
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    });
-}
-
-async fn follow_once(
-    node: &Node,
-    engine: &Engine,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use async_nats::jetstream::consumer;
-    let stream = node.jetstream().get_stream(cluster::STREAM).await?;
-    let consumer: consumer::OrderedPullConsumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: cluster::VENUES_SUBJECT.to_string(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg?;
-        let seq = msg.info()?.stream_sequence;
-        let venues: Vec<cluster::wire::WireVenue> = postcard::from_bytes(&msg.payload)?;
-        let specs: Vec<engine::VenueSpec> = venues.into_iter().map(Into::into).collect();
-        let engine = engine.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || engine.register_venues(specs)).await? {
-            tracing::warn!(error = %e, "venue registration from the stream refused");
-        }
-        node.note_venues_followed(seq);
-    }
-    Ok(())
 }
 
 /// Sends every audit entry of this node to the cluster's audit stream (the engine's local

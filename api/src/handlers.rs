@@ -14,12 +14,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::body::Req;
 use bytes::Bytes;
 use engine::{AuditEntry, Engine, IngestOutcome, TraceRequest, Visit};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::access::Principal;
@@ -43,6 +43,10 @@ pub(crate) struct Ctx {
     pub param: String,
     pub principal: Arc<Principal>,
     pub query: Vec<(String, String)>,
+    /// Whether this node took the request from its caller: it then audits the change it makes
+    /// and counts it in its metrics. `false` when a cluster node's replica applies a command
+    /// that another node took (or replays its own after a restart).
+    pub taken_here: bool,
 }
 
 pub(crate) type Answer = Result<Response<Body>, ApiError>;
@@ -157,7 +161,7 @@ pub(crate) async fn metrics(app: &App) -> Answer {
     ))
 }
 
-pub(crate) async fn register_venues(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn register_venues(app: &App, req: Req) -> Answer {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
@@ -227,7 +231,7 @@ pub(crate) async fn venue_occupancy(app: &App, ctx: &Ctx) -> Answer {
     )
 }
 
-pub(crate) fn venue_events(app: &App, ctx: &Ctx, req: &Request<Incoming>) -> Answer {
+pub(crate) fn venue_events(app: &App, ctx: &Ctx, req: &Req) -> Answer {
     let last_event_id = req
         .headers()
         .get("last-event-id")
@@ -319,7 +323,7 @@ pub(crate) async fn top_occupancy(app: &App, ctx: &Ctx) -> Answer {
     )
 }
 
-pub(crate) async fn scans(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn scans(app: &App, req: Req) -> Answer {
     let format = body_format(req.headers(), true)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
@@ -443,7 +447,7 @@ pub(crate) async fn person_visits(app: &App, ctx: &Ctx) -> Answer {
     )
 }
 
-pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
+pub(crate) async fn trace(app: &App, ctx: &Ctx, req: Req) -> Answer {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;

@@ -48,6 +48,7 @@ pub mod routes;
 mod server;
 // Cluster mode (`--cluster`): the routes over the shards (docs/cluster.md).
 pub mod cluster_mode;
+pub mod cluster_replica;
 mod sse;
 mod tier_feed;
 mod trace_body;

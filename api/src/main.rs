@@ -59,7 +59,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let config = cli.engine_config();
+    let mut config = cli.engine_config();
+    let mut health_config = cli.health_config();
+    let command_clock = cluster_node
+        .as_ref()
+        .map(|_| std::sync::Arc::new(api::cluster_replica::CommandClock::new()));
+    if let Some(clock) = &command_clock {
+        // The node's store and health domain are a replica of the stream, rebuilt from it at
+        // every start (docs/cluster.md); the signing key stays in the data directory.
+        let cache = cli.data.join("cluster-cache");
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)
+                .with_context(|| format!("cannot empty the stream cache {}", cache.display()))?;
+        }
+        config.data_dir = cache.clone();
+        config.durability = engine::Durability::Os;
+        health_config.db_path = cache.join("health.redb");
+        health_config.clock = Some(clock.clone());
+        tracing::info!(
+            cache = %cache.display(),
+            "cluster mode: the local store is a cache of the stream, rebuilt from it"
+        );
+    }
     let data = config.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await?
@@ -85,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
-    let (signing_key, key_source) = api::load_signing_key(cli.signing_key.as_deref(), &data)
+    let (signing_key, key_source) = api::load_signing_key(cli.signing_key.as_deref(), &cli.data)
         .context("cannot load the certificate signing key")?;
     tracing::info!(
         kid = signing_key.kid(),
@@ -106,7 +127,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let health_config = cli.health_config();
     let health = {
         let engine = engine.clone();
         let path = health_config.db_path.clone();
@@ -128,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         open_mode = app.is_open(),
         "checkin-server started"
     );
-    let app = app.with_cluster(cluster_node);
+    let app = app.with_cluster(cluster_node.zip(command_clock));
     api::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }

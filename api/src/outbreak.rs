@@ -5,12 +5,12 @@
 //! the answer and are then written to the audit log (subject: the case's person); reads of a
 //! case's contacts and of a person's status are audited before they are answered, like traces.
 
+use crate::body::Req;
 use bytes::Bytes;
 use health::{CaseChange, CaseStatus, CaseView, NewCase, PersonStatus};
 use http_body_util::Either;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -36,10 +36,7 @@ pub(crate) fn health_err(e: health::Error) -> ApiError {
 }
 
 /// A JSON request body, decoded into `T` (unknown fields ignored; wrong types are 400).
-async fn json_body<T: for<'de> Deserialize<'de>>(
-    app: &App,
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
+async fn json_body<T: for<'de> Deserialize<'de>>(app: &App, req: Req) -> Result<T, ApiError> {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
@@ -100,12 +97,15 @@ fn case_out(v: &CaseView) -> CaseOut<'_> {
 
 /// Writes a case change to the audit log, durably, before the change is answered.
 async fn audit_change(app: &App, ctx: &Ctx, person: &str) -> Result<(), ApiError> {
+    if !ctx.taken_here {
+        return Ok(()); // the node that took the request audits it
+    }
     let engine = app.engine();
     let entry = audit_entry(engine, ctx, person);
     audited(engine, entry, true, || ()).await
 }
 
-pub(crate) async fn register_case(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
+pub(crate) async fn register_case(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let b: CaseBody = json_body(app, req).await?;
     let request = NewCase {
         id: b.id,
@@ -174,7 +174,7 @@ struct PatchBody {
     at: Option<i64>,
 }
 
-pub(crate) async fn patch_case(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
+pub(crate) async fn patch_case(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let b: PatchBody = json_body(app, req).await?;
     let change = match CaseStatus::parse(&b.status) {
         Some(CaseStatus::Recovered) => CaseChange::Recover { at: b.at },

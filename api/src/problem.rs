@@ -65,9 +65,6 @@ pub enum ApiError {
     /// 500: a fault of the server or its store, never of the request.
     #[error("{0}")]
     Internal(String),
-    /// 501: a route whose data is not in the cluster yet (cluster mode, docs/cluster.md).
-    #[error("{0}")]
-    NotInCluster(String),
 }
 
 impl ApiError {
@@ -85,7 +82,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::NotInCluster(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -103,7 +99,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "urn:checkin:problem:unsupported-media-type",
             ApiError::Unavailable(_) => "urn:checkin:problem:unavailable",
             ApiError::Internal(_) => "urn:checkin:problem:internal",
-            ApiError::NotInCluster(_) => "urn:checkin:problem:not-in-cluster-mode",
         }
     }
 
@@ -121,7 +116,6 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
-            ApiError::NotInCluster(_) => "Not available in cluster mode",
         }
     }
 

@@ -5,13 +5,13 @@
 //! Reads of a person's results or pass are audited before they are answered; a result entered or
 //! corrected is durable first, then audited (one entry per member of the sample).
 
+use crate::body::Req;
 use bytes::Bytes;
 use health::{
     AreaInput, AreaView, Declaration, LabResult, NewDeclaration, NewSample, Notice, NoticeKind,
     Sample, SampleKind, Travel,
 };
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -21,7 +21,7 @@ use crate::outbreak::health_err;
 use crate::problem::ApiError;
 
 /// A JSON request body as a generic value (for bodies that are "one object or an array").
-async fn body_value(app: &App, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
+async fn body_value(app: &App, req: Req) -> Result<serde_json::Value, ApiError> {
     body_format(req.headers(), false)?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
@@ -68,7 +68,7 @@ struct SampleBody {
     site: Option<String>,
 }
 
-pub(crate) async fn register_sample(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn register_sample(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let b: SampleBody = from_value(body_value(app, req).await?)?;
     let kind = SampleKind::parse(&b.kind).ok_or_else(|| {
         ApiError::BadRequest(format!("kind must be pcr or antigen, got '{}'", b.kind))
@@ -84,7 +84,7 @@ pub(crate) async fn register_sample(app: &App, req: Request<Incoming>) -> Answer
     let (sample, created) = blocking(move || health.register_sample(request))
         .await?
         .map_err(health_err)?;
-    if created {
+    if created && ctx.taken_here {
         app.inner.metrics.observe_sample();
     }
     let status = if created {
@@ -109,7 +109,7 @@ struct ResultBody {
     resulted_at: Option<i64>,
 }
 
-pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Request<Incoming>) -> Answer {
+pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let b: ResultBody = from_value(body_value(app, req).await?)?;
     let result = LabResult::parse(&b.result).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -122,7 +122,7 @@ pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Request<Incoming>) -
     let (sample, changed) = blocking(move || health.enter_result(&id, result, b.resulted_at))
         .await?
         .map_err(health_err)?;
-    if changed {
+    if changed && ctx.taken_here {
         app.inner.metrics.observe_result(result.as_str());
         for person in &sample.persons {
             let entry = audit_entry(app.engine(), ctx, person);
@@ -226,7 +226,7 @@ fn declaration_out(d: &Declaration) -> DeclarationOut<'_> {
     }
 }
 
-pub(crate) async fn declare(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn declare(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let b: DeclarationBody = from_value(body_value(app, req).await?)?;
     let request = NewDeclaration {
         person: b.person,
@@ -248,7 +248,9 @@ pub(crate) async fn declare(app: &App, req: Request<Incoming>) -> Answer {
     let d = blocking(move || health.declare(request))
         .await?
         .map_err(health_err)?;
-    app.inner.metrics.observe_declaration();
+    if ctx.taken_here {
+        app.inner.metrics.observe_declaration();
+    }
     json(StatusCode::CREATED, &declaration_out(&d))
 }
 
@@ -316,7 +318,7 @@ struct AreaBody {
     parent: Option<String>,
 }
 
-pub(crate) async fn register_areas(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn register_areas(app: &App, req: Req) -> Answer {
     let v = body_value(app, req).await?;
     let bodies: Vec<AreaBody> = match v {
         serde_json::Value::Array(items) => items
@@ -450,7 +452,7 @@ fn notice_out(n: &Notice) -> NoticeOut<'_> {
     }
 }
 
-pub(crate) async fn publish_notice(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn publish_notice(app: &App, req: Req) -> Answer {
     let b: NoticeBody = from_value(body_value(app, req).await?)?;
     let kind = NoticeKind::parse(&b.kind).ok_or_else(|| {
         ApiError::BadRequest(format!("kind must be directive or news, got '{}'", b.kind))

@@ -49,28 +49,33 @@ pub enum RouteId {
     Notices,
 }
 
+/// How a route is served in cluster mode (docs/cluster.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterPath {
+    /// By the node itself: scans and venues published to the stream, visits, occupancy and
+    /// traces asked of the shards, stateless routes answered here.
+    Node,
+    /// A read of the health domain (or of the live venue feed), answered from this node's
+    /// replica of it, which follows the whole stream; `503` until the replica has caught up.
+    HealthRead,
+    /// A change to the health domain: published to the stream as a command, applied by every
+    /// node's replica in stream order, answered with this node's outcome.
+    HealthWrite,
+}
+
 impl RouteId {
-    /// Whether the route is served in cluster mode. The health domain (cases, tiers, records,
-    /// areas, notices) and the live venue feed are not in the cluster yet (docs/cluster.md):
-    /// their routes answer `501` there rather than answer from one node's own store.
-    pub fn in_cluster_mode(self) -> bool {
+    /// How the route is served in cluster mode.
+    pub fn cluster_path(self) -> ClusterPath {
         use RouteId::*;
-        matches!(
-            self,
-            Healthz
-                | Metrics
-                | RegisterVenues
-                | Venue
-                | VenueOccupancy
-                | TopOccupancy
-                | Scans
-                | PersonVisits
-                | Trace
-                | Stats
-                | Audit
-                | Keys
-                | Verify
-        )
+        match self {
+            Healthz | Metrics | RegisterVenues | Venue | VenueOccupancy | TopOccupancy | Scans
+            | PersonVisits | Trace | Stats | Audit | Keys | Verify => ClusterPath::Node,
+            RecordVaccinations | RegisterCase | PatchCase | RegisterSample | SampleResult
+            | Declarations | RegisterAreas | PublishNotice => ClusterPath::HealthWrite,
+            VenueEvents | PersonVaccinations | PersonCertificate | ListCases | Case
+            | CaseContacts | PersonStatus | TierEvents | ExposureSites | Sample | PersonResults
+            | Followups | PersonPass | Areas | Summary | Notices => ClusterPath::HealthRead,
+        }
     }
 }
 

@@ -8,9 +8,9 @@
 
 use std::fmt::Write as _;
 
+use crate::body::Req;
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::app::App;
@@ -35,7 +35,7 @@ fn health_err(e: health::Error) -> ApiError {
     }
 }
 
-pub(crate) async fn record(app: &App, req: Request<Incoming>) -> Answer {
+pub(crate) async fn record(app: &App, req: Req) -> Answer {
     let format = dose_format(req.headers())?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;

@@ -13,7 +13,10 @@
 //! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
 //! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
 //! rounds (the case's visits, candidate overlaps from every shard, the F1s' visits, F2 overlaps).
-//! Audit entries go to a stream of their own ([`audit`]).
+//! Audit entries go to a stream of their own ([`audit`]). Changes to the health domain go to
+//! [`HEALTH_SUBJECT`] as commands ([`wire::HealthCommand`]); every HTTP node follows the whole
+//! stream into a replica of its own (scans, venues and commands, in stream order), from which it
+//! answers the health domain's reads.
 //! [`contacts`] holds the clipping and ordering of section 5 that the HTTP node applies; the
 //! overlaps themselves are each shard engine's (`Engine::exposures_to`).
 
@@ -33,6 +36,11 @@ pub use node::Node;
 pub const STREAM: &str = "CHECKIN";
 /// The subject of venue registrations (every shard consumes it).
 pub const VENUES_SUBJECT: &str = "ck.venues";
+/// The subject of health-domain commands (cases, samples, results, doses, declarations, areas,
+/// notices): every HTTP node's replica of the health domain applies them in stream order.
+pub const HEALTH_SUBJECT: &str = "ck.health";
+/// Largest body of one health-domain command (the servers' `max_payload` is 8 MB).
+pub const MAX_COMMAND_BODY: usize = 7 << 20;
 /// Number of JetStream replicas of the stream.
 pub const REPLICAS: usize = 3;
 /// Largest number of scans in one published message.

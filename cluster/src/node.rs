@@ -14,7 +14,8 @@ use crate::contacts::{clip, sort_contacts};
 use crate::error::{ClusterError, Result};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
 use crate::{
-    query_subject, scan_subject, shard_of, MAX_SCANS_PER_MESSAGE, REPLICAS, STREAM, VENUES_SUBJECT,
+    query_subject, scan_subject, shard_of, HEALTH_SUBJECT, MAX_SCANS_PER_MESSAGE, REPLICAS, STREAM,
+    VENUES_SUBJECT,
 };
 
 /// How long a read keeps retrying a shard (no responders, timeouts) before it gives up with
@@ -80,13 +81,29 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream::Stream> {
     let config = jetstream::stream::Config {
         name: STREAM.to_string(),
-        subjects: vec!["ck.scans.*".to_string(), VENUES_SUBJECT.to_string()],
+        subjects: stream_subjects(),
         num_replicas: REPLICAS,
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
-    retry_create(|| js.get_or_create_stream(config.clone()), "stream").await
+    let stream = retry_create(|| js.get_or_create_stream(config.clone()), "stream").await?;
+    // A stream created before health commands were in it: add their subject.
+    let mut have = stream.cached_info().config.clone();
+    if !have.subjects.iter().any(|s| s == HEALTH_SUBJECT) {
+        have.subjects = stream_subjects();
+        retry_create(|| js.update_stream(have.clone()), "stream's health subject").await?;
+        return retry_create(|| js.get_stream(STREAM), "stream").await;
+    }
+    Ok(stream)
+}
+
+fn stream_subjects() -> Vec<String> {
+    vec![
+        "ck.scans.*".to_string(),
+        VENUES_SUBJECT.to_string(),
+        HEALTH_SUBJECT.to_string(),
+    ]
 }
 
 /// Runs a JetStream management call until it succeeds, for up to a minute (the cluster may
@@ -206,6 +223,21 @@ impl Node {
             r?;
         }
         Ok(())
+    }
+
+    /// This process's id in the cluster (random per start): the origin of its health commands.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Publishes a health-domain command; returns its stream sequence once acknowledged.
+    pub async fn publish_health(&self, command: &crate::wire::HealthCommand) -> Result<u64> {
+        let payload = postcard::to_stdvec(command).map_err(|e| ClusterError::Decode {
+            what: "health command",
+            reason: e.to_string(),
+        })?;
+        self.publish(HEALTH_SUBJECT.to_string(), payload.into())
+            .await
     }
 
     /// Publishes a venue registration; returns its stream sequence once acknowledged.

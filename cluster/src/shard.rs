@@ -363,22 +363,35 @@ async fn consume(
 
 async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Result<()> {
     if subject == VENUES_SUBJECT {
-        let venues: Vec<WireVenue> =
-            postcard::from_bytes(payload).map_err(|e| ClusterError::Decode {
-                what: "venue batch",
-                reason: e.to_string(),
-            })?;
-        let specs: Vec<engine::VenueSpec> = venues.into_iter().map(Into::into).collect();
-        let engine = state.engine.clone();
-        let r = tokio::task::spawn_blocking(move || engine.register_venues(specs))
-            .await
-            .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-        if let Err(e) = r {
-            // The HTTP node validated them; a refusal here is logged, not fatal.
-            tracing::warn!(error = %e, "venue registration from the stream refused");
-        }
-        return Ok(());
+        apply_venues(&state.engine, payload).await
+    } else {
+        apply_scans(&state.engine, subject, payload).await
     }
+}
+
+/// Applies a venue registration of the stream to `engine`. A refusal is logged, not fatal (the
+/// HTTP node validated it); an undecodable payload is an error.
+pub async fn apply_venues(engine: &engine::Engine, payload: &[u8]) -> Result<()> {
+    let venues: Vec<WireVenue> =
+        postcard::from_bytes(payload).map_err(|e| ClusterError::Decode {
+            what: "venue batch",
+            reason: e.to_string(),
+        })?;
+    let specs: Vec<engine::VenueSpec> = venues.into_iter().map(Into::into).collect();
+    let engine = engine.clone();
+    let r = tokio::task::spawn_blocking(move || engine.register_venues(specs))
+        .await
+        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "venue registration from the stream refused");
+    }
+    Ok(())
+}
+
+/// Applies a scan batch of the stream (subject `subject`) to `engine` and waits until it is
+/// stored. Scans refused on replay (past retention by now) are dropped; an undecodable batch is
+/// logged and skipped.
+pub async fn apply_scans(engine: &engine::Engine, subject: &str, payload: &[u8]) -> Result<()> {
     let scans: Vec<WireScan> = match postcard::from_bytes(payload) {
         Ok(s) => s,
         Err(e) => {
@@ -402,7 +415,7 @@ async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Res
         })
         .collect();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    state.engine.submit(
+    engine.submit(
         items,
         Box::new(move |r| {
             let _ = tx.send(r);

@@ -12,6 +12,30 @@ pub struct WireScan {
     pub out: bool,
 }
 
+/// A change to the health domain as it is stored in the stream ([`crate::HEALTH_SUBJECT`]):
+/// the HTTP request that asked for it, already authenticated and authorized by the node that
+/// took it, with that node's time. Every node's replica applies it by running the same handler
+/// with the domain's clock pinned to `now`, so all replicas make the same change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCommand {
+    /// The taking node's [`crate::Node::node_id`].
+    pub origin: String,
+    /// Numbered per origin: the taking node waits for the outcome of this one.
+    pub request: u64,
+    /// Unix seconds at the taking node.
+    pub now: i64,
+    pub method: String,
+    /// Path and query, as requested.
+    pub target: String,
+    /// The caller's token name, role (tokens-file spelling; `None` in open mode) and venues.
+    pub principal: String,
+    pub role: Option<String>,
+    pub venues: Vec<String>,
+    /// The request headers the handlers read (`content-type`, `content-encoding`).
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
 /// One venue registration as it is stored in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireVenue {

@@ -2,7 +2,11 @@
 //! HTTP nodes) against one single-node `checkin-server` fed the same scans: ingest while a NATS
 //! server and a shard replica are killed with `kill -9` and restarted, then check that every
 //! acknowledged scan is served (every person's visits equal the single server's) and that
-//! occupancy and traces (depth 1 and 2) are equal too.
+//! occupancy and traces (depth 1 and 2) are equal too. Health-domain changes (cases, a retry, a
+//! conflict, a pooled sample and its positive result, a recovery, a declaration) go through both
+//! nodes during the kills, an HTTP node is killed and restarted (its replica is rebuilt from the
+//! stream), and then cases, standing traces, every person's status, exposure sites, results,
+//! passes and the audit of each change equal the single server's.
 //!
 //! Needs `nats-server` 2.15.x (`scripts/test-deps.sh` installs it from PyPI); without it the test
 //! fails (it does not skip). Waits are on observed conditions: a replica's status subject
@@ -175,6 +179,85 @@ fn until_ok(base: &str, method: &str, path: &str, body: Option<&Value>, for_s: u
 
 /// Talks to the cluster's NATS servers directly: the stream's last sequences and the shard
 /// replicas' status subjects (`cluster::status_subject`).
+/// Sends a health-domain change to the single server and to a cluster node (retrying 503s and
+/// dropped connections there, as a client would), and checks that both answer alike (the
+/// nodes' and the single server's clocks stamp `registered_at`, so it is left out).
+fn change_both(node: &str, single: &str, method: &str, path: &str, body: &Value) -> Resp {
+    let want = request(single, method, path, Some(body)).expect("single");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match request(node, method, path, Some(body)) {
+            Ok(r) if r.status == 503 => assert!(r.retry_after.is_some(), "{path}: {}", r.body),
+            Ok(r) => break r,
+            Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{method} {path} through {node}: no answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        got.status, want.status,
+        "{method} {path}: {} vs {}",
+        got.body, want.body
+    );
+    if want.status < 300 {
+        // A case's contact counts are its standing trace's at that moment, which both servers
+        // keep current asynchronously; the traces themselves are compared once settled.
+        let counts_dropped = |v: Value| {
+            let mut v = without_stamps(v);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("f1");
+                m.remove("f2");
+            }
+            v
+        };
+        assert_eq!(
+            counts_dropped(got.json()),
+            counts_dropped(want.json()),
+            "{method} {path}"
+        );
+    }
+    got
+}
+
+/// A JSON answer without the fields each server stamps with its own clock.
+fn without_stamps(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for k in ["registered_at", "as_of", "issued", "expires"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// Reads `path` from the single server and a cluster node until both answer 200 with equal
+/// JSON (standing traces and tiers settle asynchronously on both), for up to `for_s` seconds.
+fn settles_equal(node: &str, single: &str, path: &str, for_s: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(for_s);
+    loop {
+        let want = without_stamps(until_ok(single, "GET", path, None, 30).json());
+        let got = without_stamps(until_ok(node, "GET", path, None, 30).json());
+        if got == want {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} through {node} never equalled the single server's:\n{got}\nvs\n{want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 struct Nats {
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
@@ -376,6 +459,8 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     // The longest a batch took to be acknowledged (retries of 503s included).
     let mut slowest_batch = Duration::ZERO;
     let mut shard_restarted = None;
+    // http-1 is down for batches 30..34 (everything goes through http-2 then).
+    let http1_down = |b: usize| (30..34).contains(&b);
     for b in 0..batches {
         match b {
             8 => cluster.kill9("nats-2"),
@@ -386,6 +471,102 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             28 => {
                 cluster.run(&["restart", &cluster.dir.to_string_lossy(), "shard-0-1"]);
                 shard_restarted = Some(Instant::now());
+            }
+            30 => cluster.kill9("http-1"),
+            34 => {
+                cluster.run(&["restart", &cluster.dir.to_string_lossy(), "http-1"]);
+            }
+            _ => {}
+        }
+        let node = if http1_down(b) {
+            &urls[1]
+        } else {
+            &urls[b % 2]
+        };
+        // Health-domain changes through both nodes, during the kills, after the scans so far.
+        let (h0, h1) = (&urls[0], &urls[1]);
+        let case = |id: &str, person: &str, sampled: i64| {
+            json!({"id": id, "person": person, "sampled_at": now - sampled,
+                   "isolated_at": now - 300})
+        };
+        match b {
+            4 => {
+                let r = change_both(
+                    h0,
+                    &single_base,
+                    "POST",
+                    "/v1/cases",
+                    &case("c-a", "p3", 3 * 3600),
+                );
+                assert_eq!(r.status, 201, "{}", r.body);
+            }
+            9 => {
+                // nats-2 is down. A new case, and a retry of c-a through the other node.
+                let r = change_both(
+                    h1,
+                    &single_base,
+                    "POST",
+                    "/v1/cases",
+                    &case("c-b", "p11", 2 * 3600),
+                );
+                assert_eq!(r.status, 201, "{}", r.body);
+                let r = change_both(
+                    h1,
+                    &single_base,
+                    "POST",
+                    "/v1/cases",
+                    &case("c-a", "p3", 3 * 3600),
+                );
+                assert_eq!(r.status, 200, "a retry: {}", r.body);
+            }
+            12 => {
+                let sample = json!({"id": "s-1", "kind": "pcr", "persons": ["p20", "p21"],
+                                    "collected_at": now - 4 * 3600});
+                let r = change_both(h0, &single_base, "POST", "/v1/samples", &sample);
+                assert_eq!(r.status, 201, "{}", r.body);
+            }
+            16 => {
+                let result = json!({"result": "positive", "resulted_at": now - 1200});
+                let r = change_both(h1, &single_base, "POST", "/v1/samples/s-1/result", &result);
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+            18 => {
+                // p3 has an active case: refused alike.
+                let r = change_both(
+                    h0,
+                    &single_base,
+                    "POST",
+                    "/v1/cases",
+                    &case("c-c", "p3", 3600),
+                );
+                assert_eq!(r.status, 409, "{}", r.body);
+            }
+            20 => {
+                let r = change_both(
+                    h1,
+                    &single_base,
+                    "PATCH",
+                    "/v1/cases/c-a",
+                    &json!({"status": "recovered", "at": now - 60}),
+                );
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+            24 => {
+                let d = json!({"person": "p30", "ts": now - 100, "symptoms": ["fever"],
+                               "exposure": true});
+                let r = change_both(h0, &single_base, "POST", "/v1/declarations", &d);
+                assert_eq!(r.status, 201, "{}", r.body);
+            }
+            32 => {
+                // http-1 is down: through http-2 alone.
+                let r = change_both(
+                    h1,
+                    &single_base,
+                    "POST",
+                    "/v1/cases",
+                    &case("c-d", "p40", 5 * 3600),
+                );
+                assert_eq!(r.status, 201, "{}", r.body);
             }
             _ => {}
         }
@@ -415,7 +596,6 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             }
         }
         let body = json!(scans);
-        let node = &urls[b % 2];
         let (r, took) = until_ok_timed(node, "POST", "/v1/scans", Some(&body), 60);
         slowest_batch = slowest_batch.max(took);
         let r = r.json();
@@ -481,20 +661,43 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         assert_eq!(got["present"], want["present"], "occupancy of V{v}");
     }
 
-    // The health domain is not in the cluster yet: refused, never answered from one node's store.
-    for (method, path, body) in [
-        (
-            "POST",
-            "/v1/cases",
-            Some(json!({"person": "p1", "sampled_at": now - 3600})),
-        ),
-        ("GET", "/v1/persons/p1/status", None),
-        ("GET", "/v1/persons/p1/pass", None),
-    ] {
-        let r = request(&urls[0], method, path, body.as_ref()).expect("cluster");
-        assert_eq!(r.status, 501, "{method} {path}: {}", r.body);
-        assert_eq!(r.json()["type"], "urn:checkin:problem:not-in-cluster-mode");
+    // The health domain, through both nodes (http-1's replica was rebuilt from the stream after
+    // its kill): cases, each case's standing trace, every person's status, exposure sites,
+    // results and passes equal the single server's.
+    for url in &urls {
+        let cases = settles_equal(url, &single_base, "/v1/cases", 30);
+        let ids: Vec<String> = cases["cases"]
+            .as_array()
+            .expect("cases")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect();
+        assert!(ids.len() >= 3, "c-a, c-b, c-d and those of s-1: {cases}");
+        for id in &ids {
+            settles_equal(url, &single_base, &format!("/v1/cases/{id}/contacts"), 30);
+        }
+        settles_equal(url, &single_base, "/v1/exposure-sites?since=0", 30);
+        settles_equal(url, &single_base, "/v1/persons/p20/results", 30);
+        settles_equal(url, &single_base, "/v1/followups", 30);
     }
+    let mut tiers = std::collections::BTreeMap::new();
+    for p in 0..persons {
+        let path = format!("/v1/persons/p{p}/status");
+        let status = settles_equal(&urls[(p % 2) as usize], &single_base, &path, 30);
+        *tiers
+            .entry(status["tier"].as_str().unwrap_or("?").to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        tiers.get("F1").is_some_and(|n| *n > 0)
+            && tiers.get("F2").is_some_and(|n| *n > 0)
+            && tiers.get("F0").is_some_and(|n| *n >= 2),
+        "the cases have contacts: {tiers:?}"
+    );
+    for p in ["p3", "p20", "p30", "p40"] {
+        settles_equal(&urls[1], &single_base, &format!("/v1/persons/{p}/pass"), 30);
+    }
+    eprintln!("health domain equal through both nodes; tiers {tiers:?}");
 
     // Store counts: scans and persons are the shards', summed.
     let want = until_ok(&single_base, "GET", "/v1/stats", None, 30).json();
@@ -570,8 +773,32 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         single_n > persons as usize,
         "single server audit: {single_n} entries"
     );
+    // Each change is audited once, by the node that took it (not by every replica).
+    let changes = |v: &Value| -> usize {
+        v["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["action"].as_str(),
+                    Some("/v1/cases" | "/v1/cases/{id}" | "/v1/samples/{id}/result")
+                )
+            })
+            .count()
+    };
+    let single_changes = changes(&single_audit);
+    assert_eq!(
+        single_changes, 6,
+        "c-a, c-b, c-d, s-1 for two persons, c-a recovered"
+    );
     for url in &urls {
         let got = until_ok(url, "GET", "/v1/audit?since=0", None, 30).json();
+        assert_eq!(
+            changes(&got),
+            single_changes,
+            "change entries through {url}"
+        );
         let (n, set) = audit_of(&got);
         assert_eq!(set, single_set, "audit entries through {url}");
         assert!(

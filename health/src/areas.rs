@@ -185,7 +185,7 @@ impl crate::Health {
     /// Every area with its figures at `now`, sorted by id (`GET /v1/areas`).
     pub fn area_views(&self) -> Vec<AreaView> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         let areas = inner.areas.read();
         // Cases not discarded, sampled in (now - 7 days, now], by their area and every area above.
         let mut cases_7d: BTreeMap<String, u64> = BTreeMap::new();

@@ -38,7 +38,7 @@ use crate::tracker::{self, Msg};
 use crate::vaccinations::Vaccinations;
 
 /// Settings of the health domain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HealthConfig {
     /// The health database file (`health.redb` in the data directory by default); the dose log
     /// is beside it, with the extension `doses.log`.
@@ -50,6 +50,10 @@ pub struct HealthConfig {
     pub freshness: bool,
     /// Most persons in one pooled sample (`--max-pool`).
     pub max_pool: usize,
+    /// Where the domain's "now" comes from (case registration times, validation windows,
+    /// lapses); the engine's clock when `None`. Cluster mode pins it to each command's stamp
+    /// while the command is applied, so every node's replica records the same times.
+    pub clock: Option<Arc<dyn engine::Clock>>,
 }
 
 impl HealthConfig {
@@ -60,6 +64,7 @@ impl HealthConfig {
             policy: Policy::default(),
             freshness: true,
             max_pool: crate::samples::DEFAULT_MAX_POOL,
+            clock: None,
         }
     }
 }
@@ -187,6 +192,8 @@ pub(crate) struct HeldBack {
 
 pub(crate) struct Inner {
     pub engine: Engine,
+    /// The domain's clock ([`HealthConfig::clock`]).
+    clock: Option<Arc<dyn engine::Clock>>,
     pub policy: Policy,
     pub store: Store,
     /// The registered areas (section 12).
@@ -258,6 +265,7 @@ impl Health {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             engine: engine.clone(),
+            clock: config.clock.clone(),
             policy: config.policy,
             store,
             areas: RwLock::new(areas),
@@ -303,7 +311,7 @@ impl Health {
                 .filter(|s| st.slots[*s as usize].case.status.counts())
                 .collect()
         };
-        let now = engine.now();
+        let now = inner.now();
         inner.derive_all(&counted);
         let health = Health { inner };
         health.reconcile_samples()?;
@@ -335,11 +343,16 @@ impl Health {
         &self.inner.policy
     }
 
+    /// The domain's current unix time, seconds ([`HealthConfig::clock`]).
+    pub fn now(&self) -> i64 {
+        self.inner.now()
+    }
+
     /// Registers a case (`POST /v1/cases`): durable before it returns, with its standing trace
     /// derived. Returns the case and whether it was created (`false`: an identical retry).
     pub fn register_case(&self, request: NewCase) -> Result<(CaseView, bool)> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         request.validate(now, inner.engine.config().retention_days)?;
         if let Some(area) = &request.area {
             if !inner.areas.read().contains(area) {
@@ -457,7 +470,7 @@ impl Health {
     pub fn update_case(&self, id: &str, change: CaseChange) -> Result<CaseView> {
         let inner = &self.inner;
         let _writes = inner.writes.lock();
-        let now = inner.engine.now();
+        let now = inner.now();
         let (slot, mut case) = {
             let st = inner.state.read();
             let slot = *st
@@ -500,7 +513,7 @@ impl Health {
     /// A person's tier now (`GET /v1/persons/{id}/status`).
     pub fn status(&self, person: &str) -> PersonStatus {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         let st = inner.state.read();
         inner.status_of(&st, person, now)
     }
@@ -569,7 +582,7 @@ impl Health {
         resulted_at: i64,
     ) -> Result<()> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         let slot = {
             let _writes = inner.writes.lock();
             let existing = inner.state.read().by_id.get(case_id).copied();
@@ -669,6 +682,14 @@ fn new_entry(case: Case, policy: &Policy) -> CaseEntry {
 }
 
 impl Inner {
+    /// The domain's current unix time, seconds.
+    pub(crate) fn now(&self) -> i64 {
+        match &self.clock {
+            Some(c) => c.now(),
+            None => self.engine.now(),
+        }
+    }
+
     fn stop(&self) {
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
@@ -725,7 +746,7 @@ impl Inner {
         let mut changed = Vec::new();
         let st = self.install_pending(slot, ticket, fresh, changes, &mut changed);
         let st = parking_lot::RwLockWriteGuard::downgrade(st);
-        self.publish(&st, changed, self.engine.now());
+        self.publish(&st, changed, self.now());
     }
 
     /// Installs a derivation of a pending case made elsewhere unless a later one was installed

@@ -337,7 +337,7 @@ impl Health {
     /// Stores a health declaration (`POST /v1/declarations`), durably.
     pub fn declare(&self, request: NewDeclaration) -> Result<Declaration> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         if !engine::is_valid_person_id(&request.person) {
             return Err(Error::Invalid(
                 "person must be 1-64 bytes of [A-Za-z0-9._:+-]".into(),
@@ -402,7 +402,7 @@ impl Health {
     /// Drops declarations older than the scan retention.
     pub(crate) fn purge_declarations(&self) -> Result<usize> {
         let inner = &self.inner;
-        let cutoff = inner.engine.now() - i64::from(inner.engine.config().retention_days) * 86_400;
+        let cutoff = inner.now() - i64::from(inner.engine.config().retention_days) * 86_400;
         let mut st = inner.records.inner.lock();
         let old: Vec<String> = st
             .declarations
@@ -433,7 +433,7 @@ impl Health {
     /// and, besides, tier F1 or F2 now, a declared exposure in those 14 days, or an unresolved
     /// `pool_positive`. By `last_declared` descending, then person id.
     pub fn followups(&self) -> Vec<Followup> {
-        let now = self.inner.engine.now();
+        let now = self.inner.now();
         let since = now - 14 * 86_400;
         let candidates: Vec<(String, BTreeSet<Symptom>, bool, i64)> = {
             let st = self.inner.records.inner.lock();
@@ -484,7 +484,7 @@ impl Health {
     /// A person's health pass now, by the first of section 12's rules that holds, then the F2
     /// downgrade.
     pub fn pass(&self, person: &str) -> Pass {
-        let now = self.inner.engine.now();
+        let now = self.inner.now();
         let status = self.status(person);
         let day = 86_400;
         let (color, basis) = if status.tier == Tier::F0 {
@@ -547,7 +547,7 @@ impl Health {
     /// The public summary now.
     pub fn summary(&self) -> Summary {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         let mut s = Summary {
             as_of: now,
             ..Summary::default()
@@ -631,7 +631,7 @@ impl Health {
             kind,
             title,
             body,
-            published_at: published_at.unwrap_or_else(|| inner.engine.now()),
+            published_at: published_at.unwrap_or_else(|| inner.now()),
         };
         inner
             .store
@@ -643,7 +643,7 @@ impl Health {
 
     /// Notices published by now, newest first, ties by id.
     pub fn notices(&self) -> Vec<Notice> {
-        let now = self.inner.engine.now();
+        let now = self.inner.now();
         let st = self.inner.records.inner.lock();
         let mut out: Vec<Notice> = st
             .notices

@@ -231,7 +231,7 @@ impl Health {
     /// (`false`: an identical retry).
     pub fn register_sample(&self, request: NewSample) -> Result<(Sample, bool)> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         if !valid_sample_id(&request.id) {
             return Err(Error::Invalid(
                 "id must be 1-64 bytes of [A-Za-z0-9._:-]".into(),
@@ -325,7 +325,7 @@ impl Health {
         resulted_at: Option<i64>,
     ) -> Result<(Sample, bool)> {
         let inner = &self.inner;
-        let now = inner.engine.now();
+        let now = inner.now();
         let sample = {
             let mut st = inner.samples.inner.lock();
             let Some(existing) = st.by_id.get(id) else {
@@ -463,7 +463,7 @@ impl Health {
     /// Drops samples collected more than 180 days ago (memory and database).
     pub(crate) fn purge_samples(&self) -> Result<usize> {
         let inner = &self.inner;
-        let cutoff = inner.engine.now() - SAMPLE_RETENTION_DAYS * 86_400;
+        let cutoff = inner.now() - SAMPLE_RETENTION_DAYS * 86_400;
         let mut st = inner.samples.inner.lock();
         let old: Vec<String> = st
             .by_id

@@ -187,7 +187,7 @@ impl Pass {
                 }
             }
         }
-        let now = inner.engine.now();
+        let now = inner.now();
         let st = inner.state.read();
         let mut due = Vec::new();
         {
@@ -245,7 +245,7 @@ fn update_group(
             .collect();
         update(&inner.engine, &mut work)
     };
-    let now = inner.engine.now();
+    let now = inner.now();
     for ((slot, live, _), changes) in locked.iter().zip(results) {
         if changes.is_empty() {
             continue;

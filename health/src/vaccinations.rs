@@ -802,7 +802,7 @@ impl crate::Health {
     pub fn record_doses(&self, items: Vec<DoseItem>) -> Result<DoseOutcome> {
         let inner = &self.inner;
         let v = &inner.vaccinations;
-        let now = inner.engine.now();
+        let now = inner.now();
         let mut checked = check_all(items, now, &inner.areas);
         let mut log = v.writes.lock();
         let mut outcome = DoseOutcome::default();

@@ -5,10 +5,10 @@
 
 use std::sync::OnceLock;
 
+use crate::body::Req;
 use askama::Template;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 
 use super::i18n::{Lang, Msgs};
 use super::{assets, compress, html, PageRoute};
@@ -103,7 +103,7 @@ pub(crate) struct NotFoundPage {
 }
 
 /// Answers a page or asset request.
-pub(crate) async fn serve(app: &App, route: PageRoute, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) async fn serve(app: &App, route: PageRoute, req: &Req) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let lang = Lang::from_query(query.as_deref());
@@ -274,12 +274,7 @@ fn qr_inline(payload: &str) -> Option<String> {
 }
 
 /// `GET /venue/{id}/poster.svg`: the QR code, for the venue's owner or an admin.
-fn poster_qr(
-    app: &App,
-    venue: &str,
-    req: &Request<Incoming>,
-    gz: bool,
-) -> Result<Response<Body>, ApiError> {
+fn poster_qr(app: &App, venue: &str, req: &Req, gz: bool) -> Result<Response<Body>, ApiError> {
     let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     let principal = app.inner.access.authenticate(auth)?;
     Who::Roles(&[Role::Venue, Role::Admin]).check(&principal, Some(venue))?;

@@ -1,0 +1,383 @@
+//! Cluster mode: this HTTP node's replica of the stream, which holds the health domain.
+//!
+//! Cases, tiers, samples, results, doses, declarations, areas and notices need every scan (a
+//! standing trace checks each arriving scan against the counted cases' exposure windows), so
+//! every HTTP node follows the whole `CHECKIN` stream into its own engine and `checkin-health`:
+//! venue registrations, scan batches and health commands ([`cluster::HEALTH_SUBJECT`]), one
+//! message at a time, in stream order. The local store is a cache of the stream, emptied at
+//! start and rebuilt from its first message (`main.rs`).
+//!
+//! A change to the health domain is not applied where it arrives. The node that takes the
+//! request authenticates and authorizes it, reads its body, stamps it with its time and
+//! publishes it as a [`HealthCommand`]; every node's follower applies it when it reaches it in
+//! the stream, by running the route's own handler with the domain's clock pinned to the stamp
+//! ([`CommandClock`]). Two nodes that applied the same stream therefore hold the same cases and
+//! records, and a conflict between two nodes' requests is decided by stream order. The taking
+//! node answers with the outcome its own follower computed, so a write is read back at once
+//! through the node that took it. Only that node writes the change's audit entry, and only
+//! while it still waits for the outcome (a replay after a restart writes none again).
+//!
+//! Reads of the health domain (and the live venue feed, fed by the replica's engine) are
+//! answered from the replica once it has caught up with the stream as it was at start; before
+//! that they answer `503` with `Retry-After`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::wire::HealthCommand;
+use engine::Clock as _;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::access::{Principal, Role};
+use crate::app::App;
+use crate::body::{read_body, Req};
+use crate::cluster_mode::Node;
+use crate::handlers::Answer;
+use crate::problem::{ApiError, Body};
+use crate::routes::{self, Match, RouteSpec};
+
+/// How long the taking node waits for its follower to apply its command before answering `503`
+/// (the command is in the stream by then and will be applied; its outcome can be read back).
+const OUTCOME_WAIT: Duration = Duration::from_secs(30);
+/// Longest a handler's answer to an applied command may take to collect.
+const COLLECT_WAIT: Duration = Duration::from_secs(10);
+/// How long the follower waits before following again after an error.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// The health domain's clock in cluster mode: the system clock, except while the follower applies
+/// a command, when it shows the command's stamp.
+#[derive(Debug, Default)]
+pub struct CommandClock {
+    /// The pinned time; `i64::MIN` when not pinned.
+    pinned: AtomicI64,
+}
+
+impl CommandClock {
+    /// An unpinned clock.
+    pub fn new() -> CommandClock {
+        CommandClock {
+            pinned: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    fn pin(&self, now: i64) {
+        self.pinned.store(now, Ordering::SeqCst);
+    }
+
+    fn unpin(&self) {
+        self.pinned.store(i64::MIN, Ordering::SeqCst);
+    }
+}
+
+impl engine::Clock for CommandClock {
+    fn now(&self) -> i64 {
+        match self.pinned.load(Ordering::SeqCst) {
+            i64::MIN => engine::SystemClock.now(),
+            pinned => pinned,
+        }
+    }
+}
+
+/// What a taking node gets back from its follower: the handler's answer.
+struct Outcome {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+/// The replica's progress and the requests waiting for their outcome.
+pub(crate) struct Replica {
+    clock: Arc<CommandClock>,
+    /// Stream sequence of the last message applied.
+    applied: AtomicU64,
+    /// Whether the follower has reached the stream's last sequence as it was at start.
+    caught_up: AtomicBool,
+    next_request: AtomicU64,
+    /// This node's commands not applied yet, by request number. An entry whose receiver is gone
+    /// (the request timed out) stays, so the change is still audited when it is applied.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+}
+
+impl Replica {
+    pub(crate) fn new(clock: Arc<CommandClock>) -> Replica {
+        Replica {
+            clock,
+            applied: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            next_request: AtomicU64::new(0),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Stream sequence of the last message the replica applied.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+}
+
+/// Refuses a read of the health domain until the replica has caught up with the stream.
+pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
+    if replica.caught_up.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "this node is still catching up with the cluster's stream (at sequence {})",
+            replica.applied()
+        )))
+    }
+}
+
+/// Starts the follower of the whole stream (a task that restarts itself after errors).
+pub(crate) fn follow(app: &App, node: &Node, replica: Arc<Replica>) {
+    let (app, node) = (app.clone(), node.clone());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = follow_once(&app, &node, &replica).await {
+                tracing::warn!(
+                    error = %e,
+                    applied = replica.applied(),
+                    "stream follower stopped; following again in 1 s"
+                );
+            }
+            if !app.is_open() {
+                return;
+            }
+            tokio::time::sleep(FOLLOW_RETRY).await;
+        }
+    });
+}
+
+async fn follow_once(
+    app: &App,
+    node: &Node,
+    replica: &Replica,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use async_nats::jetstream::consumer;
+    let mut stream = node.jetstream().get_stream(cluster::STREAM).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let from = replica.applied() + 1;
+    if !replica.caught_up.load(Ordering::Acquire) && replica.applied() >= last {
+        mark_caught_up(replica);
+    }
+    let consumer: consumer::OrderedPullConsumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg?;
+        let seq = msg.info()?.stream_sequence;
+        if seq <= replica.applied() {
+            continue;
+        }
+        apply(app, node, replica, msg.subject.as_str(), &msg.payload).await?;
+        replica.applied.store(seq, Ordering::Release);
+        node.note_venues_followed(seq);
+        if seq >= last && !replica.caught_up.load(Ordering::Acquire) {
+            mark_caught_up(replica);
+        }
+    }
+    Ok(())
+}
+
+fn mark_caught_up(replica: &Replica) {
+    replica.caught_up.store(true, Ordering::Release);
+    tracing::info!(
+        applied = replica.applied(),
+        "caught up with the cluster's stream: serving the health domain"
+    );
+}
+
+async fn apply(
+    app: &App,
+    node: &Node,
+    replica: &Replica,
+    subject: &str,
+    payload: &[u8],
+) -> cluster::Result<()> {
+    let engine = app.engine();
+    if subject == cluster::VENUES_SUBJECT {
+        cluster::shard::apply_venues(engine, payload).await
+    } else if subject == cluster::HEALTH_SUBJECT {
+        let command: HealthCommand = match postcard::from_bytes(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable health command in the stream; skipped");
+                return Ok(());
+            }
+        };
+        apply_command(app, node, replica, command).await;
+        Ok(())
+    } else {
+        cluster::shard::apply_scans(engine, subject, payload).await
+    }
+}
+
+/// Runs a command's handler with the clock pinned to its stamp, and hands the outcome to the
+/// request waiting for it on this node, if any.
+async fn apply_command(app: &App, node: &Node, replica: &Replica, command: HealthCommand) {
+    let waiter = if command.origin == node.node_id() {
+        replica.waiting.lock().remove(&command.request)
+    } else {
+        None
+    };
+    let audit = waiter.is_some();
+    replica.clock.pin(command.now);
+    let resp = run_command(app, &command, audit).await;
+    let outcome = collect(resp).await;
+    replica.clock.unpin();
+    if outcome.status.is_server_error() {
+        tracing::warn!(
+            status = outcome.status.as_u16(),
+            target = %command.target,
+            "a health command failed on this node's replica"
+        );
+    }
+    if let Some(tx) = waiter {
+        let _ = tx.send(outcome);
+    }
+}
+
+async fn run_command(app: &App, command: &HealthCommand, audit: bool) -> Response<Body> {
+    let path = command.target.split('?').next().unwrap_or_default();
+    let (spec, param) = match routes::find(&command.method, path) {
+        Match::Found(spec, param) => (spec, param),
+        _ => {
+            return ApiError::Internal(format!(
+                "the stream holds a command for no route: {} {}",
+                command.method, command.target
+            ))
+            .into_response()
+        }
+    };
+    let mut builder = Request::builder()
+        .method(command.method.as_str())
+        .uri(command.target.as_str());
+    for (name, value) in &command.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            builder = builder.header(n, v);
+        }
+    }
+    let req = match builder.body(Either::Right(Full::new(Bytes::from(command.body.clone())))) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::Internal(format!("a command's request does not build: {e}"))
+                .into_response()
+        }
+    };
+    let principal = Arc::new(Principal {
+        name: Arc::from(command.principal.as_str()),
+        role: command
+            .role
+            .as_deref()
+            .and_then(|r| Role::ALL.into_iter().find(|x| x.as_str() == r)),
+        venues: command.venues.iter().cloned().collect(),
+    });
+    app.dispatch(spec, param, principal, req, audit)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn collect(resp: Response<Body>) -> Outcome {
+    let (parts, body) = resp.into_parts();
+    let body = match tokio::time::timeout(COLLECT_WAIT, body.collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => {
+            return Outcome {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                headers: hyper::HeaderMap::new(),
+                body: Bytes::from_static(b"the answer to an applied command could not be read"),
+            }
+        }
+    };
+    Outcome {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A change to the health domain in cluster mode: published as a command, answered with the
+/// outcome this node's follower computes when it applies it.
+pub(crate) async fn write(
+    app: &App,
+    node: &Node,
+    replica: &Replica,
+    spec: &'static RouteSpec,
+    principal: &Principal,
+    req: Req,
+) -> Answer {
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
+    if body.len() > cluster::MAX_COMMAND_BODY {
+        return Err(ApiError::TooLarge(format!(
+            "in cluster mode a {} {} body is at most {} MiB (it goes into the replicated log as \
+             one message); split the request",
+            spec.method,
+            spec.pattern,
+            cluster::MAX_COMMAND_BODY >> 20
+        )));
+    }
+    let headers = [CONTENT_TYPE, CONTENT_ENCODING]
+        .iter()
+        .filter_map(|h| {
+            parts
+                .headers
+                .get(h)
+                .map(|v| (h.as_str().to_string(), v.as_bytes().to_vec()))
+        })
+        .collect();
+    let request = replica.next_request.fetch_add(1, Ordering::Relaxed);
+    let command = HealthCommand {
+        origin: node.node_id().to_string(),
+        request,
+        now: engine::SystemClock.now(),
+        method: parts.method.as_str().to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
+        principal: principal.name.to_string(),
+        role: principal.role.map(|r| r.as_str().to_string()),
+        venues: principal.venues.iter().cloned().collect(),
+        headers,
+        body: body.to_vec(),
+    };
+    let (tx, rx) = oneshot::channel();
+    replica.waiting.lock().insert(request, tx);
+    if let Err(e) = node.publish_health(&command).await {
+        // Not acknowledged: it may still have been stored, and is then applied (and audited).
+        return Err(ApiError::Unavailable(format!(
+            "the change could not be written to the cluster's log: {e}"
+        )));
+    }
+    let outcome = match tokio::time::timeout(OUTCOME_WAIT, rx).await {
+        Ok(Ok(o)) => o,
+        _ => {
+            return Err(ApiError::Unavailable(
+                "the change is in the cluster's log but this node has not applied it yet; \
+                 read it back shortly"
+                    .into(),
+            ))
+        }
+    };
+    let mut resp = Response::new(Either::Left(Full::new(outcome.body)));
+    *resp.status_mut() = outcome.status;
+    *resp.headers_mut() = outcome.headers;
+    Ok(resp)
+}
