@@ -468,6 +468,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_change_of_the_health_domain_goes_through_the_stream() {
+        // Cluster mode: a route that changes state either has its own path to the stream
+        // (scans, venues) or computes without storing (trace, verify); every other change is a
+        // health command, applied by every node's replica. A read is never a command.
+        for r in ROUTES {
+            let path = r.id.cluster_path();
+            let own_path = matches!(
+                r.id,
+                RouteId::Scans | RouteId::RegisterVenues | RouteId::Trace | RouteId::Verify
+            );
+            if r.method == "GET" {
+                assert_ne!(path, ClusterPath::HealthWrite, "{} {}", r.method, r.pattern);
+            } else if own_path {
+                assert_eq!(path, ClusterPath::Node, "{} {}", r.method, r.pattern);
+            } else {
+                assert_eq!(path, ClusterPath::HealthWrite, "{} {}", r.method, r.pattern);
+            }
+        }
+    }
+
+    #[test]
     fn routes_match_by_segment() {
         let Match::Found(spec, param) = find("GET", "/v1/venues/ST%3AM-3/occupancy") else {
             panic!("no match");
