@@ -306,7 +306,7 @@ impl App {
             RouteId::VenueEvents => handlers::venue_events(self, &ctx, &req),
             RouteId::TopOccupancy => handlers::top_occupancy(self, &ctx).await,
             RouteId::Scans => handlers::scans(self, req).await,
-            RouteId::RecordVaccinations => crate::vaccinations::record(self, req).await,
+            RouteId::RecordVaccinations => crate::vaccinations::record(self, &ctx, req).await,
             RouteId::PersonVisits => handlers::person_visits(self, &ctx).await,
             RouteId::PersonVaccinations => crate::vaccinations::person_doses(self, &ctx).await,
             RouteId::Trace => handlers::trace(self, &ctx, req).await,

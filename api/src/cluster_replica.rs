@@ -121,11 +121,16 @@ impl Replica {
     pub(crate) fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
     }
+
+    /// Whether the replica has caught up with the stream as it was at start.
+    pub(crate) fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
 }
 
 /// Refuses a read of the health domain until the replica has caught up with the stream.
 pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
-    if replica.caught_up.load(Ordering::Acquire) {
+    if replica.is_caught_up() {
         Ok(())
     } else {
         Err(ApiError::Unavailable(format!(

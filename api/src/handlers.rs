@@ -149,6 +149,11 @@ pub(crate) async fn metrics(app: &App) -> Answer {
             _ => app.inner.metrics.note_cluster_stats_failure(),
         }
     }
+    if let Some(replica) = app.inner.replica.get() {
+        app.inner
+            .metrics
+            .set_replica(replica.applied(), replica.is_caught_up());
+    }
     let text = app
         .inner
         .metrics

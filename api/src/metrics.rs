@@ -40,6 +40,8 @@ pub struct Metrics {
     vaccinations_rejected: IntCounterVec,
     certificates_issued: IntCounter,
     cluster_stats_failures: IntCounter,
+    replica_applied: IntGauge,
+    replica_caught_up: IntGauge,
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
     /// [`VERIFY_REASONS`] entry, in that order.
     certificate_verifications: Vec<IntCounter>,
@@ -242,6 +244,16 @@ impl Metrics {
              did not answer within 2 s.",
         )?;
         registry.register(Box::new(cluster_stats_failures.clone()))?;
+        let replica_applied = IntGauge::new(
+            "checkin_cluster_replica_applied",
+            "Cluster mode: the stream sequence this node's replica (its health domain) has applied.",
+        )?;
+        registry.register(Box::new(replica_applied.clone()))?;
+        let replica_caught_up = IntGauge::new(
+            "checkin_cluster_replica_caught_up",
+            "Cluster mode: 1 once this node's replica has caught up with the stream as it was at              start (the health domain's reads are served), else 0.",
+        )?;
+        registry.register(Box::new(replica_caught_up.clone()))?;
         let certificates_issued = IntCounter::new(
             "checkin_certificates_issued_total",
             "Health certificates signed (each GET /v1/persons/{id}/certificate that answered one, \
@@ -308,6 +320,8 @@ impl Metrics {
             vaccinations_rejected,
             certificates_issued,
             cluster_stats_failures,
+            replica_applied,
+            replica_caught_up,
             certificate_verifications,
             cases,
             persons_by_tier,
@@ -401,6 +415,13 @@ impl Metrics {
     /// One standing-trace update pass.
     pub fn observe_standing(&self, elapsed: Duration) {
         self.standing_update.observe(elapsed.as_secs_f64());
+    }
+
+    /// Cluster mode: where this node's replica of the stream stands.
+    pub fn set_replica(&self, applied: u64, caught_up: bool) {
+        self.replica_applied
+            .set(i64::try_from(applied).unwrap_or(i64::MAX));
+        self.replica_caught_up.set(i64::from(caught_up));
     }
 
     /// A scrape in cluster mode that could not get the shards' store counts.

@@ -35,7 +35,7 @@ fn health_err(e: health::Error) -> ApiError {
     }
 }
 
-pub(crate) async fn record(app: &App, req: Req) -> Answer {
+pub(crate) async fn record(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let format = dose_format(req.headers())?;
     let (parts, body) = req.into_parts();
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
@@ -48,7 +48,9 @@ pub(crate) async fn record(app: &App, req: Req) -> Answer {
     let outcome = blocking(move || health.record_doses(items))
         .await?
         .map_err(health_err)?;
-    app.inner.metrics.record_doses(&outcome);
+    if ctx.taken_here {
+        app.inner.metrics.record_doses(&outcome);
+    }
     let mut out = String::with_capacity(40 + outcome.rejected.len() * 40);
     let _ = write!(out, "{{\"accepted\":{},\"rejected\":[", outcome.accepted);
     for (i, (index, reason)) in outcome.rejected.iter().enumerate() {

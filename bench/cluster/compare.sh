@@ -7,7 +7,10 @@
 #   3. a shard replica killed with kill -9 and restarted: time until it serves again, caught up
 #      with the stream (from its checkpoint); then the same replica killed, its store removed
 #      and started as a new replica (it replays its shard's share of the SCANS scans);
-#   4. the shard's other replica killed: time until the first read of that shard is answered.
+#   4. the shard's other replica killed: time until the first read of that shard is answered;
+#   5. the HTTP nodes' replicas of the health domain: a case registered through http-1 right
+#      after the intake (answered once its replica has applied every scan before it), then read
+#      back through http-2; http-2 killed and restarted (its replica is rebuilt from the stream).
 # Prints a table and the ratios; raw reports (checkin-loadtest --json) stay in OUT.
 #
 # Usage: bench/cluster/compare.sh
@@ -117,6 +120,20 @@ NATS_URLS=$(cat "$WORK/cluster/conf/nats-urls")
 status() { "$BIN/checkin-cluster-status" --cluster "$NATS_URLS" --shards "$SHARDS" "$@"; }
 note "cluster: ingesting through ${URLS[0]} and ${URLS[1]}"
 read -r _ c_acc c_rej c_fail c_secs c_rate c_p50 c_p99 < <(ingest cluster "${URLS[0]}" "${URLS[1]}")
+# The HTTP nodes' replicas (the health domain) follow the whole stream: a case registered
+# through http-1 right after the intake is answered once http-1's replica has applied every scan
+# before it; then it is read back through http-2.
+PROBE_PERSON=$(head -n 1 "$WORK/data/half-00" | python3 -c 'import json,sys; print(json.load(sys.stdin)["person"])')
+note "cluster: a case through http-1 right after the intake"
+t0=$(date +%s.%N)
+curl -fsS -m 600 -o "$OUT/cluster-case.json" -H 'content-type: application/json' \
+    -d "{\"id\":\"bench-case\",\"person\":\"$PROBE_PERSON\",\"sampled_at\":$((END - 3600))}" \
+    "${URLS[0]}/v1/cases"
+t1=$(date +%s.%N)
+until curl -fsS -m 10 -o /dev/null "${URLS[1]}/v1/cases/bench-case"; do sleep 0.02; done
+t2=$(date +%s.%N)
+case_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+case_other_s=$(python3 -c "print(f'{$t2 - $t0:.2f}')")
 note "cluster: waiting until every replica has applied the stream"
 caught=$(status --wait 900 | tail -n 1)
 echo "$caught"
@@ -150,6 +167,15 @@ until curl -fsS -m 10 -o /dev/null "${URLS[0]}/v1/venues/$probe/occupancy"; do s
 t1=$(date +%s.%N)
 takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
 
+note "cluster: kill -9 http-2 and restart it: its replica is rebuilt from the stream"
+kill -9 "$(cat "$WORK/cluster/pids/http-2.pid")"
+sleep 1
+t0=$(date +%s.%N)
+CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" http-2
+until curl -fsS -m 10 -o /dev/null "${URLS[1]}/v1/persons/$PROBE_PERSON/status"; do sleep 0.05; done
+t1=$(date +%s.%N)
+http_restart_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+
 {
     echo "scans $SCANS, persons $PERSONS, venues $VENUES, batch $BATCH, 2 loadtest processes x $C connections"
     echo "cluster: 3 NATS (R3, file, sync_interval always), $SHARDS shards x 2 replicas, 2 HTTP nodes; all on $(nproc) cores"
@@ -169,4 +195,6 @@ takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
     echo "shard-0-1 killed and restarted: serving, caught up, ${restart_s} s after the restart (from its checkpoint)"
     echo "shard-0-1 as a new replica (store removed): serving, caught up, ${new_replica_s} s after its start (replays shard 0's share)"
     echo "shard-0-2 killed: first read of shard 0 answered ${takeover_s} s later"
+    echo "a case through http-1 right after the intake: answered in ${case_s} s (its replica had applied the scans before it), read back through http-2 ${case_other_s} s after it was sent"
+    echo "http-2 killed and restarted: its health domain served again ${http_restart_s} s after the restart (replica rebuilt from the whole stream)"
 } | tee "$OUT/summary.txt"
