@@ -21,12 +21,13 @@
 //! answered from the replica once it has caught up with the stream as it was at start; before
 //! that they answer `503` with `Retry-After`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cluster::shard::SubmittedScans;
 use cluster::wire::HealthCommand;
 use engine::Clock as _;
 use futures_util::StreamExt;
@@ -49,6 +50,10 @@ use crate::routes::{self, Match, RouteId, RouteSpec};
 const OUTCOME_WAIT: Duration = Duration::from_secs(30);
 /// Longest a handler's answer to an applied command may take to collect.
 const COLLECT_WAIT: Duration = Duration::from_secs(10);
+/// Scan batches handed to the engine before the oldest must be stored.
+const SCANS_IN_FLIGHT: usize = 8;
+/// How long the stream may pause before the batches in flight are waited for.
+const PAUSE: Duration = Duration::from_millis(2);
 /// How long the follower waits before following again after an error.
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
@@ -181,20 +186,74 @@ async fn follow_once(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
+    // Scan batches are handed to the engine without waiting (it stores them in order), up to
+    // SCANS_IN_FLIGHT at once, so decoding the next one overlaps storing this one; everything
+    // handed over is stored before a venue registration or a command is applied, when the
+    // stream pauses, and before `applied` moves past it.
+    let mut in_flight: VecDeque<(u64, Option<SubmittedScans>)> = VecDeque::new();
+    let mut seen = replica.applied();
+    loop {
+        let next = if in_flight.is_empty() {
+            messages.next().await
+        } else {
+            match tokio::time::timeout(PAUSE, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    settle(node, replica, &mut in_flight, 0, last).await?;
+                    continue;
+                }
+            }
+        };
+        let Some(msg) = next else { break };
         let msg = msg?;
         let seq = msg.info()?.stream_sequence;
-        if seq <= replica.applied() {
+        if seq <= seen {
             continue;
         }
-        apply(app, node, replica, msg.subject.as_str(), &msg.payload).await?;
-        replica.applied.store(seq, Ordering::Release);
-        node.note_venues_followed(seq);
-        if seq >= last && !replica.caught_up.load(Ordering::Acquire) {
-            mark_caught_up(replica);
+        seen = seq;
+        let subject = msg.subject.as_str();
+        if cluster::is_scan_subject(subject) {
+            in_flight.push_back((
+                seq,
+                cluster::shard::submit_scans(app.engine(), subject, &msg.payload),
+            ));
+            settle(node, replica, &mut in_flight, SCANS_IN_FLIGHT, last).await?;
+            continue;
         }
+        settle(node, replica, &mut in_flight, 0, last).await?;
+        apply(app, node, replica, subject, &msg.payload).await?;
+        note_applied(node, replica, seq, last);
+    }
+    settle(node, replica, &mut in_flight, 0, last).await?;
+    Ok(())
+}
+
+/// Waits for handed-over scan batches, oldest first, until at most `keep` are in flight.
+async fn settle(
+    node: &Node,
+    replica: &Replica,
+    in_flight: &mut VecDeque<(u64, Option<SubmittedScans>)>,
+    keep: usize,
+    last: u64,
+) -> cluster::Result<()> {
+    while in_flight.len() > keep {
+        let Some((seq, stored)) = in_flight.pop_front() else {
+            break;
+        };
+        if let Some(stored) = stored {
+            stored.wait().await?;
+        }
+        note_applied(node, replica, seq, last);
     }
     Ok(())
+}
+
+fn note_applied(node: &Node, replica: &Replica, seq: u64, last: u64) {
+    replica.applied.store(seq, Ordering::Release);
+    node.note_venues_followed(seq);
+    if seq >= last && !replica.is_caught_up() {
+        mark_caught_up(replica);
+    }
 }
 
 fn mark_caught_up(replica: &Replica) {

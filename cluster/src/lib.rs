@@ -48,7 +48,14 @@ pub const MAX_SCANS_PER_MESSAGE: usize = 8192;
 
 /// The subject of shard `k`'s scans.
 pub fn scan_subject(k: u32) -> String {
-    format!("ck.scans.{k}")
+    format!("{SCANS_PREFIX}{k}")
+}
+
+const SCANS_PREFIX: &str = "ck.scans.";
+
+/// Whether `subject` is a shard's scan subject.
+pub fn is_scan_subject(subject: &str) -> bool {
+    subject.starts_with(SCANS_PREFIX)
 }
 
 /// The request/reply subject of shard `k`'s queries.

@@ -392,11 +392,43 @@ pub async fn apply_venues(engine: &engine::Engine, payload: &[u8]) -> Result<()>
 /// stored. Scans refused on replay (past retention by now) are dropped; an undecodable batch is
 /// logged and skipped.
 pub async fn apply_scans(engine: &engine::Engine, subject: &str, payload: &[u8]) -> Result<()> {
+    match submit_scans(engine, subject, payload) {
+        Some(stored) => stored.wait().await,
+        None => Ok(()),
+    }
+}
+
+/// A scan batch handed to the engine, not yet stored.
+pub struct SubmittedScans(tokio::sync::oneshot::Receiver<engine::Result<engine::IngestOutcome>>);
+
+impl SubmittedScans {
+    /// Waits until the batch is stored.
+    pub async fn wait(self) -> Result<()> {
+        let outcome = self
+            .0
+            .await
+            .map_err(|_| ClusterError::JetStream("the engine stopped".into()))??;
+        if !outcome.rejected.is_empty() {
+            // Scans past retention by now, for example; they would have been purged anyway.
+            tracing::debug!(rejected = outcome.rejected.len(), "scans refused on replay");
+        }
+        Ok(())
+    }
+}
+
+/// Hands a scan batch of the stream to `engine` without waiting for it to be stored (the engine
+/// stores batches in the order they are handed over); `None` for an undecodable batch, which is
+/// logged and skipped.
+pub fn submit_scans(
+    engine: &engine::Engine,
+    subject: &str,
+    payload: &[u8],
+) -> Option<SubmittedScans> {
     let scans: Vec<WireScan> = match postcard::from_bytes(payload) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, subject, "undecodable scan batch in the stream; skipped");
-            return Ok(());
+            return None;
         }
     };
     let items: Vec<engine::ScanItem> = scans
@@ -421,14 +453,7 @@ pub async fn apply_scans(engine: &engine::Engine, subject: &str, payload: &[u8])
             let _ = tx.send(r);
         }),
     );
-    let outcome = rx
-        .await
-        .map_err(|_| ClusterError::JetStream("the engine stopped".into()))??;
-    if !outcome.rejected.is_empty() {
-        // Scans past retention by now, for example; they would have been purged anyway.
-        tracing::debug!(rejected = outcome.rejected.len(), "scans refused on replay");
-    }
-    Ok(())
+    Some(SubmittedScans(rx))
 }
 
 async fn answer(state: &Arc<State>, q: Query) -> Reply {
