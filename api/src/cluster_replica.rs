@@ -174,7 +174,7 @@ async fn follow_once(
     let mut stream = node.jetstream().get_stream(cluster::STREAM).await?;
     let last = stream.info().await?.state.last_sequence;
     let from = replica.applied() + 1;
-    if !replica.caught_up.load(Ordering::Acquire) && replica.applied() >= last {
+    if !replica.is_caught_up() && replica.applied() >= last {
         mark_caught_up(replica);
     }
     let consumer: consumer::OrderedPullConsumer = stream
@@ -264,6 +264,8 @@ fn mark_caught_up(replica: &Replica) {
     );
 }
 
+/// Applies a venue registration or a health command (scan batches go through
+/// [`cluster::shard::submit_scans`]).
 async fn apply(
     app: &App,
     node: &Node,
@@ -271,9 +273,8 @@ async fn apply(
     subject: &str,
     payload: &[u8],
 ) -> cluster::Result<()> {
-    let engine = app.engine();
     if subject == cluster::VENUES_SUBJECT {
-        match cluster::shard::apply_venues(engine, payload).await {
+        match cluster::shard::apply_venues(app.engine(), payload).await {
             Err(e @ cluster::ClusterError::Decode { .. }) => {
                 // Following again would stop at it forever.
                 tracing::error!(error = %e, "undecodable venue batch in the stream; skipped");
@@ -292,7 +293,11 @@ async fn apply(
         apply_command(app, node, replica, command).await;
         Ok(())
     } else {
-        cluster::shard::apply_scans(engine, subject, payload).await
+        tracing::warn!(
+            subject,
+            "a message on a subject this node does not know; skipped"
+        );
+        Ok(())
     }
 }
 
