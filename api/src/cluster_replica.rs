@@ -24,7 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cluster::shard::SubmittedScans;
@@ -48,6 +48,10 @@ use crate::routes::{self, Match, RouteId, RouteSpec};
 /// How long the taking node waits for its follower to apply its command before answering `503`
 /// (the command is in the stream by then and will be applied; its outcome can be read back).
 const OUTCOME_WAIT: Duration = Duration::from_secs(30);
+/// A command of this node not applied this long after it was sent was never stored.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Waiting commands past which old ones are looked for.
+const PRUNE_AT: usize = 1024;
 /// Longest a handler's answer to an applied command may take to collect.
 const COLLECT_WAIT: Duration = Duration::from_secs(10);
 /// Scan batches handed to the engine before the oldest must be stored.
@@ -106,9 +110,11 @@ pub(crate) struct Replica {
     /// Whether the follower has reached the stream's last sequence as it was at start.
     caught_up: AtomicBool,
     next_request: AtomicU64,
-    /// This node's commands not applied yet, by request number. An entry whose receiver is gone
-    /// (the request timed out) stays, so the change is still audited when it is applied.
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// This node's commands not applied yet, by request number, with when they were sent. An
+    /// entry whose receiver is gone (the request timed out) stays, so the change is still
+    /// audited when it is applied; entries older than [`FORGET_AFTER`] (a publish that was
+    /// never stored) are dropped.
+    waiting: Mutex<HashMap<u64, (Instant, oneshot::Sender<Outcome>)>>,
 }
 
 impl Replica {
@@ -305,7 +311,11 @@ async fn apply(
 /// request waiting for it on this node, if any.
 async fn apply_command(app: &App, node: &Node, replica: &Replica, command: HealthCommand) {
     let waiter = if command.origin == node.node_id() {
-        replica.waiting.lock().remove(&command.request)
+        replica
+            .waiting
+            .lock()
+            .remove(&command.request)
+            .map(|(_, tx)| tx)
     } else {
         None
     };
@@ -450,7 +460,14 @@ pub(crate) async fn write(
         body: body.to_vec(),
     };
     let (tx, rx) = oneshot::channel();
-    replica.waiting.lock().insert(request, tx);
+    {
+        let mut waiting = replica.waiting.lock();
+        let now = Instant::now();
+        if waiting.len() >= PRUNE_AT {
+            waiting.retain(|_, (sent, _)| now.duration_since(*sent) < FORGET_AFTER);
+        }
+        waiting.insert(request, (now, tx));
+    }
     if let Err(e) = node.publish_health(&command).await {
         // Not acknowledged: it may still have been stored, and is then applied (and audited).
         return Err(ApiError::Unavailable(format!(
