@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use engine::{AppliedScan, PersonKey};
 use engine::{Engine, LiveChanges, LiveTrace};
+use engine::{PersonKey, StoredScans};
 use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -19,10 +19,16 @@ use crate::health::Inner;
 const LAPSE_TICK: Duration = Duration::from_secs(1);
 /// Cases refreshed under one hold of the indexes before their changes are applied.
 const REFRESH_GROUP: usize = 32;
+/// How long a pass waits after the scan notice that woke the thread before it takes what is
+/// queued: during ingestion the notices of many records go into one pass, so a case hit by
+/// several is refreshed once, and the thread is not woken by the sync thread for each record
+/// (the listener runs before the callers are acknowledged). A `Settle`, a `Wake` or `Stop`
+/// ends the wait at once ([`Inner::hurry`]).
+pub(crate) const PASS_GATHER: Duration = Duration::from_millis(25);
 
 pub(crate) enum Msg {
     /// Scans stored, and when the notice was sent.
-    Scans(Vec<AppliedScan>, Instant),
+    Scans(StoredScans, Instant),
     /// A purge or a venue change: every counted case is derived again.
     StoreChanged,
     /// A case was installed with held-back work (`Inner::deferred`).
@@ -44,7 +50,14 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
         let mut pass = Pass::default();
         let mut stop = false;
         if let Some(m) = first {
+            let gather_until = match &m {
+                Msg::Scans(_, at) => Some(*at + PASS_GATHER),
+                _ => None,
+            };
             stop |= pass.take(&inner, m);
+            if let Some(until) = gather_until {
+                gather(&inner, until);
+            }
         }
         while !stop {
             match rx.try_recv() {
@@ -59,6 +72,20 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
         if stop {
             return;
         }
+    }
+}
+
+/// Waits until `until` for more notices to queue, or until someone hurries the thread.
+fn gather(inner: &Inner, until: Instant) {
+    loop {
+        if inner.hurried.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::park_timeout(until - now);
     }
 }
 
