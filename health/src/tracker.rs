@@ -1,6 +1,7 @@
 //! The health thread: applies the store's change notices to the standing traces (through the
 //! exposure index, refreshing in each case only the persons whose scans may change it) and tells
-//! tier lapses when they fall due.
+//! tier lapses when they fall due. A pass starts [`PASS_GATHER`] after the notice that woke the
+//! thread, so that it takes the notices of many records at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use engine::{Engine, LiveChanges, LiveTrace};
 use engine::{PersonKey, StoredScans};
-use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::exposure::Slot;
@@ -237,8 +238,8 @@ impl Pass {
 
 /// Updates a group of cases with `update` (the engine's refresh of the persons named for each
 /// under one hold of the indexes, or derivations from scratch), each case under its own mutex,
-/// taken in slot order, with `state` free; then applies each one's changes and tells the tier
-/// changes. Skips cases that do not count or whose first derivation is in flight (their scans
+/// taken in slot order, with `state` free; then applies each one's changes, and tells the tier
+/// changes of the whole group (each person once). Skips cases that do not count or whose first derivation is in flight (their scans
 /// are held back). Returns how many were updated.
 fn update_group(
     inner: &Inner,
@@ -273,17 +274,19 @@ fn update_group(
         update(&inner.engine, &mut work)
     };
     let now = inner.engine.now();
+    // The persons whose listings changed in any case of the group, told once each at the end
+    // (a person is often listed by several of the cases refreshed together).
+    let mut changed = Vec::new();
     for ((slot, live, _), changes) in locked.iter().zip(results) {
         if changes.is_empty() {
             continue;
         }
         inner.exposure.write().apply(*slot, &changes);
         let mut st = inner.state.write();
-        let mut changed = Vec::new();
         inner.apply_changes(&mut st, *slot, live, &changes, &mut changed);
-        // Status reads go on while the changes are told.
-        let st = RwLockWriteGuard::downgrade(st);
-        inner.publish(&st, changed, now);
+    }
+    if !changed.is_empty() {
+        inner.publish(&inner.state.read(), changed, now);
     }
     locked.len() as u64
 }
