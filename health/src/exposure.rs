@@ -7,7 +7,7 @@
 //! person and venue, so in front of the maps sit two dense arrays of upper bounds of the windows'
 //! ends, by person number and by venue number (4 bytes each): a scan later than both bounds is
 //! turned away by two array reads, without touching a hash map or a window list (those are
-//! cache misses, and were most of the health thread's time while ingesting).
+//! cache misses, and were a third of the health thread's time while ingesting).
 
 use std::collections::BTreeMap;
 
