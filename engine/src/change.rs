@@ -6,6 +6,9 @@
 //! venues, as the live feed has), in a form that costs the writer almost nothing: the engine's own
 //! person and venue numbers, wrapped in [`PersonKey`] and [`VenueKey`], instead of strings.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 /// The engine's number for a person id, stable for the life of the process (and across purges).
 /// Resolve one with [`crate::Engine::person_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,11 +42,38 @@ pub struct AppliedScan {
     pub out: bool,
 }
 
+/// The scans of one appended record, in log order, built once by the writer and shared: a
+/// listener that keeps them clones the handle (a reference count), so the sync thread, which
+/// runs the listeners before it acknowledges the record, copies nothing.
+#[derive(Debug, Clone, Default)]
+pub struct StoredScans(Arc<Vec<AppliedScan>>);
+
+impl StoredScans {
+    pub(crate) fn new(scans: Vec<AppliedScan>) -> StoredScans {
+        StoredScans(Arc::new(scans))
+    }
+}
+
+impl Deref for StoredScans {
+    type Target = [AppliedScan];
+    fn deref(&self) -> &[AppliedScan] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a StoredScans {
+    type Item = &'a AppliedScan;
+    type IntoIter = std::slice::Iter<'a, AppliedScan>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// What changed in the store.
 #[derive(Debug, Clone, Copy)]
 pub enum StoreChange<'a> {
     /// Scans stored and durable, in log order. Every query started after this notice sees them.
-    Scans(&'a [AppliedScan]),
+    Scans(&'a StoredScans),
     /// Scans with `ts < cutoff` were removed from the indexes.
     Purged { cutoff: i64 },
     /// A venue was registered or its stay changed: visits at it may have changed.

@@ -37,7 +37,7 @@ mod visits;
 mod writer;
 
 pub use audit::{AuditDone, AuditForward};
-pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, VenueKey};
+pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, StoredScans, VenueKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     Completion, Config, DroppedTail, Durability, Engine, EventListener, ExitListener, PurgeReport,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::change::{AppliedScan, StoreChange};
+use crate::change::{StoreChange, StoredScans};
 use crate::engine::{Completion, Durability, Shared};
 use crate::error::{Error, Result};
 use crate::log::Segment;
@@ -27,7 +27,7 @@ pub(crate) struct SyncItem {
     /// Exits the item's scans (or the deadlines caught up before them) ended at watched venues.
     pub(crate) exits: Vec<ExitEvent>,
     /// Every stored scan of the item, for the change listeners (empty while there is none).
-    pub(crate) applied: Vec<AppliedScan>,
+    pub(crate) applied: StoredScans,
 }
 
 /// The queued items, and whether the engine is stopping.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use rkyv::util::AlignedVec;
 
-use crate::change::{AppliedScan, PersonKey, VenueKey};
+use crate::change::{AppliedScan, PersonKey, StoredScans, VenueKey};
 use crate::engine::{Completion, Shared};
 use crate::error::{Error, Result};
 use crate::index::EventRec;
@@ -231,7 +231,7 @@ impl WriterState {
         shared: &Shared,
         chunk: &[(usize, Validated)],
         outcomes: &mut [IngestOutcome],
-    ) -> (Vec<ScanEvent>, Vec<AppliedScan>, Vec<ExitEvent>) {
+    ) -> (Vec<ScanEvent>, StoredScans, Vec<ExitEvent>) {
         let now = shared.config.clock.now();
         // Live events (scans and inferred exits) are built only while someone watches a venue.
         let watched = (shared.watched_total.load(Ordering::Acquire) > 0)
@@ -271,7 +271,7 @@ impl WriterState {
             max_ts = max_ts.max(s.ts);
         }
         let mut events = Vec::new();
-        let mut stored = Vec::new();
+        let mut stored = StoredScans::default();
         if !record.scans.is_empty() {
             let base_seq = self.next_seq;
             match log::encode_record(&record, base_seq, std::mem::take(&mut self.buf)) {
@@ -292,15 +292,17 @@ impl WriterState {
                 }
             }
             if shared.has_change_listeners.load(Ordering::Acquire) {
-                stored = applied
-                    .iter()
-                    .map(|&(pid, key)| AppliedScan {
-                        person: PersonKey(pid),
-                        venue: VenueKey(visits::key_venue(key)),
-                        ts: i64::from(visits::key_ts(key)),
-                        out: visits::key_is_out(key),
-                    })
-                    .collect();
+                stored = StoredScans::new(
+                    applied
+                        .iter()
+                        .map(|&(pid, key)| AppliedScan {
+                            person: PersonKey(pid),
+                            venue: VenueKey(visits::key_venue(key)),
+                            ts: i64::from(visits::key_ts(key)),
+                            out: visits::key_is_out(key),
+                        })
+                        .collect(),
+                );
             }
             for (i, (pid, key)) in applied.iter().enumerate() {
                 idx.occupancy_on_scan(*pid, *key, now);

@@ -2,6 +2,12 @@
 //! trace reports (see `engine::LiveTrace`), so that each stored scan is checked in `O(log n)`
 //! for the cases and persons it may change, instead of re-deriving every case after every
 //! batch.
+//!
+//! Every stored scan is checked, and nearly all of them are later than every window of their
+//! person and venue, so in front of the maps sit two dense arrays of upper bounds of the windows'
+//! ends, by person number and by venue number (4 bytes each): a scan later than both bounds is
+//! turned away by two array reads, without touching a hash map or a window list (those are
+//! cache misses, and were a third of the health thread's time while ingesting).
 
 use std::collections::BTreeMap;
 
@@ -80,6 +86,36 @@ pub(crate) struct ExposureIndex {
     persons: FxHashMap<PersonKey, Vec<(Slot, i64, i64)>>,
     installed: FxHashMap<Slot, Installed>,
     windows: usize,
+    /// By person number: the largest `hi` of the person's windows ([`bound`]; 0 with none).
+    person_hi: Vec<u32>,
+    /// By venue number: at least the largest `hi` of the windows at the venue ([`bound`]; 0
+    /// with none; like `VenueWindows::max_hi`, not lowered when a window is taken out).
+    venue_hi: Vec<u32>,
+}
+
+/// A window end as stored in the dense bounds: clamped to `u32` (a scan's time is a `u32`), so
+/// `ts > bound(hi)` implies `ts > hi` for every scan.
+fn bound(hi: i64) -> u32 {
+    hi.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// Sets `slots[at]` to `value`, growing `slots` with zeros as needed.
+fn set_dense(slots: &mut Vec<u32>, at: u32, value: u32) {
+    let at = at as usize;
+    if at >= slots.len() {
+        if value == 0 {
+            return;
+        }
+        slots.resize(at + 1, 0);
+    }
+    slots[at] = value;
+}
+
+/// Whether a scan at `ts` may fall inside a window whose end is bounded by `slots[at]`.
+fn may_reach(slots: &[u32], at: u32, ts: i64) -> bool {
+    slots
+        .get(at as usize)
+        .is_some_and(|&hi| ts <= i64::from(hi))
 }
 
 impl ExposureIndex {
@@ -99,10 +135,9 @@ impl ExposureIndex {
             let mut held = Vec::with_capacity(windows.len());
             for (n, &(venue, lo, hi)) in windows.iter().enumerate() {
                 let n = n as u32;
-                self.venues
-                    .entry(venue)
-                    .or_default()
-                    .insert(lo, slot, owner.index(), n, hi);
+                let w = self.venues.entry(venue).or_default();
+                w.insert(lo, slot, owner.index(), n, hi);
+                set_dense(&mut self.venue_hi, venue.index(), bound(w.max_hi));
                 held.push((venue, lo, n));
             }
             self.windows += held.len();
@@ -130,14 +165,25 @@ impl ExposureIndex {
                     .insert(person);
             }
             None => {
-                if list.is_empty() {
-                    self.persons.remove(&person);
-                }
                 if let Some(i) = self.installed.get_mut(&slot) {
                     i.persons.remove(&person);
                 }
             }
         }
+        self.person_bound(person);
+    }
+
+    /// Sets the person's dense bound from its window list (dropping an empty list).
+    fn person_bound(&mut self, person: PersonKey) {
+        let hi = match self.persons.get(&person) {
+            Some(list) if list.is_empty() => {
+                self.persons.remove(&person);
+                0
+            }
+            Some(list) => list.iter().map(|&(_, _, hi)| bound(hi)).max().unwrap_or(0),
+            None => 0,
+        };
+        set_dense(&mut self.person_hi, person.index(), hi);
     }
 
     fn remove_owner(&mut self, slot: Slot, owner: u32) {
@@ -159,6 +205,7 @@ impl ExposureIndex {
                 w.remove(lo, slot, owner, n);
                 if w.is_empty() {
                     self.venues.remove(&venue);
+                    set_dense(&mut self.venue_hi, venue.index(), 0);
                 }
             }
         }
@@ -178,9 +225,7 @@ impl ExposureIndex {
                 let before = list.len();
                 list.retain(|(s, _, _)| *s != slot);
                 self.windows -= before - list.len();
-                if list.is_empty() {
-                    self.persons.remove(&person);
-                }
+                self.person_bound(person);
             }
         }
     }
@@ -188,28 +233,32 @@ impl ExposureIndex {
     /// Calls `hit` with every case `scan` may change (a case may be named more than once).
     pub(crate) fn hits(&self, scan: &AppliedScan, mut hit: impl FnMut(Slot)) {
         let t = scan.ts;
-        if let Some(w) = self.venues.get(&scan.venue).filter(|w| w.max_hi >= t) {
-            let lo = t.saturating_sub(w.max_len);
-            for b in w
-                .buckets
-                .range(lo.div_euclid(BUCKET_S)..=t.div_euclid(BUCKET_S))
-                .map(|(_, b)| b)
-                .filter(|b| b.max_hi >= t)
-            {
-                for (&(_, slot, _, _), &hi) in b
-                    .by_lo
-                    .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
+        if may_reach(&self.venue_hi, scan.venue.index(), t) {
+            if let Some(w) = self.venues.get(&scan.venue).filter(|w| w.max_hi >= t) {
+                let lo = t.saturating_sub(w.max_len);
+                for b in w
+                    .buckets
+                    .range(lo.div_euclid(BUCKET_S)..=t.div_euclid(BUCKET_S))
+                    .map(|(_, b)| b)
+                    .filter(|b| b.max_hi >= t)
                 {
-                    if hi >= t {
-                        hit(slot);
+                    for (&(_, slot, _, _), &hi) in b
+                        .by_lo
+                        .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
+                    {
+                        if hi >= t {
+                            hit(slot);
+                        }
                     }
                 }
             }
         }
-        if let Some(list) = self.persons.get(&scan.person) {
-            for &(slot, lo, hi) in list {
-                if lo <= t && t <= hi {
-                    hit(slot);
+        if may_reach(&self.person_hi, scan.person.index(), t) {
+            if let Some(list) = self.persons.get(&scan.person) {
+                for &(slot, lo, hi) in list {
+                    if lo <= t && t <= hi {
+                        hit(slot);
+                    }
                 }
             }
         }

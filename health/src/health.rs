@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -222,6 +222,9 @@ pub(crate) struct Inner {
     pub deferred: Mutex<Vec<(Slot, HeldBack)>>,
     ticket: AtomicU64,
     pub tx: Sender<Msg>,
+    /// Set (with an unpark) when a message must not wait for the pass to gather notices
+    /// (`tracker::PASS_GATHER`).
+    pub hurried: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     listeners: RwLock<Vec<TierListener>>,
     pub observers: RwLock<Vec<UpdateObserver>>,
@@ -282,6 +285,7 @@ impl Health {
             deferred: Mutex::new(Vec::new()),
             ticket: AtomicU64::new(0),
             tx: tx.clone(),
+            hurried: AtomicBool::new(false),
             thread: Mutex::new(None),
             listeners: RwLock::new(Vec::new()),
             observers: RwLock::new(Vec::new()),
@@ -292,7 +296,7 @@ impl Health {
             // Registered before the first derivation, so no scan stored from here on is missed.
             engine.on_change(Box::new(move |change| {
                 let msg = match change {
-                    StoreChange::Scans(scans) => Msg::Scans(scans.to_vec(), Instant::now()),
+                    StoreChange::Scans(scans) => Msg::Scans(scans.clone(), Instant::now()),
                     StoreChange::Purged { .. } | StoreChange::VenuesChanged => Msg::StoreChanged,
                 };
                 // A send fails only once the tracker has stopped.
@@ -568,6 +572,7 @@ impl Health {
             .tx
             .send(Msg::Settle(tx))
             .map_err(|_| Error::ShuttingDown)?;
+        self.inner.hurry();
         rx.recv().map_err(|_| Error::ShuttingDown)
     }
 
@@ -690,10 +695,20 @@ impl Inner {
         }
     }
 
+    /// Ends the health thread's wait for more notices (after a message that must not wait).
+    pub(crate) fn hurry(&self) {
+        self.hurried.store(true, Ordering::Release);
+        if let Some(h) = &*self.thread.lock() {
+            h.thread().unpark();
+        }
+    }
+
     fn stop(&self) {
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Stop);
+            self.hurried.store(true, Ordering::Release);
+            h.thread().unpark();
             // The last handle can be dropped on the health thread itself; it ends on Stop.
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
@@ -787,6 +802,7 @@ impl Inner {
                     self.deferred.lock().push((slot, held));
                     // A send fails only once the tracker has stopped.
                     let _ = self.tx.send(Msg::Wake);
+                    self.hurry();
                 }
             }
         }

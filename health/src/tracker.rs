@@ -1,15 +1,16 @@
 //! The health thread: applies the store's change notices to the standing traces (through the
 //! exposure index, refreshing in each case only the persons whose scans may change it) and tells
-//! tier lapses when they fall due.
+//! tier lapses when they fall due. A pass starts [`PASS_GATHER`] after the notice that woke the
+//! thread, so that it takes the notices of many records at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use engine::{AppliedScan, PersonKey};
 use engine::{Engine, LiveChanges, LiveTrace};
-use parking_lot::{Mutex, MutexGuard, RwLockWriteGuard};
+use engine::{PersonKey, StoredScans};
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::exposure::Slot;
@@ -19,10 +20,16 @@ use crate::health::Inner;
 const LAPSE_TICK: Duration = Duration::from_secs(1);
 /// Cases refreshed under one hold of the indexes before their changes are applied.
 const REFRESH_GROUP: usize = 32;
+/// How long a pass waits after the scan notice that woke the thread before it takes what is
+/// queued: during ingestion the notices of many records go into one pass, so a case hit by
+/// several is refreshed once, and the thread is not woken by the sync thread for each record
+/// (the listener runs before the callers are acknowledged). A `Settle`, a `Wake` or `Stop`
+/// ends the wait at once ([`Inner::hurry`]).
+pub(crate) const PASS_GATHER: Duration = Duration::from_millis(25);
 
 pub(crate) enum Msg {
     /// Scans stored, and when the notice was sent.
-    Scans(Vec<AppliedScan>, Instant),
+    Scans(StoredScans, Instant),
     /// A purge or a venue change: every counted case is derived again.
     StoreChanged,
     /// A case was installed with held-back work (`Inner::deferred`).
@@ -44,7 +51,14 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
         let mut pass = Pass::default();
         let mut stop = false;
         if let Some(m) = first {
+            let gather_until = match &m {
+                Msg::Scans(_, at) => Some(*at + PASS_GATHER),
+                _ => None,
+            };
             stop |= pass.take(&inner, m);
+            if let Some(until) = gather_until {
+                gather(&inner, until);
+            }
         }
         while !stop {
             match rx.try_recv() {
@@ -59,6 +73,20 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
         if stop {
             return;
         }
+    }
+}
+
+/// Waits until `until` for more notices to queue, or until someone hurries the thread.
+fn gather(inner: &Inner, until: Instant) {
+    loop {
+        if inner.hurried.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::park_timeout(until - now);
     }
 }
 
@@ -210,8 +238,8 @@ impl Pass {
 
 /// Updates a group of cases with `update` (the engine's refresh of the persons named for each
 /// under one hold of the indexes, or derivations from scratch), each case under its own mutex,
-/// taken in slot order, with `state` free; then applies each one's changes and tells the tier
-/// changes. Skips cases that do not count or whose first derivation is in flight (their scans
+/// taken in slot order, with `state` free; then applies each one's changes, and tells the tier
+/// changes of the whole group (each person once). Skips cases that do not count or whose first derivation is in flight (their scans
 /// are held back). Returns how many were updated.
 fn update_group(
     inner: &Inner,
@@ -246,17 +274,19 @@ fn update_group(
         update(&inner.engine, &mut work)
     };
     let now = inner.now();
+    // The persons whose listings changed in any case of the group, told once each at the end
+    // (a person is often listed by several of the cases refreshed together).
+    let mut changed = Vec::new();
     for ((slot, live, _), changes) in locked.iter().zip(results) {
         if changes.is_empty() {
             continue;
         }
         inner.exposure.write().apply(*slot, &changes);
         let mut st = inner.state.write();
-        let mut changed = Vec::new();
         inner.apply_changes(&mut st, *slot, live, &changes, &mut changed);
-        // Status reads go on while the changes are told.
-        let st = RwLockWriteGuard::downgrade(st);
-        inner.publish(&st, changed, now);
+    }
+    if !changed.is_empty() {
+        inner.publish(&inner.state.read(), changed, now);
     }
     locked.len() as u64
 }
