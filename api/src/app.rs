@@ -78,6 +78,9 @@ pub(crate) struct Inner {
     pub(crate) cluster: std::sync::OnceLock<crate::cluster_mode::Node>,
     /// Cluster mode: this node's replica of the stream (the health domain).
     pub(crate) replica: std::sync::OnceLock<Arc<crate::cluster_replica::Replica>>,
+    /// Cluster mode: scan requests this node is validating and publishing right now (its
+    /// replica yields to them).
+    pub(crate) scans_in_flight: std::sync::atomic::AtomicUsize,
     pub(crate) health: Health,
     pub(crate) tiers: Arc<TierHub>,
     pub(crate) access: Access,
@@ -130,6 +133,7 @@ impl App {
                 engine,
                 cluster: std::sync::OnceLock::new(),
                 replica: std::sync::OnceLock::new(),
+                scans_in_flight: std::sync::atomic::AtomicUsize::new(0),
                 health,
                 tiers,
                 access,

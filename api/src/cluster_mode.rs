@@ -79,6 +79,17 @@ pub(crate) async fn submit(
     node: &Node,
     items: Vec<ScanItem>,
 ) -> Result<IngestOutcome, ApiError> {
+    /// Counts the request in `scans_in_flight` until it is answered.
+    struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    app.inner
+        .scans_in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _in_flight = InFlight(&app.inner.scans_in_flight);
     let engine = app.engine();
     // A venue registered through another node is in the stream before that node answered; make
     // sure this node's registry has followed it before calling it unknown.
