@@ -47,18 +47,18 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if let Some(Msg::Scans(_, at)) = &first {
+            // Without a strong hold on the domain, so that dropping it meanwhile (and the
+            // engine it holds, with its directory lock) is not delayed by the wait.
+            if !gather(&inner, *at + PASS_GATHER) {
+                return;
+            }
+        }
         let Some(inner) = inner.upgrade() else { return };
         let mut pass = Pass::default();
         let mut stop = false;
         if let Some(m) = first {
-            let gather_until = match &m {
-                Msg::Scans(_, at) => Some(*at + PASS_GATHER),
-                _ => None,
-            };
             stop |= pass.take(&inner, m);
-            if let Some(until) = gather_until {
-                gather(&inner, until);
-            }
         }
         while !stop {
             match rx.try_recv() {
@@ -76,15 +76,18 @@ pub(crate) fn run(inner: Weak<Inner>, rx: Receiver<Msg>) {
     }
 }
 
-/// Waits until `until` for more notices to queue, or until someone hurries the thread.
-fn gather(inner: &Inner, until: Instant) {
+/// Waits until `until` for more notices to queue, or until someone hurries the thread;
+/// `false` if the domain was dropped meanwhile.
+fn gather(inner: &Weak<Inner>, until: Instant) -> bool {
     loop {
-        if inner.hurried.swap(false, Ordering::AcqRel) {
-            return;
+        match inner.upgrade() {
+            None => return false,
+            Some(i) if i.hurried.swap(false, Ordering::AcqRel) => return true,
+            Some(_) => {}
         }
         let now = Instant::now();
         if now >= until {
-            return;
+            return true;
         }
         std::thread::park_timeout(until - now);
     }
