@@ -237,7 +237,10 @@ pub(crate) async fn person_visits(
     )
 }
 
-/// `POST /v1/trace` by fan-out.
+/// `POST /v1/trace` by fan-out. The case's visits come from this node's replica when it has
+/// applied the stream as far as a read of the case's shard must have seen (then the replica's
+/// engine answers them as the shard would: the same scans, the same visit rule), else from the
+/// shard; the overlap rounds always go to every shard.
 pub(crate) async fn trace(
     app: &App,
     node: &Node,
@@ -245,7 +248,23 @@ pub(crate) async fn trace(
     entry: AuditEntry,
 ) -> Answer {
     let started = std::time::Instant::now();
-    let (audited, result) = tokio::join!(audit(app.engine(), entry), node.trace(&request));
+    let local_case_visits = app
+        .inner
+        .replica
+        .get()
+        .filter(|replica| replica.applied() >= node.seq_to_read(&request.person))
+        .map(|_| {
+            app.engine()
+                .visits(&request.person, request.from, request.to)
+                .map(cluster::shard::wire_visits)
+        });
+    let traced = async {
+        match local_case_visits {
+            Some(case_visits) => node.trace_from(&request, case_visits).await,
+            None => node.trace(&request).await,
+        }
+    };
+    let (audited, result) = tokio::join!(audit(app.engine(), entry), traced);
     audited?;
     let result = result
         .map_err(cluster_err)?

@@ -3,7 +3,8 @@
 # (issue "Cluster mode on NATS JetStream", docs/BENCHMARKS.md "Cluster"):
 #   1. durable batched intake: the same NDJSON file, split in two halves sent at once by two
 #      checkin-loadtest processes (to the single server; to http-1 and http-2 of the cluster);
-#   2. depth-1 traces (POST /v1/trace) for random persons, once every replica has caught up;
+#   2. depth-1 traces (POST /v1/trace) for random persons, once every replica has caught up,
+#      then one request at a time of each read kind (bench/cluster/latency.py: the audit floor);
 #   3. a shard replica killed with kill -9 and restarted: time until it serves again, caught up
 #      with the stream (from its checkpoint); then the same replica killed, its store removed
 #      and started as a new replica (it replays its shard's share of the SCANS scans);
@@ -110,6 +111,8 @@ note "single node: ingesting"
 read -r _ s_acc s_rej s_fail s_secs s_rate s_p50 s_p99 < <(ingest single "$SINGLE" "$SINGLE")
 note "single node: depth-1 traces"
 read -r s_tn s_trate s_tp50 s_tp99 < <(trace single "$SINGLE")
+note "single node: one request at a time (bench/cluster/latency.py)"
+python3 "$HERE/latency.py" "$SINGLE" "$PERSONS" "$VENUES" >"$OUT/single-latency.txt"
 checkin_stop
 
 # --- cluster -----------------------------------------------------------------------------
@@ -142,6 +145,8 @@ caught=$(status --wait 900 | tail -n 1)
 echo "$caught"
 note "cluster: depth-1 traces"
 read -r c_tn c_trate c_tp50 c_tp99 < <(trace cluster "${URLS[0]}")
+note "cluster: one request at a time (bench/cluster/latency.py)"
+python3 "$HERE/latency.py" "${URLS[0]}" "$PERSONS" "$VENUES" >"$OUT/cluster-latency.txt"
 
 # restart_timed OUTFILE [fresh]: kill -9 shard-0-1, (fresh: remove its store,) start it again
 # and wait until it serves caught up; prints the seconds from its start.
@@ -193,6 +198,12 @@ http_restart_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
     printf '%-34s %14s %14s %8s\n' "depth-1 trace p99 ms" "$s_tp99" "$c_tp99" \
         "$(python3 -c "print(f'{$c_tp99 / $s_tp99:.2f}')")"
     printf '%-34s %14s %14s\n' "depth-1 traces/s ($TRACE_C connections)" "$s_trate" "$c_trate"
+    # One connection, one request at a time: where a read's time goes (the audit entry of a
+    # status read is the cluster's R3 publish, made alongside the read).
+    while read -r kind sp50 sp90 sok && read -r _ cp50 cp90 cok <&3; do
+        printf '%-34s %14s %14s %8s\n' "1 conn: $kind p50 / p90 ms" "$sp50/$sp90" "$cp50/$cp90" \
+            "$(python3 -c "print(f'{$cp50 / $sp50:.2f}')")"
+    done <"$OUT/single-latency.txt" 3<"$OUT/cluster-latency.txt"
     echo
     echo "all replicas caught up after the intake: $caught"
     echo "shard-0-1 killed and restarted: serving, caught up, ${restart_s} s after the restart (from its checkpoint)"

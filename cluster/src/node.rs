@@ -463,9 +463,29 @@ impl Node {
         Ok(t)
     }
 
+    /// The stream sequence a read of `person` must have seen: the last scan batch this node
+    /// published to the person's shard (or the last venue registration, if later). An engine
+    /// that has applied the stream up to it answers this node's reads of the person as the
+    /// shard would (read-your-writes).
+    pub fn seq_to_read(&self, person: &str) -> u64 {
+        self.min_seq(shard_of(person, self.inner.shards))
+    }
+
     /// A contact trace (contract section 5) by fan-out; `None` if the case has no scans.
     pub async fn trace(&self, req: &engine::TraceRequest) -> Result<Option<engine::TraceResult>> {
-        let Some(case_visits) = self.visits(&req.person, req.from, req.to).await? else {
+        let case_visits = self.visits(&req.person, req.from, req.to).await?;
+        self.trace_from(req, case_visits).await
+    }
+
+    /// A contact trace from the case's visits in `[from, to)` as its shard answers them
+    /// (`None`: the case has no scans), read by the caller from an engine that has applied the
+    /// stream up to [`Node::seq_to_read`] of the case: one round less than [`Node::trace`].
+    pub async fn trace_from(
+        &self,
+        req: &engine::TraceRequest,
+        case_visits: Option<Vec<WireVisit>>,
+    ) -> Result<Option<engine::TraceResult>> {
+        let Some(case_visits) = case_visits else {
             return Ok(None);
         };
         let case_visits = clip(&case_visits, req.min_stay_s, req.from, req.to);

@@ -473,7 +473,8 @@ async fn answer(state: &Arc<State>, q: Query) -> Reply {
         .unwrap_or_else(|e| Reply::Error(e.to_string()))
 }
 
-fn wire_visits(v: Vec<engine::Visit>) -> Vec<WireVisit> {
+/// Visits as a shard sends them (`Op::Visits`).
+pub fn wire_visits(v: Vec<engine::Visit>) -> Vec<WireVisit> {
     v.into_iter()
         .map(|v| WireVisit {
             venue: v.venue.to_string(),
