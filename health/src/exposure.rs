@@ -233,33 +233,35 @@ impl ExposureIndex {
     /// Calls `hit` with every case `scan` may change (a case may be named more than once).
     pub(crate) fn hits(&self, scan: &AppliedScan, mut hit: impl FnMut(Slot)) {
         let t = scan.ts;
-        if may_reach(&self.venue_hi, scan.venue.index(), t) {
-            if let Some(w) = self.venues.get(&scan.venue).filter(|w| w.max_hi >= t) {
-                let lo = t.saturating_sub(w.max_len);
-                for b in w
-                    .buckets
-                    .range(lo.div_euclid(BUCKET_S)..=t.div_euclid(BUCKET_S))
-                    .map(|(_, b)| b)
-                    .filter(|b| b.max_hi >= t)
+        // The dense bounds first: the maps are looked into only when they may hold a window.
+        let at_venue = may_reach(&self.venue_hi, scan.venue.index(), t)
+            .then(|| self.venues.get(&scan.venue))
+            .flatten()
+            .filter(|w| w.max_hi >= t);
+        if let Some(w) = at_venue {
+            let lo = t.saturating_sub(w.max_len);
+            for b in w
+                .buckets
+                .range(lo.div_euclid(BUCKET_S)..=t.div_euclid(BUCKET_S))
+                .map(|(_, b)| b)
+                .filter(|b| b.max_hi >= t)
+            {
+                for (&(_, slot, _, _), &hi) in b
+                    .by_lo
+                    .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
                 {
-                    for (&(_, slot, _, _), &hi) in b
-                        .by_lo
-                        .range((lo, 0, 0, 0)..=(t, Slot::MAX, u32::MAX, u32::MAX))
-                    {
-                        if hi >= t {
-                            hit(slot);
-                        }
+                    if hi >= t {
+                        hit(slot);
                     }
                 }
             }
         }
-        if may_reach(&self.person_hi, scan.person.index(), t) {
-            if let Some(list) = self.persons.get(&scan.person) {
-                for &(slot, lo, hi) in list {
-                    if lo <= t && t <= hi {
-                        hit(slot);
-                    }
-                }
+        let of_person = may_reach(&self.person_hi, scan.person.index(), t)
+            .then(|| self.persons.get(&scan.person))
+            .flatten();
+        for &(slot, lo, hi) in of_person.into_iter().flatten() {
+            if lo <= t && t <= hi {
+                hit(slot);
             }
         }
     }
