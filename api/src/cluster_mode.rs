@@ -98,7 +98,7 @@ pub(crate) async fn submit(
             .is_ok_and(|s| is_valid_venue_id(&s.venue) && engine.venue_key(&s.venue).is_none())
     });
     if unknown {
-        match node.wait_venues_followed(VENUE_CATCH_UP).await {
+        match node.wait_latest_venues_applied(VENUE_CATCH_UP).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(ApiError::Unavailable(

@@ -296,7 +296,7 @@ async fn settle(
 
 fn note_applied(node: &Node, replica: &Replica, seq: u64, last: u64) {
     replica.applied.store(seq, Ordering::Release);
-    node.note_venues_followed(seq);
+    node.note_replica_applied(seq);
     if seq >= last && !replica.is_caught_up() {
         mark_caught_up(replica);
     }

@@ -24,14 +24,7 @@ pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
 /// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
 pub(crate) const PUBLISH_TRIES: usize = 4;
 
-/// Store counts over every shard ([`Node::stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardTotals {
-    pub scans: u64,
-    pub persons: u64,
-    pub log_bytes: u64,
-    pub present: u64,
-}
+pub use crate::wire::ShardTotals;
 
 /// A connection to the cluster, as an HTTP node uses it. Cheap to clone.
 #[derive(Clone)]
@@ -51,9 +44,9 @@ struct Inner {
     last_seq: Vec<AtomicU64>,
     /// The latest acknowledged venue registration (every shard consumes it).
     venue_seq: AtomicU64,
-    /// Stream sequence of the latest venue registration (from any node) the local registry has
-    /// applied ([`Node::note_venues_followed`]).
-    venues_followed: AtomicU64,
+    /// Stream sequence up to which this node's replica (and so its venue registry) has applied
+    /// the stream ([`Node::note_replica_applied`]).
+    replica_applied: AtomicU64,
 }
 
 /// Connects to NATS (comma-separated URLs), retrying the first connection.
@@ -147,7 +140,7 @@ impl Node {
                 next_msg: AtomicU64::new(0),
                 last_seq: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
                 venue_seq: AtomicU64::new(0),
-                venues_followed: AtomicU64::new(0),
+                replica_applied: AtomicU64::new(0),
             }),
         })
     }
@@ -267,17 +260,17 @@ impl Node {
         Ok(seq)
     }
 
-    /// Records that the local venue registry has applied the venue registration at stream
-    /// sequence `seq` (called by the HTTP node's follower of [`VENUES_SUBJECT`]).
-    pub fn note_venues_followed(&self, seq: u64) {
-        self.inner.venues_followed.fetch_max(seq, Ordering::AcqRel);
+    /// Records that this node's replica has applied the stream up to sequence `seq`, venue
+    /// registrations included (called by the HTTP node's follower of the whole stream).
+    pub fn note_replica_applied(&self, seq: u64) {
+        self.inner.replica_applied.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Waits, for up to `within`, until the local venue registry has applied the stream's latest
     /// venue registration (whichever node published it); `Ok(false)` if it has not by then.
     /// Used before refusing a scan for an unknown venue: a venue registered through another
     /// node a moment ago is then known here too.
-    pub async fn wait_venues_followed(&self, within: Duration) -> Result<bool> {
+    pub async fn wait_latest_venues_applied(&self, within: Duration) -> Result<bool> {
         let deadline = Instant::now() + within;
         let stream = tokio::time::timeout(within, self.inner.js.get_stream(STREAM))
             .await
@@ -301,7 +294,7 @@ impl Node {
             }
             Err(e) => return Err(ClusterError::JetStream(e.to_string())),
         };
-        while self.inner.venues_followed.load(Ordering::Acquire) < target {
+        while self.inner.replica_applied.load(Ordering::Acquire) < target {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
@@ -459,19 +452,10 @@ impl Node {
     pub async fn stats(&self) -> Result<ShardTotals> {
         let mut t = ShardTotals::default();
         for r in self.ask_all(Op::Stats).await? {
-            let Reply::Stats {
-                scans,
-                persons,
-                log_bytes,
-                present,
-            } = r
-            else {
+            let Reply::Stats(shard) = r else {
                 return Err(unexpected("stats"));
             };
-            t.scans += scans;
-            t.persons += persons;
-            t.log_bytes += log_bytes;
-            t.present += present;
+            t.add(&shard);
         }
         Ok(t)
     }

@@ -21,7 +21,9 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::error::{ClusterError, Result};
-use crate::wire::{Exposure, Op, Query, ReplicaStatus, Reply, WireScan, WireVenue, WireVisit};
+use crate::wire::{
+    Exposure, Op, Query, ReplicaStatus, Reply, ShardTotals, WireScan, WireVenue, WireVisit,
+};
 use crate::{query_subject, scan_subject, status_subject, VENUES_SUBJECT};
 
 /// How a shard replica runs.
@@ -503,12 +505,12 @@ fn answer_now(state: &State, op: Op) -> Reply {
         ),
         Op::Stats => {
             let s = engine.stats();
-            Reply::Stats {
+            Reply::Stats(ShardTotals {
                 scans: s.scans,
                 persons: s.persons,
                 log_bytes: s.log_bytes,
                 present: s.present,
-            }
+            })
         }
         Op::Exposures {
             sources,

@@ -123,18 +123,34 @@ pub enum Reply {
     Occupancy(Option<u32>),
     Top(Vec<(String, u32)>),
     Exposures(Vec<Exposure>),
-    Stats {
-        scans: u64,
-        persons: u64,
-        /// Bytes of the shard replica's own log (a shard of an older release sends none).
-        #[serde(default)]
-        log_bytes: u64,
-        /// Persons present now, all venues together.
-        #[serde(default)]
-        present: u64,
-    },
+    Stats(ShardTotals),
     /// The shard could not answer (not caught up in time, or an internal error).
     Error(String),
+}
+
+/// Store counts of one shard (its [`Reply::Stats`]), or summed over every shard
+/// ([`crate::Node::stats`]). On the wire as the struct variant it replaced, so shards and HTTP
+/// nodes of the release before read each other's answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardTotals {
+    pub scans: u64,
+    pub persons: u64,
+    /// Bytes of the shard replica's own log (a shard of an older release sends none).
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Persons present now, all venues together.
+    #[serde(default)]
+    pub present: u64,
+}
+
+impl ShardTotals {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, other: &ShardTotals) {
+        self.scans += other.scans;
+        self.persons += other.persons;
+        self.log_bytes += other.log_bytes;
+        self.present += other.present;
+    }
 }
 
 /// One exposed person and the source that exposed it most.
@@ -159,4 +175,39 @@ pub struct ReplicaStatus {
     pub applied: u64,
     /// In the shard's queue group (caught up with what was pending when it started).
     pub serving: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stats_reply_reads_as_the_struct_variant_it_replaced() {
+        // What a shard of the release before sends (it had no log_bytes or present yet).
+        let old: Reply =
+            serde_json::from_str(r#"{"Stats":{"scans":7,"persons":3}}"#).expect("old stats");
+        let Reply::Stats(t) = old else {
+            panic!("not stats: {old:?}")
+        };
+        assert_eq!(
+            t,
+            ShardTotals {
+                scans: 7,
+                persons: 3,
+                log_bytes: 0,
+                present: 0
+            }
+        );
+        let now = serde_json::to_value(Reply::Stats(ShardTotals {
+            scans: 1,
+            persons: 2,
+            log_bytes: 3,
+            present: 4,
+        }))
+        .expect("json");
+        assert_eq!(
+            now,
+            serde_json::json!({"Stats": {"scans": 1, "persons": 2, "log_bytes": 3, "present": 4}})
+        );
+    }
 }
