@@ -9,7 +9,8 @@
 //! servers). A message JetStream did not acknowledge within [`PUBLISH_TRIES`] tries is refused
 //! to its waiters and then published again, under the same `Nats-Msg-Id`, until it is stored:
 //! what a refused waiter did may have taken effect (an applied health-domain change), and its
-//! entry must not be missing. Reads ([`Node::audit_since`]) replay the stream from shortly before `since`.
+//! entry must not be missing. Reads ([`Node::audit_since`]) replay the stream from shortly
+//! before `since`.
 
 use std::time::Duration;
 
