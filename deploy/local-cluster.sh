@@ -149,6 +149,8 @@ start() {
     # healthz: the node is up; top occupancy: every shard answers through it.
     wait_http "http://127.0.0.1:${hport[$i]}/healthz" 120
     wait_http "http://127.0.0.1:${hport[$i]}/v1/occupancy?top=1" 120
+    # readyz: its replica of the health domain has caught up with the stream.
+    wait_http "http://127.0.0.1:${hport[$i]}/readyz" 600
   done
   : >"$dir/conf/http-urls"
   for i in 1 2; do

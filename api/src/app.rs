@@ -303,6 +303,7 @@ impl App {
         };
         match spec.id {
             RouteId::Healthz => handlers::healthz(self),
+            RouteId::Readyz => handlers::readyz(self),
             RouteId::Metrics => handlers::metrics(self).await,
             RouteId::RegisterVenues => handlers::register_venues(self, req).await,
             RouteId::Venue => handlers::venue(self, &ctx).await,

@@ -529,3 +529,26 @@ pub(crate) async fn write(
     *resp.headers_mut() = outcome.headers;
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_domain_and_readyz_answer_503_until_the_replica_has_caught_up() {
+        // /readyz is refused exactly as the health domain's reads are.
+        assert_eq!(
+            RouteId::Readyz.cluster_path(),
+            routes::ClusterPath::HealthRead
+        );
+        assert_eq!(RouteId::Healthz.cluster_path(), routes::ClusterPath::Node);
+        let replica = Replica::new(Arc::new(CommandClock::new()));
+        replica.applied.store(17, Ordering::Release);
+        let refused = ready(&replica).expect_err("not caught up yet");
+        let resp = refused.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(hyper::header::RETRY_AFTER));
+        mark_caught_up(&replica);
+        assert!(ready(&replica).is_ok());
+    }
+}

@@ -128,6 +128,18 @@ pub(crate) fn healthz(app: &App) -> Answer {
     }
 }
 
+/// `GET /readyz`: `200` once this node answers every route. Alone that is `/healthz`; in
+/// cluster mode the dispatcher first refuses it with `503` until the node's replica of the
+/// health domain has caught up with the stream (it is routed as a read of the health domain),
+/// so a load balancer can keep a restarted node out of the pool while `/healthz` already says
+/// it takes scans.
+pub(crate) fn readyz(app: &App) -> Answer {
+    match app.engine().health() {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Err(e) => Err(ApiError::from_engine(&e)),
+    }
+}
+
 pub(crate) async fn metrics(app: &App) -> Answer {
     let mut stats = app.engine().stats();
     if let Some(node) = app.cluster() {

@@ -11,6 +11,7 @@ use crate::access::{Role, Who};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteId {
     Healthz,
+    Readyz,
     Metrics,
     RegisterVenues,
     Venue,
@@ -72,7 +73,9 @@ impl RouteId {
             | PersonVisits | Trace | Stats | Audit | Keys | Verify => ClusterPath::Node,
             RecordVaccinations | RegisterCase | PatchCase | RegisterSample | SampleResult
             | Declarations | RegisterAreas | PublishNotice => ClusterPath::HealthWrite,
-            VenueEvents | PersonVaccinations | PersonCertificate | ListCases | Case
+            // Ready means every route answers here: in cluster mode, once the replica of the
+            // health domain has caught up, exactly as the health domain's reads.
+            Readyz | VenueEvents | PersonVaccinations | PersonCertificate | ListCases | Case
             | CaseContacts | PersonStatus | TierEvents | ExposureSites | Sample | PersonResults
             | Followups | PersonPass | Areas | Summary | Notices => ClusterPath::HealthRead,
         }
@@ -112,6 +115,12 @@ pub const ROUTES: &[RouteSpec] = &[
         pattern: "/healthz",
         who: Who::Anyone,
         id: RouteId::Healthz,
+    },
+    RouteSpec {
+        method: "GET",
+        pattern: "/readyz",
+        who: Who::Anyone,
+        id: RouteId::Readyz,
     },
     RouteSpec {
         method: "GET",

@@ -536,6 +536,34 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             30 => cluster.kill9("http-1"),
             34 => {
                 cluster.run(&["restart", &cluster.dir.to_string_lossy(), "http-1"]);
+                // Its replica is rebuilt from the stream: once /readyz says so, the health
+                // domain answers at once (no 503 left to retry).
+                let restarted = Instant::now();
+                let mut refused = 0;
+                loop {
+                    match request(&urls[0], "GET", "/readyz", None) {
+                        Ok(r) if r.status == 200 => break,
+                        Ok(r) => {
+                            assert_eq!(r.status, 503, "{}", r.body);
+                            assert!(r.retry_after.is_some(), "{}", r.body);
+                            refused += 1;
+                        }
+                        Err(_) => {}
+                    }
+                    assert!(
+                        restarted.elapsed() < Duration::from_secs(60),
+                        "http-1 not ready 60 s after its restart"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                eprintln!(
+                    "http-1 ready {:?} after its restart ({refused} answers of 503 before)",
+                    restarted.elapsed()
+                );
+                for path in ["/v1/cases", "/v1/exposure-sites", "/v1/summary"] {
+                    let r = request(&urls[0], "GET", path, None).expect("http-1");
+                    assert_eq!(r.status, 200, "{path} right after /readyz: {}", r.body);
+                }
             }
             _ => {}
         }

@@ -47,6 +47,13 @@ fn matrix() -> Vec<Case> {
         },
         Case {
             method: "GET",
+            path: "/readyz",
+            pattern: "/readyz",
+            body: None,
+            want: [200; 11],
+        },
+        Case {
+            method: "GET",
             path: "/metrics",
             pattern: "/metrics",
             body: None,

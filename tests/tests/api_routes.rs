@@ -18,6 +18,14 @@ async fn healthz_answers_ok() {
 }
 
 #[tokio::test]
+async fn readyz_answers_ready_on_a_single_server() {
+    let s = Server::start().await;
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"status": "ready"}));
+}
+
+#[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
     let s = Server::start().await;
     // `/` is the portal (contract section 13); other unknown paths stay problem+json 404s.
