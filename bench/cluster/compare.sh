@@ -130,11 +130,14 @@ PROBE_PERSON=$(head -n 1 "$WORK/data/half-00" | python3 -c 'import json,sys; pri
 note "cluster: a case through http-1 right after the intake"
 t0=$(date +%s.%N)
 # A 503 (the replica had not applied it within 30 s) is retried: the same id is idempotent.
-until curl -fsS -m 60 -o "$OUT/cluster-case.json" -H 'content-type: application/json' \
+case_refused=0
+until curl -fs -m 60 -o "$OUT/cluster-case.json" -H 'content-type: application/json' \
     -d "{\"id\":\"bench-case\",\"person\":\"$PROBE_PERSON\",\"sampled_at\":$((END - 3600))}" \
     "${URLS[0]}/v1/cases"; do
+    case_refused=$((case_refused + 1))
     sleep 0.1
 done
+note "cluster: the case was answered after $case_refused refusals (503 while the replica caught up)"
 t1=$(date +%s.%N)
 until curl -fsS -m 10 -o /dev/null "${URLS[1]}/v1/cases/bench-case"; do sleep 0.02; done
 t2=$(date +%s.%N)
