@@ -121,11 +121,7 @@ fn unknown_venue(id: &str) -> ApiError {
 }
 
 pub(crate) fn healthz(app: &App) -> Answer {
-    match app.engine().health() {
-        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        // The same 503 as ingestion gets, without internal paths (this route needs no token).
-        Err(e) => Err(ApiError::from_engine(&e)),
-    }
+    store_status(app, "ok")
 }
 
 /// `GET /readyz`: `200` once this node answers every route. Alone that is `/healthz`; in
@@ -134,10 +130,16 @@ pub(crate) fn healthz(app: &App) -> Answer {
 /// so a load balancer can keep a restarted node out of the pool while `/healthz` already says
 /// it takes scans.
 pub(crate) fn readyz(app: &App) -> Answer {
-    match app.engine().health() {
-        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-        Err(e) => Err(ApiError::from_engine(&e)),
-    }
+    store_status(app, "ready")
+}
+
+/// `{"status": ok_word}` while the store can acknowledge scans; else the same 503 as ingestion
+/// gets, without internal paths (these routes need no token).
+fn store_status(app: &App, ok_word: &str) -> Answer {
+    app.engine()
+        .health()
+        .map_err(|e| ApiError::from_engine(&e))?;
+    json(StatusCode::OK, &serde_json::json!({ "status": ok_word }))
 }
 
 pub(crate) async fn metrics(app: &App) -> Answer {

@@ -6,16 +6,13 @@
 //! `Nats-Msg-Id`, until it is stored. Runs three real NATS servers through
 //! `deploy/local-cluster.sh nats` (fails, not skips, without `nats-server`).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::audit::{AuditPublisher, WireAudit};
 use cluster::Node;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-cluster.sh")
-}
+mod support;
 
 /// The three NATS servers, stopped on drop.
 struct Servers {
@@ -26,7 +23,7 @@ impl Servers {
     fn start() -> (Servers, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = Command::new("bash")
-            .arg(script())
+            .arg(support::local_cluster_script())
             .args(["nats", &dir.path().to_string_lossy()])
             .stderr(Stdio::inherit())
             .output()
@@ -41,26 +38,12 @@ impl Servers {
     }
 
     fn kill9(&self, name: &str) {
-        let pid = std::fs::read_to_string(self.dir.path().join(format!("pids/{name}.pid")))
-            .expect("pid file");
-        let pid = pid.trim();
-        assert!(Command::new("kill")
-            .args(["-9", pid])
-            .status()
-            .expect("kill")
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.contains(") Z "))
-        {
-            assert!(Instant::now() < deadline, "{name} did not die");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::kill9(self.dir.path(), name);
     }
 
     fn restart(&self, name: &str) {
         let ok = Command::new("bash")
-            .arg(script())
+            .arg(support::local_cluster_script())
             .args(["restart", &self.dir.path().to_string_lossy(), name])
             .status()
             .expect("restart");
@@ -71,7 +54,7 @@ impl Servers {
 impl Drop for Servers {
     fn drop(&mut self) {
         let _ = Command::new("bash")
-            .arg(script())
+            .arg(support::local_cluster_script())
             .args(["stop", &self.dir.path().to_string_lossy()])
             .status();
     }

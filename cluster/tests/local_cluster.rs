@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod support;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -330,31 +332,8 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    fn pid(&self, name: &str) -> i32 {
-        std::fs::read_to_string(self.dir.join("pids").join(format!("{name}.pid")))
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("pid")
-    }
-
     fn kill9(&self, name: &str) {
-        let pid = self.pid(name);
-        let ok = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        // Wait until it is gone, so that `restart` sees it stopped.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}/stat")).exists()
-            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| !s.contains(") Z "))
-                .unwrap_or(false)
-        {
-            assert!(Instant::now() < deadline, "{name} did not die");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        support::kill9(&self.dir, name);
     }
 }
 
@@ -419,7 +398,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     };
     let cluster = Cluster {
         dir: base.join("cluster"),
-        script: repo().join("deploy/local-cluster.sh"),
+        script: support::local_cluster_script(),
     };
     let started = Instant::now();
     let out = cluster.run(&["start", &cluster.dir.to_string_lossy()]);
