@@ -50,15 +50,27 @@ pub(crate) async fn shard_totals(node: &Node) -> Result<cluster::node::ShardTota
     node.stats().await.map_err(cluster_err)
 }
 
-/// `GET /v1/audit` in cluster mode: every node's entries, from the audit stream.
-pub(crate) async fn audit_since(node: &Node, since: i64) -> Result<Vec<AuditEntry>, ApiError> {
-    Ok(node
-        .audit_since(since)
-        .await
+/// `GET /v1/audit` in cluster mode: every node's lookups, from the audit stream, and the changes
+/// this node's replica derived from the stream's commands into its store's `audit.log` (the same
+/// on every node), by time.
+pub(crate) async fn audit_since(
+    app: &App,
+    node: &Node,
+    since: i64,
+) -> Result<Vec<AuditEntry>, ApiError> {
+    let engine = app.engine().clone();
+    let (lookups, changes) = tokio::join!(
+        node.audit_since(since),
+        crate::handlers::blocking(move || engine.audit_since(since))
+    );
+    let mut entries: Vec<AuditEntry> = lookups
         .map_err(cluster_err)?
         .into_iter()
         .map(Into::into)
-        .collect())
+        .collect();
+    entries.extend(changes?.map_err(engine_err)?);
+    entries.sort_by_key(|e| e.ts); // stable: each source keeps its own order within a second
+    Ok(entries)
 }
 
 fn cluster_err(e: cluster::ClusterError) -> ApiError {

@@ -14,8 +14,17 @@
 //! ([`CommandClock`]). Two nodes that applied the same stream therefore hold the same cases and
 //! records, and a conflict between two nodes' requests is decided by stream order. The taking
 //! node answers with the outcome its own follower computed, so a write is read back at once
-//! through the node that took it. Only that node writes the change's audit entry, and only
-//! while it still waits for the outcome (a replay after a restart writes none again).
+//! through the node that took it.
+//!
+//! The audit entry of a change (a case registered or changed, a result entered) is derived from
+//! its command, not written by the node that took it: the command is durable in the stream
+//! before the change is acknowledged, and every node's follower records the entry (stamped with
+//! the command's time, `who` its caller) into its store's `audit.log` when the handler's outcome
+//! is a change (`handlers::audit_change`). So a change is audited exactly once in every node's
+//! `GET /v1/audit` however the nodes die and replay: an HTTP node killed between publishing a
+//! command and answering it leaves the change audited, a retry answered `200` or a `409` is
+//! not a change and leaves no entry. Lookups, which change nothing, go to the audit stream
+//! (`cluster::audit`) instead.
 //!
 //! Reads of the health domain (and the live venue feed, fed by the replica's engine) are
 //! answered from the replica once it has caught up with the stream as it was at start; before
@@ -112,8 +121,8 @@ pub(crate) struct Replica {
     next_request: AtomicU64,
     /// This node's commands not applied yet, by request number, with when they were sent. An
     /// entry whose receiver is gone (the request timed out) stays, so the change is still
-    /// audited when it is applied; entries older than [`FORGET_AFTER`] (a publish that was
-    /// never stored) are dropped.
+    /// counted in this node's metrics when it is applied; entries older than [`FORGET_AFTER`]
+    /// (a publish that was never stored) are dropped.
     waiting: Mutex<HashMap<u64, (Instant, oneshot::Sender<Outcome>)>>,
 }
 
@@ -126,6 +135,11 @@ impl Replica {
             next_request: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The time of the command being applied (the pinned clock), else the system's.
+    pub(crate) fn command_time(&self) -> i64 {
+        self.clock.now()
     }
 
     /// Stream sequence of the last message the replica applied.
@@ -359,9 +373,9 @@ async fn apply_command(app: &App, node: &Node, replica: &Replica, command: Healt
     } else {
         None
     };
-    let audit = waiter.is_some();
+    let taken_here = waiter.is_some();
     replica.clock.pin(command.now);
-    let resp = run_command(app, &command, audit).await;
+    let resp = run_command(app, &command, taken_here).await;
     let outcome = collect(resp).await;
     replica.clock.unpin();
     if outcome.status.is_server_error() {
@@ -376,7 +390,7 @@ async fn apply_command(app: &App, node: &Node, replica: &Replica, command: Healt
     }
 }
 
-async fn run_command(app: &App, command: &HealthCommand, audit: bool) -> Response<Body> {
+async fn run_command(app: &App, command: &HealthCommand, taken_here: bool) -> Response<Body> {
     let path = command.target.split('?').next().unwrap_or_default();
     let (spec, param) = match routes::find(&command.method, path) {
         Match::Found(spec, param) => (spec, param),
@@ -414,7 +428,7 @@ async fn run_command(app: &App, command: &HealthCommand, audit: bool) -> Respons
             .and_then(|r| Role::ALL.into_iter().find(|x| x.as_str() == r)),
         venues: command.venues.iter().cloned().collect(),
     });
-    app.dispatch(spec, param, principal, req, audit)
+    app.dispatch(spec, param, principal, req, taken_here)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
@@ -509,7 +523,8 @@ pub(crate) async fn write(
         waiting.insert(request, (now, tx));
     }
     if let Err(e) = node.publish_health(&command).await {
-        // Not acknowledged: it may still have been stored, and is then applied (and audited).
+        // Not acknowledged: it may still have been stored, and is then applied (and audited by
+        // every node that applies it).
         return Err(ApiError::Unavailable(format!(
             "the change could not be written to the cluster's log: {e}"
         )));

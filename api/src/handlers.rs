@@ -43,9 +43,9 @@ pub(crate) struct Ctx {
     pub param: String,
     pub principal: Arc<Principal>,
     pub query: Vec<(String, String)>,
-    /// Whether this node took the request from its caller: it then audits the change it makes
-    /// and counts it in its metrics. `false` when a cluster node's replica applies a command
-    /// that another node took (or replays its own after a restart).
+    /// Whether this node took the request from its caller: it then counts the change it makes
+    /// in its metrics. `false` when a cluster node's replica applies a command that another
+    /// node took (or replays its own after a restart).
     pub taken_here: bool,
 }
 
@@ -427,6 +427,34 @@ struct PersonVisitsOut<'a> {
     visits: Vec<VisitOut<'a>>,
 }
 
+/// Audits a change to the health domain (subject: the person it concerns) before it is
+/// answered. Alone: durably in the store's audit log. In cluster mode the handler runs as the
+/// follower applies the change's command, on every node, and the command is already durable in
+/// the stream: every node's replica derives the same entry from it, stamped with the command's
+/// time, into its own store's `audit.log` (a cache of the stream like the rest of the store),
+/// and `GET /v1/audit` adds those entries to the audit stream's lookups.
+pub(crate) async fn audit_change(app: &App, ctx: &Ctx, subject: &str) -> Result<(), ApiError> {
+    let engine = app.engine();
+    let mut entry = audit_entry(engine, ctx, subject);
+    let (stored_tx, stored) = tokio::sync::oneshot::channel();
+    let done = move |r| {
+        let _ = stored_tx.send(r);
+    };
+    match app.inner.replica.get() {
+        Some(replica) => {
+            entry.ts = replica.command_time();
+            engine.audit_submit_local(entry, done);
+        }
+        None => engine.audit_submit(entry, done),
+    }
+    stored
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable("the store stopped before recording the audit entry".into())
+        })?
+        .map_err(engine_err)
+}
+
 pub(crate) fn audit_entry(engine: &Engine, ctx: &Ctx, subject: &str) -> AuditEntry {
     AuditEntry {
         ts: engine.now(),
@@ -555,7 +583,7 @@ struct AuditListOut<'a> {
 pub(crate) async fn audit(app: &App, ctx: &Ctx) -> Answer {
     let since = int_param(ctx, "since")?.unwrap_or(0);
     let entries = match app.cluster() {
-        Some(node) => crate::cluster_mode::audit_since(node, since).await?,
+        Some(node) => crate::cluster_mode::audit_since(app, node, since).await?,
         None => {
             let engine = app.engine().clone();
             blocking(move || engine.audit_since(since))

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::body::{body_format, read_body};
-use crate::handlers::{audit_entry, audited, blocking, int_param, json, raw, Answer, Ctx};
+use crate::handlers::{
+    audit_change, audit_entry, audited, blocking, int_param, json, raw, Answer, Ctx,
+};
 use crate::problem::ApiError;
 use crate::routes::query_param;
 
@@ -93,16 +95,6 @@ fn case_out(v: &CaseView) -> CaseOut<'_> {
         f1: v.f1,
         f2: v.f2,
     }
-}
-
-/// Writes a case change to the audit log, durably, before the change is answered.
-async fn audit_change(app: &App, ctx: &Ctx, person: &str) -> Result<(), ApiError> {
-    if !ctx.taken_here {
-        return Ok(()); // the node that took the request audits it
-    }
-    let engine = app.engine();
-    let entry = audit_entry(engine, ctx, person);
-    audited(engine, entry, true, || ()).await
 }
 
 pub(crate) async fn register_case(app: &App, ctx: &Ctx, req: Req) -> Answer {

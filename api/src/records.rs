@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::body::{body_format, read_body};
-use crate::handlers::{audit_entry, audited, blocking, json, raw, Answer, Ctx};
+use crate::handlers::{audit_change, audit_entry, audited, blocking, json, raw, Answer, Ctx};
 use crate::outbreak::health_err;
 use crate::problem::ApiError;
 
@@ -122,11 +122,12 @@ pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Req) -> Answer {
     let (sample, changed) = blocking(move || health.enter_result(&id, result, b.resulted_at))
         .await?
         .map_err(health_err)?;
-    if changed && ctx.taken_here {
-        app.inner.metrics.observe_result(result.as_str());
+    if changed {
+        if ctx.taken_here {
+            app.inner.metrics.observe_result(result.as_str());
+        }
         for person in &sample.persons {
-            let entry = audit_entry(app.engine(), ctx, person);
-            audited(app.engine(), entry, true, || ()).await?;
+            audit_change(app, ctx, person).await?;
         }
     }
     json(StatusCode::OK, &sample_out(&sample))

@@ -70,14 +70,17 @@ impl RouteId {
         use RouteId::*;
         match self {
             Healthz | Metrics | RegisterVenues | Venue | VenueOccupancy | TopOccupancy | Scans
-            | PersonVisits | Trace | Stats | Audit | Keys | Verify => ClusterPath::Node,
+            | PersonVisits | Trace | Stats | Keys | Verify => ClusterPath::Node,
             RecordVaccinations | RegisterCase | PatchCase | RegisterSample | SampleResult
             | Declarations | RegisterAreas | PublishNotice => ClusterPath::HealthWrite,
             // Ready means every route answers here: in cluster mode, once the replica of the
-            // health domain has caught up, exactly as the health domain's reads.
-            Readyz | VenueEvents | PersonVaccinations | PersonCertificate | ListCases | Case
-            | CaseContacts | PersonStatus | TierEvents | ExposureSites | Sample | PersonResults
-            | Followups | PersonPass | Areas | Summary | Notices => ClusterPath::HealthRead,
+            // health domain has caught up, exactly as the health domain's reads. The audit log
+            // holds the changes the replica derives from the stream's commands.
+            Readyz | Audit | VenueEvents | PersonVaccinations | PersonCertificate | ListCases
+            | Case | CaseContacts | PersonStatus | TierEvents | ExposureSites | Sample
+            | PersonResults | Followups | PersonPass | Areas | Summary | Notices => {
+                ClusterPath::HealthRead
+            }
         }
     }
 }

@@ -8,9 +8,11 @@
 //! JetStream acknowledged the message holding its entry (durable on a quorum of fsyncing
 //! servers). A message JetStream did not acknowledge within [`PUBLISH_TRIES`] tries is refused
 //! to its waiters and then published again, under the same `Nats-Msg-Id`, until it is stored:
-//! what a refused waiter did may have taken effect (an applied health-domain change), and its
-//! entry must not be missing. Reads ([`Node::audit_since`]) replay the stream from shortly
-//! before `since`.
+//! an unacknowledged publish may have been stored all the same, so a refused entry is made
+//! stored always rather than sometimes (a lookup refused with `503` is then on record as an
+//! attempted access). Reads ([`Node::audit_since`]) replay the stream from shortly before
+//! `since`. The entries of health-domain changes are not published here: every HTTP node
+//! derives them from the changes' commands in the main stream (`api::cluster_replica`).
 
 use std::time::Duration;
 
@@ -169,9 +171,8 @@ async fn publish_loop(node: Node, mut rx: mpsc::UnboundedReceiver<(WireAudit, Wa
                 });
             }
             if stored.is_err() {
-                // The waiters were refused, but what they did may have happened anyway (a
-                // health-domain change is applied once it is in the stream, and its retry is
-                // not audited again): the entries are still stored, later, under the same id.
+                // The waiters were refused, but the message may have been stored anyway: it is
+                // stored for certain, later, under the same id.
                 tokio::spawn(store_late(node, payload, id));
             }
         });

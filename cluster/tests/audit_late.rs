@@ -1,9 +1,8 @@
 //! The cluster's audit stream keeps an entry whose publish was refused to its waiter: with two
 //! of the three NATS servers killed, an entry cannot be stored and its waiter is told so (a
-//! lookup is then answered `503`), but what the waiter did may have taken effect (a
-//! health-domain change is applied once it is in the stream, and the client's retry of it is
-//! not audited again), so the publisher keeps publishing the entry, under the same
-//! `Nats-Msg-Id`, until it is stored. Runs three real NATS servers through
+//! lookup is then answered `503`), but the unacknowledged publish may have been stored all the
+//! same, so the publisher keeps publishing the entry, under the same `Nats-Msg-Id`, until it is
+//! stored: the entry ends up in the stream exactly once, not sometimes. Runs three real NATS servers through
 //! `deploy/local-cluster.sh nats` (fails, not skips, without `nats-server`).
 
 use std::process::{Command, Stdio};

@@ -268,6 +268,13 @@ fn settles_equal(node: &str, single: &str, path: &str, for_s: u64) -> Value {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
 struct Nats {
     rt: tokio::runtime::Runtime,
     client: async_nats::Client,
@@ -286,6 +293,34 @@ impl Nats {
         // The JetStream context starts a task: inside the runtime.
         let js = rt.block_on(async { async_nats::jetstream::new(client.clone()) });
         Nats { rt, client, js }
+    }
+
+    /// Publishes a health-domain command straight into the stream, as an HTTP node leaves it
+    /// when it dies right after JetStream acknowledged its publish: no live node took it, so
+    /// none waits for its outcome, and every node must still apply it and audit it.
+    fn publish_orphan_command(&self, method: &str, target: &str, body: &Value, now: i64) -> u64 {
+        let command = cluster::wire::HealthCommand {
+            origin: "an-http-node-that-died".into(),
+            request: 0,
+            now,
+            method: method.into(),
+            target: target.into(),
+            principal: "open".into(),
+            role: None,
+            venues: Vec::new(),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: serde_json::to_vec(body).expect("encode the body"),
+        };
+        let payload = postcard::to_stdvec(&command).expect("encode the command");
+        self.rt.block_on(async {
+            self.js
+                .publish(cluster::HEALTH_SUBJECT, payload.into())
+                .await
+                .expect("publish the command")
+                .await
+                .expect("the stream's acknowledgement")
+                .sequence
+        })
     }
 
     /// Waits until replica `r` of shard `k` serves queries and has applied every message of
@@ -435,10 +470,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
 
     // Scans well away from any auto check-out at the time of the checks: an early block
     // (3-6 h ago, all closed by now) and a recent one (10-50 min ago, all open for 70+ min).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
+    let now = unix_now();
     let persons = 240u64;
     let mut rng = Rng(0x005e_edc1_u64);
     let batches = 40;
@@ -577,6 +609,15 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
                 })
             })
             .collect();
+        if b == 26 {
+            // A case whose taking node died right after its command was stored: applied and
+            // audited by both nodes all the same.
+            let c_e = case("c-e", "p50", 4 * 3600);
+            let seq = nats.publish_orphan_command("POST", "/v1/cases", &c_e, unix_now());
+            let s = request(&single_base, "POST", "/v1/cases", Some(&c_e)).expect("single");
+            assert_eq!(s.status, 201, "{}", s.body);
+            eprintln!("case c-e published straight to the stream (sequence {seq})");
+        }
         if b == 10 {
             // Lookups while nats-2 is down: their audit entries must be in the stream at the end.
             for p in 0..5 {
@@ -662,7 +703,10 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             .iter()
             .map(|c| c["id"].as_str().expect("id").to_string())
             .collect();
-        assert!(ids.len() >= 3, "c-a, c-b, c-d and those of s-1: {cases}");
+        assert!(
+            ids.len() >= 4,
+            "c-a, c-b, c-d, c-e and those of s-1: {cases}"
+        );
         for id in &ids {
             settles_equal(url, &single_base, &format!("/v1/cases/{id}/contacts"), 30);
         }
@@ -763,7 +807,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         single_n > persons as usize,
         "single server audit: {single_n} entries"
     );
-    // Each change is audited once, by the node that took it (not by every replica).
+    // Each change is audited once in every node's log, c-e (whose taking node died) included.
     let changes = |v: &Value| -> usize {
         v["entries"]
             .as_array()
@@ -779,8 +823,8 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     };
     let single_changes = changes(&single_audit);
     assert_eq!(
-        single_changes, 6,
-        "c-a, c-b, c-d, s-1 for two persons, c-a recovered"
+        single_changes, 7,
+        "c-a, c-b, c-d, c-e, s-1 for two persons, c-a recovered"
     );
     for url in &urls {
         let got = until_ok(url, "GET", "/v1/audit?since=0", None, 30).json();

@@ -9,6 +9,8 @@
 //! In cluster mode the entries are not the node's to keep: the server installs an
 //! [`AuditForward`] ([`crate::Engine::forward_audit`]) and every entry goes to it instead
 //! (the cluster's replicated audit stream), with the same "durable before `done`" promise.
+//! The local `audit.log` then holds only what the server puts there itself
+//! ([`crate::Engine::audit_submit_local`]: the entries it derives from the cluster's stream).
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -106,6 +108,11 @@ impl AuditLog {
         if let Some(forward) = self.forward.get() {
             return forward.submit(entry, done);
         }
+        self.submit_local(entry, done);
+    }
+
+    /// Queues one entry to this `audit.log`, forward or not; `done` as for [`AuditLog::submit`].
+    pub(crate) fn submit_local(&self, entry: AuditEntry, done: AuditDone) {
         let frame = match encode(entry) {
             Ok(f) => f,
             Err(e) => return done(Err(e)),

@@ -572,6 +572,18 @@ impl Engine {
         self.shared().audit.submit(entry, Box::new(done));
     }
 
+    /// Queues an audit entry to this store's own `audit.log` even when a forward is set
+    /// ([`Engine::forward_audit`]); otherwise as [`Engine::audit_submit`]. In cluster mode the
+    /// store is a cache of the cluster's stream, and its `audit.log` holds the entries the server
+    /// derives from that stream.
+    pub fn audit_submit_local(
+        &self,
+        entry: AuditEntry,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        self.shared().audit.submit_local(entry, Box::new(done));
+    }
+
     /// Sends every later audit entry to `forward` instead of this store's `audit.log` (cluster
     /// mode). Set once; `false` if a forward was already set.
     pub fn forward_audit(&self, forward: Arc<dyn crate::AuditForward>) -> bool {

@@ -360,3 +360,41 @@ fn concurrent_audit_entries_are_all_stored_in_submission_order() {
     let e = open(dir.path(), &clock);
     assert_eq!(e.audit_since(0).unwrap().len(), 1600);
 }
+
+/// With a forward set (cluster mode), entries go to the forward and not to `audit.log`, except
+/// those submitted with `audit_submit_local`, which go to `audit.log` and not to the forward.
+#[test]
+fn a_forward_takes_every_entry_but_the_local_ones() {
+    struct Collect(parking_lot::Mutex<Vec<AuditEntry>>);
+    impl AuditForward for Collect {
+        fn submit(&self, entry: AuditEntry, done: AuditDone) {
+            self.0.lock().push(entry);
+            done(Ok(()));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    let entry = |subject: &str| AuditEntry {
+        ts: T0,
+        who: "open".into(),
+        action: "/v1/cases".into(),
+        subject: subject.into(),
+    };
+    e.audit_append(entry("before")).unwrap();
+    let forward = Arc::new(Collect(parking_lot::Mutex::new(Vec::new())));
+    assert!(e.forward_audit(forward.clone()));
+    e.audit_append(entry("forwarded")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    e.audit_submit_local(entry("local"), move |r| tx.send(r).unwrap());
+    rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    let local: Vec<String> = e
+        .audit_since(0)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.subject)
+        .collect();
+    assert_eq!(local, ["before", "local"]);
+    let forwarded: Vec<String> = forward.0.lock().iter().map(|x| x.subject.clone()).collect();
+    assert_eq!(forwarded, ["forwarded"]);
+}
