@@ -14,6 +14,7 @@
 //! `since`. The entries of health-domain changes are not published here: every HTTP node
 //! derives them from the changes' commands in the main stream (`api::cluster_replica`).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -34,7 +35,7 @@ pub const AUDIT_SUBJECT: &str = "ck.audit";
 const MAX_ENTRIES_PER_MESSAGE: usize = 4096;
 /// Publishes of audit batches in flight at once per HTTP node.
 const IN_FLIGHT: usize = 4;
-/// Pause between rounds of publishing a batch whose waiters were refused ([`store_late`]).
+/// Pause between rounds of publishing the batches whose waiters were refused ([`store_late`]).
 const LATE_RETRY: Duration = Duration::from_secs(1);
 /// How far before `since` a read starts replaying, by the servers' message times: an entry's
 /// `ts` is the HTTP node's clock, the message's time the NATS server's, and the two may differ
@@ -114,6 +115,8 @@ impl AuditPublisher {
 }
 
 async fn publish_loop(node: Node, mut rx: mpsc::UnboundedReceiver<(WireAudit, Waiter)>) {
+    let (late, refused) = mpsc::unbounded_channel();
+    tokio::spawn(store_late(node.clone(), refused));
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
     loop {
         // Take what is queued (waiting for the first entry only when nothing is in flight, or
@@ -147,6 +150,7 @@ async fn publish_loop(node: Node, mut rx: mpsc::UnboundedReceiver<(WireAudit, Wa
             }
         }
         let node = node.clone();
+        let late = late.clone();
         in_flight.push(async move {
             let payload: Bytes = match postcard::to_stdvec(&entries) {
                 Ok(payload) => payload.into(),
@@ -172,34 +176,75 @@ async fn publish_loop(node: Node, mut rx: mpsc::UnboundedReceiver<(WireAudit, Wa
             }
             if stored.is_err() {
                 // The waiters were refused, but the message may have been stored anyway: it is
-                // stored for certain, later, under the same id.
-                tokio::spawn(store_late(node, payload, id));
+                // stored for certain, later, under the same id. (The late task outlives this
+                // loop, so the send cannot fail.)
+                let _ = late.send(LateBatch { payload, id });
             }
         });
     }
     while in_flight.next().await.is_some() {}
 }
 
-/// Publishes a batch whose waiters were told it failed until JetStream stores it (same
-/// `Nats-Msg-Id`, so a first publish that was stored after all is not stored twice while it is
-/// within the stream's duplicate window).
-async fn store_late(node: Node, payload: Bytes, id: String) {
-    let started = std::time::Instant::now();
+/// A batch whose waiters were refused, on its way to the stream all the same.
+struct LateBatch {
+    payload: Bytes,
+    id: String,
+}
+
+/// Publishes the batches whose waiters were told they failed until JetStream stores them, in
+/// the order they were refused, one at a time and under each one's own `Nats-Msg-Id` (so a first
+/// publish that was stored after all is not stored twice while it is within the stream's
+/// duplicate window). One task for every refused batch of the node: during an outage the
+/// retries are one publish at a time and one warning a round, however many lookups are
+/// refused, and the batches go out in order once the stream takes them again. Ends when the
+/// publisher is gone and nothing is left to store.
+async fn store_late(node: Node, mut refused: mpsc::UnboundedReceiver<LateBatch>) {
+    let mut pending: VecDeque<LateBatch> = VecDeque::new();
+    let mut since: Option<std::time::Instant> = None;
+    let mut stored = 0u64;
     loop {
+        if pending.is_empty() {
+            match refused.recv().await {
+                Some(batch) => pending.push_back(batch),
+                None => return,
+            }
+        }
+        while let Ok(batch) = refused.try_recv() {
+            pending.push_back(batch);
+        }
+        let started = *since.get_or_insert_with(std::time::Instant::now);
+        let Some(batch) = pending.front() else {
+            continue;
+        };
         match node
-            .publish_as(AUDIT_SUBJECT, payload.clone(), &id, PUBLISH_TRIES)
+            .publish_as(
+                AUDIT_SUBJECT,
+                batch.payload.clone(),
+                &batch.id,
+                PUBLISH_TRIES,
+            )
             .await
         {
             Ok(_) => {
-                tracing::info!(
-                    msg_id = %id,
-                    after_s = started.elapsed().as_secs(),
-                    "audit entries refused at first are now in the audit stream"
-                );
-                return;
+                pending.pop_front();
+                stored += 1;
+                if pending.is_empty() {
+                    tracing::info!(
+                        batches = stored,
+                        after_s = started.elapsed().as_secs(),
+                        "audit entries refused at first are all in the audit stream now"
+                    );
+                    since = None;
+                    stored = 0;
+                }
             }
             Err(e) => {
-                tracing::warn!(error = %e, msg_id = %id, "audit entries still not stored; retrying");
+                tracing::warn!(
+                    error = %e,
+                    msg_id = %batch.id,
+                    batches_waiting = pending.len(),
+                    "audit entries refused at first still not stored; retrying"
+                );
                 tokio::time::sleep(LATE_RETRY).await;
             }
         }

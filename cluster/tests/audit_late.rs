@@ -93,6 +93,12 @@ async fn an_entry_refused_while_jetstream_has_no_quorum_is_stored_once_it_has() 
         refused.is_err(),
         "an R3 stream with one of three servers cannot have stored it"
     );
+    // More refused entries, submitted at once (so in batches of their own or shared): all go
+    // through the one late queue.
+    let more = ["p-refused-2", "p-refused-3", "p-refused-4"];
+    let refusals =
+        futures_util::future::join_all(more.iter().map(|p| submit(&publisher, entry(p)))).await;
+    assert!(refusals.iter().all(Result::is_err), "{refusals:?}");
 
     servers.restart("nats-2");
     servers.restart("nats-3");
@@ -100,7 +106,11 @@ async fn an_entry_refused_while_jetstream_has_no_quorum_is_stored_once_it_has() 
     let subjects = loop {
         let read = node.audit_since(0).await;
         if let Ok(entries) = &read {
-            if entries.iter().any(|e| e.subject == "p-refused") {
+            if ["p-refused"]
+                .iter()
+                .chain(&more)
+                .all(|p| entries.iter().any(|e| e.subject == *p))
+            {
                 break entries
                     .iter()
                     .map(|e| e.subject.clone())
@@ -109,10 +119,15 @@ async fn an_entry_refused_while_jetstream_has_no_quorum_is_stored_once_it_has() 
         }
         assert!(
             Instant::now() < deadline,
-            "the refused entry never reached the audit stream: {read:?}"
+            "the refused entries never reached the audit stream: {read:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // Once each: the late publish went under the refused one's message id.
-    assert_eq!(subjects, ["p-before", "p-refused"], "{subjects:?}");
+    // Once each: each late publish went under its refused batch's message id. The first
+    // refused entry was refused (and queued) before the others were submitted.
+    assert_eq!(subjects.len(), 5, "{subjects:?}");
+    assert_eq!(subjects[..2], ["p-before", "p-refused"], "{subjects:?}");
+    let mut rest = subjects[2..].to_vec();
+    rest.sort();
+    assert_eq!(rest, more, "{subjects:?}");
 }
