@@ -63,9 +63,17 @@ pub(crate) async fn audit_since(
         node.audit_since(since),
         crate::handlers::blocking(move || engine.audit_since(since))
     );
+    // The two sources are disjoint by construction: the stream's entries of a change route
+    // (published there by HTTP nodes before 2026-12-02) are left out, the replica derives them.
+    let change_patterns: Vec<&str> = crate::routes::ROUTES
+        .iter()
+        .filter(|r| r.id.cluster_path() == crate::routes::ClusterPath::HealthWrite)
+        .map(|r| r.pattern)
+        .collect();
     let mut entries: Vec<AuditEntry> = lookups
         .map_err(cluster_err)?
         .into_iter()
+        .filter(|e| !change_patterns.contains(&e.action.as_str()))
         .map(Into::into)
         .collect();
     entries.extend(changes?.map_err(engine_err)?);
@@ -195,15 +203,9 @@ pub(crate) async fn register_venues(
 }
 
 async fn audit(engine: &Engine, entry: AuditEntry) -> Result<(), ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    engine.audit_submit(entry, move |r| {
-        let _ = tx.send(r);
-    });
-    rx.await
-        .map_err(|_| {
-            ApiError::Unavailable("the store stopped before recording the audit entry".into())
-        })?
-        .map_err(engine_err)
+    crate::handlers::audit_outcome(|done| engine.audit_submit(entry, done))
+        .stored()
+        .await
 }
 
 #[derive(Serialize)]

@@ -556,6 +556,11 @@ mod tests {
             RouteId::Readyz.cluster_path(),
             routes::ClusterPath::HealthRead
         );
+        // So is the audit log, whose change entries the replica derives.
+        assert_eq!(
+            RouteId::Audit.cluster_path(),
+            routes::ClusterPath::HealthRead
+        );
         assert_eq!(RouteId::Healthz.cluster_path(), routes::ClusterPath::Node);
         let replica = Replica::new(Arc::new(CommandClock::new()));
         replica.applied.store(17, Ordering::Release);

@@ -73,6 +73,33 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))
 }
 
+/// An audit entry on its way to the log (see [`audit_outcome`]).
+pub(crate) struct AuditPending(tokio::sync::oneshot::Receiver<engine::Result<()>>);
+
+impl AuditPending {
+    /// `Ok` once the entry is durable, else why it was not stored (`503`).
+    pub(crate) async fn stored(self) -> Result<(), ApiError> {
+        self.0
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable("the store stopped before recording the audit entry".into())
+            })?
+            .map_err(engine_err)
+    }
+}
+
+/// Hands an audit entry's completion to `submit` at once and returns what waits for it. Every
+/// audit write of the handlers goes through here.
+pub(crate) fn audit_outcome(
+    submit: impl FnOnce(Box<dyn FnOnce(engine::Result<()>) + Send>),
+) -> AuditPending {
+    let (stored_tx, stored) = tokio::sync::oneshot::channel();
+    submit(Box::new(move |r| {
+        let _ = stored_tx.send(r);
+    }));
+    AuditPending(stored)
+}
+
 /// Runs `work` while `entry` is made durable in the audit log, and answers only once both are
 /// done: an audit failure refuses the lookup (503) and discards its result. `work` runs on this
 /// worker when `inline` (microseconds of in-memory work), else on the blocking pool.
@@ -82,21 +109,13 @@ pub(crate) async fn audited<T: Send + 'static>(
     inline: bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let (stored_tx, stored) = tokio::sync::oneshot::channel();
-    engine.audit_submit(entry, move |r| {
-        let _ = stored_tx.send(r);
-    });
+    let stored = audit_outcome(|done| engine.audit_submit(entry, done));
     let out = if inline {
         work()
     } else {
         blocking(work).await?
     };
-    stored
-        .await
-        .map_err(|_| {
-            ApiError::Unavailable("the store stopped before recording the audit entry".into())
-        })?
-        .map_err(engine_err)?;
+    stored.stored().await?;
     Ok(out)
 }
 
@@ -428,31 +447,22 @@ struct PersonVisitsOut<'a> {
 }
 
 /// Audits a change to the health domain (subject: the person it concerns) before it is
-/// answered. Alone: durably in the store's audit log. In cluster mode the handler runs as the
-/// follower applies the change's command, on every node, and the command is already durable in
-/// the stream: every node's replica derives the same entry from it, stamped with the command's
-/// time, into its own store's `audit.log` (a cache of the stream like the rest of the store),
-/// and `GET /v1/audit` adds those entries to the audit stream's lookups.
-pub(crate) async fn audit_change(app: &App, ctx: &Ctx, subject: &str) -> Result<(), ApiError> {
+/// answered: the entry is submitted at once, [`AuditPending::stored`] waits for it. Alone: durably
+/// in the store's audit log. In cluster mode the handler runs as the follower applies the
+/// change's command, on every node, and the command is already durable in the stream: every
+/// node's replica derives the same entry from it, stamped with the command's time, into its own
+/// store's `audit.log` (a cache of the stream like the rest of the store), and
+/// `GET /v1/audit` adds those entries to the audit stream's lookups.
+pub(crate) fn audit_change(app: &App, ctx: &Ctx, subject: &str) -> AuditPending {
     let engine = app.engine();
     let mut entry = audit_entry(engine, ctx, subject);
-    let (stored_tx, stored) = tokio::sync::oneshot::channel();
-    let done = move |r| {
-        let _ = stored_tx.send(r);
-    };
     match app.inner.replica.get() {
         Some(replica) => {
             entry.ts = replica.command_time();
-            engine.audit_submit_local(entry, done);
+            audit_outcome(|done| engine.audit_submit_local(entry, done))
         }
-        None => engine.audit_submit(entry, done),
+        None => audit_outcome(|done| engine.audit_submit(entry, done)),
     }
-    stored
-        .await
-        .map_err(|_| {
-            ApiError::Unavailable("the store stopped before recording the audit entry".into())
-        })?
-        .map_err(engine_err)
 }
 
 pub(crate) fn audit_entry(engine: &Engine, ctx: &Ctx, subject: &str) -> AuditEntry {

@@ -113,7 +113,7 @@ pub(crate) async fn register_case(app: &App, ctx: &Ctx, req: Req) -> Answer {
         .await?
         .map_err(health_err)?;
     if created {
-        audit_change(app, ctx, &view.case.person).await?;
+        audit_change(app, ctx, &view.case.person).stored().await?;
     }
     let status = if created {
         StatusCode::CREATED
@@ -188,7 +188,7 @@ pub(crate) async fn patch_case(app: &App, ctx: &Ctx, req: Req) -> Answer {
         .await?
         .map_err(health_err)?;
     if view.case.status != before.case.status {
-        audit_change(app, ctx, &view.case.person).await?;
+        audit_change(app, ctx, &view.case.person).stored().await?;
     }
     json(StatusCode::OK, &case_out(&view))
 }

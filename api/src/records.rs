@@ -126,9 +126,13 @@ pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Req) -> Answer {
         if ctx.taken_here {
             app.inner.metrics.observe_result(result.as_str());
         }
-        for person in &sample.persons {
-            audit_change(app, ctx, person).await?;
-        }
+        // Every member's entry is submitted before any is waited for: they share one write.
+        let entries: Vec<_> = sample
+            .persons
+            .iter()
+            .map(|person| audit_change(app, ctx, person).stored())
+            .collect();
+        futures_util::future::try_join_all(entries).await?;
     }
     json(StatusCode::OK, &sample_out(&sample))
 }

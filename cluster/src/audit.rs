@@ -1,7 +1,7 @@
-//! The cluster's audit log (contract section 8 in cluster mode): entries are not kept by the HTTP
-//! node that made them but in a JetStream stream of their own ([`AUDIT_STREAM`], 3 replicas, file
-//! storage, never expired), so every node answers `GET /v1/audit` with every node's entries and a
-//! lost node loses none.
+//! The cluster's audit log of lookups (contract section 8 in cluster mode): a lookup's entry is
+//! not kept by the HTTP node that made it but in a JetStream stream of its own ([`AUDIT_STREAM`],
+//! 3 replicas, file storage, never expired), so every node answers `GET /v1/audit` with every
+//! node's lookups and a lost node loses none.
 //!
 //! Writes go through one batching task per HTTP node ([`AuditPublisher`]): every entry queued
 //! while a publish is in flight goes into the next message, and each waiter is told once

@@ -478,6 +478,8 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     // The longest a batch took to be acknowledged (retries of 503s included).
     let mut slowest_batch = Duration::ZERO;
     let mut shard_restarted = None;
+    // The time the orphan command of c-e was stamped with (batch 26).
+    let mut orphan_stamp = None;
     // http-1 is down for batches 30..34 (everything goes through http-2 then).
     let http1_down = |b: usize| (30..34).contains(&b);
     // Health-domain changes through both nodes during the kills, each after the scans so far:
@@ -613,7 +615,9 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             // A case whose taking node died right after its command was stored: applied and
             // audited by both nodes all the same.
             let c_e = case("c-e", "p50", 4 * 3600);
-            let seq = nats.publish_orphan_command("POST", "/v1/cases", &c_e, unix_now());
+            let stamped = unix_now();
+            orphan_stamp = Some(stamped);
+            let seq = nats.publish_orphan_command("POST", "/v1/cases", &c_e, stamped);
             let s = request(&single_base, "POST", "/v1/cases", Some(&c_e)).expect("single");
             assert_eq!(s.status, 201, "{}", s.body);
             eprintln!("case c-e published straight to the stream (sequence {seq})");
@@ -808,7 +812,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         "single server audit: {single_n} entries"
     );
     // Each change is audited once in every node's log, c-e (whose taking node died) included.
-    let changes = |v: &Value| -> usize {
+    let changes = |v: &Value| -> Vec<Value> {
         v["entries"]
             .as_array()
             .expect("entries")
@@ -819,20 +823,33 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
                     Some("/v1/cases" | "/v1/cases/{id}" | "/v1/samples/{id}/result")
                 )
             })
-            .count()
+            .cloned()
+            .collect()
     };
-    let single_changes = changes(&single_audit);
+    let single_changes = changes(&single_audit).len();
     assert_eq!(
         single_changes, 7,
         "c-a, c-b, c-d, c-e, s-1 for two persons, c-a recovered"
     );
+    // Each node derives its change entries from the stream: the same entries, to the second,
+    // on both nodes (c-e's stamped with its command's time).
+    let mut change_entries = Vec::new();
     for url in &urls {
         let got = until_ok(url, "GET", "/v1/audit?since=0", None, 30).json();
+        let node_changes = changes(&got);
         assert_eq!(
-            changes(&got),
+            node_changes.len(),
             single_changes,
-            "change entries through {url}"
+            "change entries through {url}: {node_changes:?}"
         );
+        let orphan_stamp = orphan_stamp.expect("c-e was published");
+        assert!(
+            node_changes
+                .iter()
+                .any(|e| e["subject"] == "p50" && e["ts"] == orphan_stamp),
+            "c-e's entry through {url}, stamped {orphan_stamp}: {node_changes:?}"
+        );
+        change_entries.push(node_changes);
         let (n, set) = audit_of(&got);
         assert_eq!(set, single_set, "audit entries through {url}");
         assert!(
@@ -850,6 +867,10 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             "since filter through {url}"
         );
     }
+    assert_eq!(
+        change_entries[0], change_entries[1],
+        "change entries (ts, who, action, subject) through the two nodes"
+    );
     eprintln!("audit: {single_n} entries on the single server, the same through both HTTP nodes");
     drop(single);
     eprintln!("all checks passed in {:?}", started.elapsed());

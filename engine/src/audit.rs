@@ -58,7 +58,7 @@ pub(crate) struct AuditLog {
     /// `None` once stopped: later entries are refused with [`Error::ShuttingDown`].
     queue: Mutex<Option<Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Set once, in cluster mode: every later entry goes there instead.
+    /// Set once, in cluster mode: every later entry but the local ones goes there instead.
     forward: OnceLock<Arc<dyn AuditForward>>,
 }
 
@@ -127,7 +127,8 @@ impl AuditLog {
         }
     }
 
-    /// Sends every later entry to `forward` instead of `audit.log`; `false` if one was set.
+    /// Sends every later entry to `forward` instead of `audit.log` (but those of
+    /// [`AuditLog::submit_local`]); `false` if one was set.
     pub(crate) fn set_forward(&self, forward: Arc<dyn AuditForward>) -> bool {
         self.forward.set(forward).is_ok()
     }

@@ -585,7 +585,8 @@ impl Engine {
     }
 
     /// Sends every later audit entry to `forward` instead of this store's `audit.log` (cluster
-    /// mode). Set once; `false` if a forward was already set.
+    /// mode), except those of [`Engine::audit_submit_local`]. Set once; `false` if a forward was
+    /// already set.
     pub fn forward_audit(&self, forward: Arc<dyn crate::AuditForward>) -> bool {
         self.shared().audit.set_forward(forward)
     }
