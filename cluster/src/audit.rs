@@ -203,19 +203,17 @@ async fn store_late(node: Node, mut refused: mpsc::UnboundedReceiver<LateBatch>)
     let mut since: Option<std::time::Instant> = None;
     let mut stored = 0u64;
     loop {
-        if pending.is_empty() {
-            match refused.recv().await {
-                Some(batch) => pending.push_back(batch),
+        let batch = match pending.pop_front() {
+            Some(batch) => batch,
+            None => match refused.recv().await {
+                Some(batch) => batch,
                 None => return,
-            }
-        }
-        while let Ok(batch) = refused.try_recv() {
-            pending.push_back(batch);
+            },
+        };
+        while let Ok(later) = refused.try_recv() {
+            pending.push_back(later);
         }
         let started = *since.get_or_insert_with(std::time::Instant::now);
-        let Some(batch) = pending.front() else {
-            continue;
-        };
         match node
             .publish_as(
                 AUDIT_SUBJECT,
@@ -226,7 +224,6 @@ async fn store_late(node: Node, mut refused: mpsc::UnboundedReceiver<LateBatch>)
             .await
         {
             Ok(_) => {
-                pending.pop_front();
                 stored += 1;
                 if pending.is_empty() {
                     tracing::info!(
@@ -242,9 +239,10 @@ async fn store_late(node: Node, mut refused: mpsc::UnboundedReceiver<LateBatch>)
                 tracing::warn!(
                     error = %e,
                     msg_id = %batch.id,
-                    batches_waiting = pending.len(),
+                    batches_waiting = pending.len() + 1,
                     "audit entries refused at first still not stored; retrying"
                 );
+                pending.push_front(batch);
                 tokio::time::sleep(LATE_RETRY).await;
             }
         }
