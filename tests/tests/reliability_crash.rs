@@ -130,9 +130,9 @@ fn kill9_during_concurrent_ingestion_loses_no_acknowledged_scan() {
 #[test]
 fn kill9_during_retention_purge_keeps_recent_acknowledged_scans() {
     if !small_segments_supported() {
-        eprintln!(
-            "SKIPPED kill9_during_retention_purge: checkin-server does not honour \
-             CHECKIN_SEGMENT_BYTES, so closed old segments would need 64 MiB of scans each"
+        skip(
+            "kill9_during_retention_purge: checkin-server does not honour \
+             CHECKIN_SEGMENT_BYTES, so closed old segments would need 64 MiB of scans each",
         );
         return;
     }

@@ -28,7 +28,7 @@ fn read_until_closed(mut s: TcpStream, since: Instant) -> (Vec<u8>, Duration) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match s.read(&mut chunk) {
+        match http::read_some(&mut s, &mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
@@ -169,7 +169,7 @@ fn idle_connections_beyond_the_limit_are_refused_with_503() {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
+        let n = http::read_some(&mut s, &mut buf).unwrap();
         assert!(
             buf[..n].starts_with(b"HTTP/1.1 200"),
             "idle connection setup"
@@ -199,7 +199,7 @@ fn idle_connections_beyond_the_limit_are_refused_with_503() {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap();
+        let n = http::read_some(s, &mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     }
     // Once they go, new clients are served again.

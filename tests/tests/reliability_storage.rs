@@ -201,10 +201,10 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
         if !is_root() {
-            eprintln!(
-                "SKIPPED: not root, cannot mount a tmpfs at {}",
+            skip(&format!(
+                "not root, cannot mount a tmpfs at {}",
                 dir.display()
-            );
+            ));
             return None;
         }
         fs::create_dir_all(dir).unwrap();
@@ -214,7 +214,7 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIPPED: mount -t tmpfs failed at {}", dir.display());
+            skip(&format!("mount -t tmpfs failed at {}", dir.display()));
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))
@@ -444,7 +444,9 @@ fn unwritable_data_directory_refuses_ingestion_and_recovers() {
     let mut acked = batch("w0", 100, now());
     assert_eq!(post_scans(addr, &acked, Framing::Array), Ok(100));
     if !set_writable(&data, false) {
-        eprintln!("SKIPPED unwritable_data_directory: cannot make {data:?} unwritable here");
+        skip(&format!(
+            "unwritable_data_directory: cannot make {data:?} unwritable here"
+        ));
         return;
     }
     let filled = std::panic::catch_unwind(|| {
