@@ -249,7 +249,7 @@ async fn keep_checkpoints(
         };
         let (state, dir, cp) = (Arc::clone(&state), dir.clone(), next.clone());
         let stored = tokio::task::spawn_blocking(move || {
-            state.engine.flush()?;
+            state.engine.sync_to_disk()?;
             crate::checkpoint::store(&dir, &cp).map_err(|e| engine::Error::Io {
                 context: "writing the checkpoint".into(),
                 source: e,

@@ -133,6 +133,11 @@ impl AuditLog {
         self.forward.set(forward).is_ok()
     }
 
+    /// Writes every entry appended so far to disk; returns where the frames end.
+    pub(crate) fn sync_to_disk(&self) -> Result<u64> {
+        self.journal.sync_to_disk()
+    }
+
     /// Entries of the local `audit.log` with `ts >= since`, oldest first (in append order).
     pub(crate) fn since(&self, since: i64) -> Result<Vec<AuditEntry>> {
         let content = self.journal.read_all()?;

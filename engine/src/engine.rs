@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 
 use crate::audit::AuditLog;
 use crate::change::{ChangeListener, PersonKey, StoreChange, VenueKey};
+use crate::checkpoint::DurableEnds;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -178,6 +179,8 @@ pub(crate) struct Shared {
     pub(crate) report: RecoveryReport,
     /// Live segments, ascending; the last one is the writer's.
     pub(crate) segments: Mutex<Vec<Arc<Segment>>>,
+    /// Where the writer's last record ends: the active segment's id and offset.
+    pub(crate) write_end: Mutex<(u64, usize)>,
     /// Why the log is poisoned, if it is; `is_poisoned` mirrors it for the hot path.
     pub(crate) poisoned: Mutex<Option<String>>,
     pub(crate) is_poisoned: AtomicBool,
@@ -607,6 +610,39 @@ impl Engine {
     /// Makes everything appended so far durable.
     pub fn flush(&self) -> Result<()> {
         self.ingest(Vec::new()).map(|_| ())
+    }
+
+    /// Makes everything stored so far durable on disk whatever the durability mode (in `Os` mode
+    /// nothing else syncs): the scans the writer has taken, the venue registry and the audit log.
+    /// Returns where the log and the two journals end then, so that a cluster replica's
+    /// checkpoint can cut them back to this point after a crash ([`crate::cut_back`]). The ends match the scans only if nothing is
+    /// ingested, registered or audited meanwhile (a replica's follower is the only writer).
+    pub fn sync_to_disk(&self) -> Result<DurableEnds> {
+        self.flush()?;
+        let shared = self.shared();
+        let (segment, segment_end) = *shared.write_end.lock();
+        let segments = shared.segments.lock().clone();
+        let sync_err = |seg: &Segment, e| Error::io(format!("syncing {}", seg.path.display()), e);
+        for (i, seg) in segments.iter().enumerate() {
+            let len = seg.map.len();
+            let active = i + 1 == segments.len();
+            if !active && seg.synced.load(Ordering::Acquire) >= len {
+                continue;
+            }
+            seg.map.sync_range(0, len).map_err(|e| sync_err(seg, e))?;
+            if !active {
+                // A closed segment is never written again.
+                seg.synced.store(len, Ordering::Release);
+            }
+        }
+        let venues_log = shared.registry.read().sync_to_disk()?;
+        let audit_log = shared.audit.sync_to_disk()?;
+        Ok(DurableEnds {
+            segment,
+            segment_end: segment_end as u64,
+            venues_log,
+            audit_log,
+        })
     }
 
     /// Removes whole segments older than the retention period and prunes their index entries.

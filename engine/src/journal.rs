@@ -185,6 +185,18 @@ impl Journal {
         st.synced = end;
     }
 
+    /// Writes everything appended so far to disk whatever the durability mode, and returns where
+    /// the frames end (the file is preallocated past it with zeros).
+    pub(crate) fn sync_to_disk(&self) -> Result<u64> {
+        let end = self.state.lock().written;
+        self.sync_file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
+        let mut st = self.state.lock();
+        st.synced = st.synced.max(end);
+        Ok(end)
+    }
+
     /// Appends already-framed bytes and returns once they are durable (per the durability mode).
     pub(crate) fn append(&self, frames: &[u8]) -> Result<()> {
         let end = {

@@ -130,6 +130,7 @@ pub(crate) fn open(config: Config) -> Result<Inner> {
     report.elapsed = started.elapsed();
 
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(4096);
+    let write_end = writer.position();
     let shared = Arc::new(Shared {
         config,
         registry: RwLock::new(registry),
@@ -146,6 +147,7 @@ pub(crate) fn open(config: Config) -> Result<Inner> {
         audit,
         report,
         segments: Mutex::new(recovered.segments),
+        write_end: Mutex::new(write_end),
         poisoned: Mutex::new(None),
         is_poisoned: AtomicBool::new(false),
         shutting_down: AtomicBool::new(false),

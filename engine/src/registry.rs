@@ -129,6 +129,11 @@ impl Registry {
         Ok(records.into_iter().map(|r| self.apply(r)).collect())
     }
 
+    /// Writes every registration appended so far to disk; returns where the frames end.
+    pub(crate) fn sync_to_disk(&self) -> Result<u64> {
+        self.journal.sync_to_disk()
+    }
+
     pub(crate) fn find(&self, id: &str) -> Option<u32> {
         self.by_id.get(id).copied()
     }

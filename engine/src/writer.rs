@@ -84,6 +84,11 @@ impl WriterState {
         }
     }
 
+    /// The active segment's id and where its last record ends.
+    pub(crate) fn position(&self) -> (u64, usize) {
+        (self.active.segment.id, self.active.offset)
+    }
+
     pub(crate) fn run(mut self, shared: &Shared, rx: Receiver<Msg>) {
         let cap = self.scans_per_record(shared);
         let mut stop = false;
@@ -174,6 +179,7 @@ impl WriterState {
                 }
                 next_job += 1;
             }
+            *shared.write_end.lock() = self.position();
             let item = SyncItem {
                 segment: self.active.segment.clone(),
                 end: self.active.offset,

@@ -398,3 +398,100 @@ fn a_forward_takes_every_entry_but_the_local_ones() {
     let forwarded: Vec<String> = forward.0.lock().iter().map(|x| x.subject.clone()).collect();
     assert_eq!(forwarded, ["forwarded"]);
 }
+
+fn segment_ids(dir: &std::path::Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".seg").map(|s| s.parse().unwrap())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn open_small(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Engine {
+    let mut c = Config::new(dir);
+    c.durability = Durability::Os;
+    c.clock = clock.clone();
+    c.segment_bytes = 64 << 10;
+    Engine::open(c).expect("open")
+}
+
+/// A cluster replica's checkpoint: `sync_to_disk` names a durable point, and `cut_back` returns
+/// the closed store to it exactly, whatever was written after it (venues, scans over several
+/// segments, audit entries).
+#[test]
+fn cut_back_returns_the_store_to_the_point_sync_to_disk_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let entry = |who: &str| AuditEntry {
+        ts: T0,
+        who: who.into(),
+        action: "/v1/cases".into(),
+        subject: "c-1".into(),
+    };
+    let before_scans: Vec<ScanItem> = (0..2_000)
+        .map(|i| scan(&format!("p{}", i % 300), "A", T0 - 4_000 + i, Action::In))
+        .collect();
+    let after_scans: Vec<ScanItem> = (0..40_000)
+        .map(|i| scan(&format!("q{i}"), "B", T0 - 50_000 + i, Action::In))
+        .collect();
+    let (ends, at_checkpoint) = {
+        let e = open_small(dir.path(), &clock);
+        e.register_venues(vec![venue("A", None)]).unwrap();
+        for chunk in before_scans.chunks(500) {
+            e.ingest(chunk.to_vec()).unwrap();
+        }
+        e.audit_append(entry("before")).unwrap();
+        let ends = e.sync_to_disk().unwrap();
+        assert_eq!(
+            e.sync_to_disk().unwrap(),
+            ends,
+            "nothing was written between"
+        );
+        let at_checkpoint = (e.stats(), e.visits("p7", 0, i64::MAX));
+        // After the checkpoint: a venue, scans over more segments, an audit entry.
+        e.register_venues(vec![venue("B", Some(60))]).unwrap();
+        for chunk in after_scans.chunks(1_000) {
+            e.ingest(chunk.to_vec()).unwrap();
+        }
+        e.audit_append(entry("after")).unwrap();
+        assert!(segment_ids(dir.path()).last().unwrap() > &ends.segment);
+        e.shutdown().unwrap();
+        (ends, at_checkpoint)
+    };
+    cut_back(dir.path(), &ends).unwrap();
+    assert_eq!(segment_ids(dir.path()).last(), Some(&ends.segment));
+    {
+        let e = open_small(dir.path(), &clock);
+        assert!(
+            e.recovery_report().dropped.is_empty(),
+            "{:?}",
+            e.recovery_report()
+        );
+        assert_eq!(e.stats().scans, at_checkpoint.0.scans);
+        assert_eq!(e.stats().venues, 1);
+        assert_eq!(e.stats().persons, at_checkpoint.0.persons);
+        assert_eq!(e.visits("p7", 0, i64::MAX), at_checkpoint.1);
+        assert_eq!(e.visits("q1", 0, i64::MAX), None);
+        let audit = e.audit_since(0).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].who, "before");
+        // What came after is applied again, once, as a replica replaying the stream does.
+        e.register_venues(vec![venue("B", Some(60))]).unwrap();
+        for chunk in after_scans.chunks(1_000) {
+            e.ingest(chunk.to_vec()).unwrap();
+        }
+        assert_eq!(e.stats().scans, 42_000);
+        e.shutdown().unwrap();
+    }
+    // A store holding less than the ends say is refused, not cut.
+    let mut beyond = ends;
+    beyond.audit_log += 1 << 30;
+    assert!(cut_back(dir.path(), &beyond).is_err());
+    let e = open_small(dir.path(), &clock);
+    assert_eq!(e.stats().scans, 42_000);
+    assert_eq!(e.visits("q1", 0, i64::MAX).map(|v| v.len()), Some(1));
+}

@@ -196,6 +196,8 @@ pub(crate) struct Inner {
     clock: Option<Arc<dyn engine::Clock>>,
     pub policy: Policy,
     pub store: Store,
+    /// The health database's file (the dose log is beside it).
+    pub db_path: PathBuf,
     /// The registered areas (section 12).
     pub areas: RwLock<Areas>,
     /// Dose records and their indexes (section 11).
@@ -271,6 +273,7 @@ impl Health {
             clock: config.clock.clone(),
             policy: config.policy,
             store,
+            db_path: config.db_path.clone(),
             areas: RwLock::new(areas),
             vaccinations,
             samples,

@@ -12,6 +12,7 @@
 
 mod areas;
 mod case;
+pub mod checkpoint;
 mod dose_log;
 mod error;
 mod exposure;
