@@ -159,15 +159,15 @@ impl App {
     /// the node's engine and health domain follow the whole stream (`cluster_replica`), and
     /// `clock` must be the health domain's clock ([`health::HealthConfig::clock`]), which the
     /// follower pins while it applies a command. `None` keeps single-node mode.
-    pub fn with_cluster(
-        self,
-        cluster: Option<(
-            crate::cluster_mode::Node,
-            Arc<crate::cluster_replica::CommandClock>,
-        )>,
-    ) -> App {
-        if let Some((node, clock)) = cluster {
-            let replica = Arc::new(crate::cluster_replica::Replica::new(clock));
+    pub fn with_cluster(self, cluster: Option<crate::cluster_replica::ClusterSetup>) -> App {
+        if let Some(crate::cluster_replica::ClusterSetup {
+            node,
+            clock,
+            resumed_at,
+        }) = cluster
+        {
+            let replica = Arc::new(crate::cluster_replica::Replica::new(clock, resumed_at));
+            node.note_replica_applied(resumed_at);
             crate::cluster_mode::forward_audit(&node, &self.inner.engine);
             let _ = self.inner.replica.set(Arc::clone(&replica));
             let _ = self.inner.cluster.set(node.clone());

@@ -4,8 +4,9 @@
 //! standing trace checks each arriving scan against the counted cases' exposure windows), so
 //! every HTTP node follows the whole `CHECKIN` stream into its own engine and `checkin-health`:
 //! venue registrations, scan batches and health commands ([`cluster::HEALTH_SUBJECT`]), one
-//! message at a time, in stream order. The local store is a cache of the stream, emptied at
-//! start and rebuilt from its first message (`main.rs`).
+//! message at a time, in stream order. The local store is a cache of the stream: at start it is
+//! cut back to its last checkpoint and follows the stream from there, or is emptied and rebuilt
+//! from the first message when there is none (`replica_checkpoint`, `main.rs`).
 //!
 //! A change to the health domain is not applied where it arrives. The node that takes the
 //! request authenticates and authorizes it, reads its body, stamps it with its time and
@@ -69,6 +70,8 @@ const SCANS_IN_FLIGHT: usize = 8;
 const PAUSE: Duration = Duration::from_millis(2);
 /// How long the follower waits before following again after an error.
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+/// How long a quiet stream is waited on before the follower looks whether a checkpoint is due.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The health domain's clock in cluster mode: the system clock, except while the follower applies
 /// a command, when it shows the command's stamp.
@@ -104,6 +107,16 @@ impl engine::Clock for CommandClock {
     }
 }
 
+/// What [`App::with_cluster`] needs to make this node a cluster node.
+pub struct ClusterSetup {
+    pub node: Node,
+    /// The health domain's clock ([`health::HealthConfig::clock`]).
+    pub clock: Arc<CommandClock>,
+    /// The stream sequence the store holds (its checkpoint, `replica_checkpoint::resume`), or 0
+    /// for an empty store.
+    pub resumed_at: u64,
+}
+
 /// What a taking node gets back from its follower: the handler's answer.
 struct Outcome {
     status: StatusCode,
@@ -127,10 +140,11 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    pub(crate) fn new(clock: Arc<CommandClock>) -> Replica {
+    /// A replica whose store holds the stream up to sequence `applied` (0 for an empty store).
+    pub(crate) fn new(clock: Arc<CommandClock>, applied: u64) -> Replica {
         Replica {
             clock,
-            applied: AtomicU64::new(0),
+            applied: AtomicU64::new(applied),
             caught_up: AtomicBool::new(false),
             next_request: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
@@ -169,8 +183,9 @@ pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
 pub(crate) fn follow(app: &App, node: &Node, replica: Arc<Replica>) {
     let (app, node) = (app.clone(), node.clone());
     tokio::spawn(async move {
+        let mut checkpoints = Checkpoints::new(replica.applied());
         loop {
-            if let Err(e) = follow_once(&app, &node, &replica).await {
+            if let Err(e) = follow_once(&app, &node, &replica, &mut checkpoints).await {
                 tracing::warn!(
                     error = %e,
                     applied = replica.applied(),
@@ -189,6 +204,7 @@ async fn follow_once(
     app: &App,
     node: &Node,
     replica: &Replica,
+    checkpoints: &mut Checkpoints,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     use async_nats::jetstream::consumer;
     let mut stream = node.jetstream().get_stream(cluster::STREAM).await?;
@@ -214,8 +230,18 @@ async fn follow_once(
     let mut seen = replica.applied();
     let mut throttle = Throttle::new();
     loop {
+        if checkpoints.is_due(replica.applied()) {
+            // Between two messages, with everything handed over stored: nothing is applied
+            // while the checkpoint is taken.
+            settle(node, replica, &mut in_flight, 0, last).await?;
+            checkpoints.take(app, node, replica.applied()).await;
+        }
         let next = if in_flight.is_empty() {
-            messages.next().await
+            match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
+                Ok(next) => next,
+                // Quiet: look whether a checkpoint is due.
+                Err(_) => continue,
+            }
         } else {
             match tokio::time::timeout(PAUSE, messages.next()).await {
                 Ok(next) => next,
@@ -248,6 +274,49 @@ async fn follow_once(
     }
     settle(node, replica, &mut in_flight, 0, last).await?;
     Ok(())
+}
+
+/// When the follower last took a checkpoint (`replica_checkpoint`), and of which sequence.
+struct Checkpoints {
+    taken_at: Instant,
+    applied: u64,
+}
+
+impl Checkpoints {
+    fn new(applied: u64) -> Checkpoints {
+        Checkpoints {
+            taken_at: Instant::now(),
+            applied,
+        }
+    }
+
+    fn is_due(&self, applied: u64) -> bool {
+        applied > self.applied
+            && self.taken_at.elapsed() >= crate::replica_checkpoint::CHECKPOINT_EVERY
+    }
+
+    /// Takes a checkpoint of sequence `applied`; a failure is logged and retried next time.
+    async fn take(&mut self, app: &App, node: &Node, applied: u64) {
+        let (app, created) = (app.clone(), node.stream_created_ns());
+        let started = Instant::now();
+        let taken = tokio::task::spawn_blocking(move || {
+            crate::replica_checkpoint::take(app.engine(), app.health(), created, applied)
+        })
+        .await;
+        self.taken_at = Instant::now();
+        match taken {
+            Ok(Ok(_)) => {
+                self.applied = applied;
+                tracing::debug!(
+                    applied,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "replica checkpoint written"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, applied, "replica checkpoint not written"),
+            Err(e) => tracing::warn!(error = %e, "replica checkpoint task failed"),
+        }
+    }
 }
 
 /// While this node is taking scans, its replica applies at most this many bytes of scan batches
@@ -562,7 +631,7 @@ mod tests {
             routes::ClusterPath::HealthRead
         );
         assert_eq!(RouteId::Healthz.cluster_path(), routes::ClusterPath::Node);
-        let replica = Replica::new(Arc::new(CommandClock::new()));
+        let replica = Replica::new(Arc::new(CommandClock::new()), 0);
         replica.applied.store(17, Ordering::Release);
         let refused = ready(&replica).expect_err("not caught up yet");
         let resp = refused.into_response();

@@ -49,6 +49,7 @@ mod server;
 // Cluster mode (`--cluster`): the routes over the shards (docs/cluster.md).
 pub mod cluster_mode;
 pub mod cluster_replica;
+pub mod replica_checkpoint;
 mod sse;
 mod tier_feed;
 mod trace_body;

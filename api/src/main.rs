@@ -64,13 +64,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command_clock = cluster_node
         .as_ref()
         .map(|_| std::sync::Arc::new(api::cluster_replica::CommandClock::new()));
-    if let Some(clock) = &command_clock {
-        // The node's store and health domain are a replica of the stream, rebuilt from it at
-        // every start (docs/cluster.md); the signing key stays in the data directory.
+    let mut resumed_at = 0;
+    if let (Some(clock), Some(node)) = (&command_clock, &cluster_node) {
+        // The node's store and health domain are a replica of the stream: cut back to its last
+        // checkpoint, or emptied and rebuilt from the stream's first message (docs/cluster.md);
+        // the signing key stays in the data directory.
         let cache = cli.data.join("cluster-cache");
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache)
-                .with_context(|| format!("cannot empty the stream cache {}", cache.display()))?;
+        let resumed = {
+            let (cache, created) = (cache.clone(), node.stream_created_ns());
+            tokio::task::spawn_blocking(move || api::replica_checkpoint::resume(&cache, created))
+                .await?
+        };
+        match &resumed {
+            Some(cp) => {
+                resumed_at = cp.applied;
+                tracing::info!(
+                    applied = cp.applied,
+                    "cluster mode: the local store resumes from its checkpoint"
+                );
+            }
+            None if cache.exists() => {
+                std::fs::remove_dir_all(&cache).with_context(|| {
+                    format!("cannot empty the stream cache {}", cache.display())
+                })?;
+            }
+            None => {}
         }
         config.data_dir = cache.clone();
         config.durability = engine::Durability::Os;
@@ -78,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         health_config.clock = Some(clock.clone());
         tracing::info!(
             cache = %cache.display(),
-            "cluster mode: the local store is a cache of the stream, rebuilt from it"
+            "cluster mode: the local store is a cache of the stream"
         );
     }
     let data = config.data_dir.clone();
@@ -148,7 +166,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         open_mode = app.is_open(),
         "checkin-server started"
     );
-    let app = app.with_cluster(cluster_node.zip(command_clock));
+    let app = app.with_cluster(cluster_node.zip(command_clock).map(|(node, clock)| {
+        api::cluster_replica::ClusterSetup {
+            node,
+            clock,
+            resumed_at,
+        }
+    }));
     api::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }

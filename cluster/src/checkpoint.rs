@@ -41,11 +41,17 @@ pub fn load(dir: &Path) -> Option<Checkpoint> {
 
 /// Replaces the checkpoint in `dir` atomically and durably.
 pub fn store(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    write_json(dir, FILE, cp)
+}
+
+/// Replaces `dir/file` with `value` as JSON, atomically and durably: written beside it, synced,
+/// renamed over it, and the directory synced.
+pub fn write_json(dir: &Path, file: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{file}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
+    f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE))?;
+    std::fs::rename(&tmp, dir.join(file))?;
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -47,6 +47,8 @@ struct Inner {
     /// Stream sequence up to which this node's replica (and so its venue registry) has applied
     /// the stream ([`Node::note_replica_applied`]).
     replica_applied: AtomicU64,
+    /// Creation time of the stream, unix nanoseconds.
+    stream_created_ns: i128,
 }
 
 /// Connects to NATS (comma-separated URLs), retrying the first connection.
@@ -128,7 +130,8 @@ impl Node {
         let client = connect(urls, "checkin-http").await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
-        ensure_stream(&js).await?;
+        let stream = ensure_stream(&js).await?;
+        let stream_created_ns = stream.cached_info().created.unix_timestamp_nanos();
         crate::audit::ensure_audit_stream(&js).await?;
         let node_id = format!("{:016x}", rand::random::<u64>());
         Ok(Node {
@@ -141,8 +144,15 @@ impl Node {
                 last_seq: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
                 venue_seq: AtomicU64::new(0),
                 replica_applied: AtomicU64::new(0),
+                stream_created_ns,
             }),
         })
+    }
+
+    /// When the stream was created (unix nanoseconds): a stream deleted and created again starts
+    /// its sequences over, so a checkpoint counts only for the stream it was taken of.
+    pub fn stream_created_ns(&self) -> i128 {
+        self.inner.stream_created_ns
     }
 
     /// Number of shards.

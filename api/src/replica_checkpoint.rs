@@ -1,0 +1,244 @@
+//! Cluster mode: checkpoints of this HTTP node's replica (`cluster_replica`), so that a
+//! restarted node resumes from its own store instead of rebuilding it from the stream's first
+//! message.
+//!
+//! The follower takes one every [`CHECKPOINT_EVERY`] between two messages, with nothing applied
+//! meanwhile: it syncs the store to disk ([`engine::Engine::sync_to_disk`]: the scan log, the
+//! venue registry and the `audit.log` of derived change entries, with where each ends), records
+//! a savepoint of the health database and the dose log's length
+//! ([`health::Health::checkpoint`]), and replaces `replica-checkpoint.json` in the store's
+//! directory with those and the stream sequence they stand for. Only then is the previous
+//! savepoint released, so the file always names a savepoint that exists.
+//!
+//! At start ([`resume`]) a checkpoint of the same stream (its creation time: a stream deleted
+//! and created again starts its sequences over) cuts the store back to exactly that point
+//! ([`engine::cut_back`], [`health::checkpoint::restore`]): whatever was applied after it is
+//! gone, and the follower applies it again from the next sequence, once. Unlike a shard's
+//! scans, the health domain's commands are not idempotent when replayed onto a store that
+//! already holds them (a case registered without an id would get a second number, its audit
+//! entry would be derived twice), which is why the cut is exact rather than "at least". Any
+//! doubt (no checkpoint, another stream, a store shorter than the checkpoint says) empties the
+//! store, which is then rebuilt from the first message as before.
+
+use std::path::Path;
+use std::time::Duration;
+
+use engine::{DurableEnds, Engine};
+use health::checkpoint::HealthCheckpoint;
+use health::Health;
+use serde::{Deserialize, Serialize};
+
+/// How often the follower takes a checkpoint while it applies messages.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// The file, in the replica's store directory.
+pub const FILE: &str = "replica-checkpoint.json";
+
+/// What a checkpoint records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaCheckpoint {
+    /// Creation time of the stream, unix nanoseconds.
+    pub stream_created_ns: i128,
+    /// Every message up to this stream sequence is in the store, and none after it.
+    pub applied: u64,
+    /// The scan log's last segment and where its records end.
+    pub segment: u64,
+    pub segment_end: u64,
+    /// Bytes of `venues.log` and `audit.log` holding frames.
+    pub venues_log: u64,
+    pub audit_log: u64,
+    /// The health database's savepoint and the dose log's length.
+    pub health: HealthCheckpoint,
+}
+
+impl ReplicaCheckpoint {
+    fn ends(&self) -> DurableEnds {
+        DurableEnds {
+            segment: self.segment,
+            segment_end: self.segment_end,
+            venues_log: self.venues_log,
+            audit_log: self.audit_log,
+        }
+    }
+}
+
+/// The checkpoint of the store in `dir`, if there is one of this stream, with the store (not
+/// open yet) cut back to it. `None` means the store must be emptied and rebuilt; why is logged.
+pub fn resume(dir: &Path, stream_created_ns: i128) -> Option<ReplicaCheckpoint> {
+    let bytes = match std::fs::read(dir.join(FILE)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the replica's checkpoint; rebuilding the store");
+            return None;
+        }
+    };
+    let cp: ReplicaCheckpoint = match serde_json::from_slice(&bytes) {
+        Ok(cp) => cp,
+        Err(e) => {
+            tracing::warn!(error = %e, "the replica's checkpoint does not parse; rebuilding the store");
+            return None;
+        }
+    };
+    if cp.stream_created_ns != stream_created_ns {
+        tracing::info!("the replica's checkpoint is of another stream; rebuilding the store");
+        return None;
+    }
+    if let Err(e) = engine::cut_back(dir, &cp.ends()) {
+        tracing::warn!(error = %e, "cannot cut the store back to its checkpoint; rebuilding it");
+        return None;
+    }
+    if let Err(e) = health::checkpoint::restore(&dir.join("health.redb"), &cp.health) {
+        tracing::warn!(error = %e, "cannot roll the health database back to its checkpoint; rebuilding the store");
+        return None;
+    }
+    Some(cp)
+}
+
+/// Takes a checkpoint of the store standing for stream sequence `applied` (blocking). Nothing
+/// may be applied to the store meanwhile.
+pub fn take(
+    engine: &Engine,
+    health: &Health,
+    stream_created_ns: i128,
+    applied: u64,
+) -> Result<ReplicaCheckpoint, String> {
+    let ends = engine
+        .sync_to_disk()
+        .map_err(|e| format!("syncing the store: {e}"))?;
+    let health_cp = health
+        .checkpoint()
+        .map_err(|e| format!("checkpointing the health database: {e}"))?;
+    let cp = ReplicaCheckpoint {
+        stream_created_ns,
+        applied,
+        segment: ends.segment,
+        segment_end: ends.segment_end,
+        venues_log: ends.venues_log,
+        audit_log: ends.audit_log,
+        health: health_cp,
+    };
+    cluster::checkpoint::write_json(&engine.config().data_dir, FILE, &cp)
+        .map_err(|e| format!("writing {FILE}: {e}"))?;
+    health
+        .release_checkpoints(health_cp.savepoint)
+        .map_err(|e| format!("releasing older savepoints: {e}"))?;
+    Ok(cp)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use engine::{Action, AuditEntry, Config, Durability, ManualClock, ScanInput, VenueSpec};
+    use health::{HealthConfig, NewCase};
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+    const STREAM: i128 = 1_796_000_000_123_456_789;
+
+    fn open(dir: &Path) -> Health {
+        let mut c = Config::new(dir);
+        c.durability = Durability::Os;
+        c.clock = Arc::new(ManualClock::new(T0));
+        c.segment_bytes = 64 << 10;
+        let engine = Engine::open(c).unwrap();
+        Health::open(engine, HealthConfig::new(dir)).unwrap()
+    }
+
+    fn close(health: Health) {
+        health.shutdown();
+        health.engine().shutdown().unwrap();
+    }
+
+    /// What a replica applies: a venue, its scans, a case numbered by the counter, the case's
+    /// audit entry.
+    fn apply(health: &Health, venue: &str, person: &str) -> String {
+        let engine = health.engine();
+        engine
+            .register_venues(vec![VenueSpec {
+                id: venue.into(),
+                name: venue.into(),
+                province: None,
+                default_stay_s: None,
+            }])
+            .unwrap();
+        let scans = (0..3_000)
+            .map(|i| {
+                Ok(ScanInput {
+                    person: format!("{person}-{i}"),
+                    venue: venue.into(),
+                    ts: Some(T0 - 7_000 + i),
+                    action: Action::In,
+                })
+            })
+            .collect::<Vec<_>>();
+        for chunk in scans.chunks(500) {
+            engine.ingest(chunk.to_vec()).unwrap();
+        }
+        let (view, created) = health
+            .register_case(NewCase {
+                id: None,
+                person: format!("{person}-0"),
+                sampled_at: T0 - 3_600,
+                onset: None,
+                isolated_at: None,
+                area: None,
+                note: None,
+            })
+            .unwrap();
+        assert!(created);
+        engine
+            .audit_append(AuditEntry {
+                ts: T0,
+                who: "lab".into(),
+                action: "POST /v1/cases".into(),
+                subject: view.case.id.to_string(),
+            })
+            .unwrap();
+        view.case.id.to_string()
+    }
+
+    #[test]
+    fn a_resumed_store_is_exactly_the_store_the_checkpoint_was_taken_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = open(dir.path());
+        let first = apply(&health, "A", "p");
+        let cp = take(health.engine(), &health, STREAM, 41).unwrap();
+        let scans_then = health.engine().stats().scans;
+        // Applied after the checkpoint, then the process dies.
+        let second = apply(&health, "B", "q");
+        close(health);
+
+        // Another stream's checkpoint does not count (and leaves the store alone).
+        assert_eq!(resume(dir.path(), STREAM + 1), None);
+        assert_eq!(resume(dir.path(), STREAM), Some(cp));
+        let health = open(dir.path());
+        let engine = health.engine();
+        assert_eq!(engine.stats().scans, scans_then);
+        assert_eq!(engine.stats().venues, 1);
+        let cases: Vec<String> = health
+            .cases(None, None)
+            .into_iter()
+            .map(|v| v.case.id.to_string())
+            .collect();
+        assert_eq!(cases, vec![first.clone()]);
+        let audit = engine.audit_since(0).unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].subject, first);
+        // Replayed from the next sequence, the later messages land once, as they did.
+        assert_eq!(apply(&health, "B", "q"), second);
+        assert_eq!(health.cases(None, None).len(), 2);
+        assert_eq!(health.engine().audit_since(0).unwrap().len(), 2);
+        close(health);
+    }
+
+    #[test]
+    fn no_checkpoint_or_a_damaged_one_means_rebuilding() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resume(dir.path(), STREAM), None);
+        std::fs::write(dir.path().join(FILE), b"{\"applied\":").unwrap();
+        assert_eq!(resume(dir.path(), STREAM), None);
+    }
+}
