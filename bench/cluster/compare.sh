@@ -11,7 +11,8 @@
 #   4. the shard's other replica killed: time until the first read of that shard is answered;
 #   5. the HTTP nodes' replicas of the health domain: a case registered through http-1 right
 #      after the intake (answered once its replica has applied every scan before it), then read
-#      back through http-2; http-2 killed and restarted (its replica is rebuilt from the stream).
+#      back through http-2; http-2 killed and restarted (its replica resumes from its checkpoint),
+#      then killed again with its store removed (its replica is rebuilt from the whole stream).
 # Prints a table and the ratios; raw reports (checkin-loadtest --json) stay in OUT.
 #
 # Usage: bench/cluster/compare.sh
@@ -178,20 +179,29 @@ until curl -fsS -m 10 -o /dev/null "${URLS[0]}/v1/venues/$probe/occupancy"; do s
 t1=$(date +%s.%N)
 takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
 
-note "cluster: kill -9 http-2 and restart it: its replica is rebuilt from the stream"
-kill -9 "$(cat "$WORK/cluster/pids/http-2.pid")"
-sleep 1
-t0=$(date +%s.%N)
-CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" http-2
-# Refused (503) while its replica replays the stream: counted, not printed one line each.
-http_refused=0
-until curl -fs -m 10 -o /dev/null "${URLS[1]}/v1/persons/$PROBE_PERSON/status"; do
-    http_refused=$((http_refused + 1))
-    sleep 0.05
-done
-t1=$(date +%s.%N)
-http_restart_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
-note "cluster: http-2 answered the status after $http_refused refusals"
+# http_restart_timed [fresh]: kill -9 http-2, (fresh: remove its replica's store,) start it
+# again and wait until its health domain answers; prints the seconds from its start and the
+# 503s it answered before.
+http_restart_timed() {
+    kill -9 "$(cat "$WORK/cluster/pids/http-2.pid")"
+    sleep 1
+    [[ ${1:-} == fresh ]] && rm -rf "$WORK/cluster/http-2/cluster-cache"
+    local t0 t1 refused=0
+    t0=$(date +%s.%N)
+    CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" http-2 >&2
+    # Refused (503) while its replica catches up: counted, not printed one line each.
+    until curl -fs -m 10 -o /dev/null "${URLS[1]}/v1/persons/$PROBE_PERSON/status"; do
+        refused=$((refused + 1))
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    python3 -c "print(f'{$t1 - $t0:.2f} $refused')"
+}
+note "cluster: kill -9 http-2 and restart it: its replica resumes from its checkpoint"
+read -r http_restart_s http_refused < <(http_restart_timed)
+note "cluster: http-2 as a new node (kill -9, store removed): its replica replays the whole stream"
+read -r http_fresh_s http_fresh_refused < <(http_restart_timed fresh)
+note "cluster: http-2 answered the status after $http_refused refusals (restart), $http_fresh_refused (new node)"
 
 {
     echo "scans $SCANS, persons $PERSONS, venues $VENUES, batch $BATCH, 2 loadtest processes x $C connections"
@@ -219,5 +229,6 @@ note "cluster: http-2 answered the status after $http_refused refusals"
     echo "shard-0-1 as a new replica (store removed): serving, caught up, ${new_replica_s} s after its start (replays shard 0's share)"
     echo "shard-0-2 killed: first read of shard 0 answered ${takeover_s} s later"
     echo "a case through http-1 right after the intake: answered in ${case_s} s (its replica had applied the scans before it), read back through http-2 ${case_other_s} s after it was sent"
-    echo "http-2 killed and restarted: its health domain served again ${http_restart_s} s after the restart (replica rebuilt from the whole stream)"
+    echo "http-2 killed and restarted: its health domain served again ${http_restart_s} s after the restart (replica resumed from its checkpoint)"
+    echo "http-2 killed, store removed, started as a new node: served ${http_fresh_s} s after its start (replica rebuilt from the whole stream)"
 } | tee "$OUT/summary.txt"
