@@ -94,6 +94,19 @@ pub fn resume(dir: &Path, stream_created_ns: i128) -> Option<ReplicaCheckpoint> 
     Some(cp)
 }
 
+/// Why a checkpoint was not taken. The previous checkpoint stays the one a restart resumes from.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("syncing the store: {0}")]
+    SyncStore(#[source] engine::Error),
+    #[error("checkpointing the health database: {0}")]
+    HealthSavepoint(#[source] health::Error),
+    #[error("writing {FILE}: {0}")]
+    WriteFile(#[source] std::io::Error),
+    #[error("releasing older savepoints: {0}")]
+    ReleaseSavepoints(#[source] health::Error),
+}
+
 /// Takes a checkpoint of the store standing for stream sequence `applied` (blocking). Nothing
 /// may be applied to the store meanwhile.
 pub fn take(
@@ -101,13 +114,11 @@ pub fn take(
     health: &Health,
     stream_created_ns: i128,
     applied: u64,
-) -> Result<ReplicaCheckpoint, String> {
-    let ends = engine
-        .sync_to_disk()
-        .map_err(|e| format!("syncing the store: {e}"))?;
+) -> Result<ReplicaCheckpoint, CheckpointError> {
+    let ends = engine.sync_to_disk().map_err(CheckpointError::SyncStore)?;
     let health_cp = health
         .checkpoint()
-        .map_err(|e| format!("checkpointing the health database: {e}"))?;
+        .map_err(CheckpointError::HealthSavepoint)?;
     let cp = ReplicaCheckpoint {
         stream_created_ns,
         applied,
@@ -118,10 +129,10 @@ pub fn take(
         health: health_cp,
     };
     cluster::checkpoint::write_json(&engine.config().data_dir, FILE, &cp)
-        .map_err(|e| format!("writing {FILE}: {e}"))?;
+        .map_err(CheckpointError::WriteFile)?;
     health
         .release_checkpoints(health_cp.savepoint)
-        .map_err(|e| format!("releasing older savepoints: {e}"))?;
+        .map_err(CheckpointError::ReleaseSavepoints)?;
     Ok(cp)
 }
 
