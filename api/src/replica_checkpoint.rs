@@ -245,6 +245,42 @@ mod tests {
         close(health);
     }
 
+    /// A new node seeded with a copy of a stopped node's store resumes from the copied
+    /// checkpoint: nothing in the store names its node or its path.
+    #[test]
+    fn a_copy_of_a_stopped_nodes_store_resumes_on_another_node() {
+        let stopped = tempfile::tempdir().unwrap();
+        let health = open(stopped.path());
+        let first = apply(&health, "A", "p");
+        let cp = take(health.engine(), &health, STREAM, 41).unwrap();
+        let scans_then = health.engine().stats().scans;
+        apply(&health, "B", "q");
+        close(health);
+
+        let new_node = tempfile::tempdir().unwrap();
+        let copy = new_node.path().join("cluster-cache");
+        std::fs::create_dir(&copy).unwrap();
+        for entry in std::fs::read_dir(stopped.path()).unwrap() {
+            let from = entry.unwrap().path();
+            std::fs::copy(&from, copy.join(from.file_name().unwrap())).unwrap();
+        }
+        drop(stopped);
+        assert_eq!(resume(&copy, STREAM), Some(cp));
+        let health = open(&copy);
+        assert_eq!(health.engine().stats().scans, scans_then);
+        let cases: Vec<String> = health
+            .cases(None, None)
+            .into_iter()
+            .map(|v| v.case.id.to_string())
+            .collect();
+        assert_eq!(cases, vec![first]);
+        // Its own checkpoints go into the copy.
+        apply(&health, "C", "r");
+        take(health.engine(), &health, STREAM, 99).unwrap();
+        close(health);
+        assert_eq!(resume(&copy, STREAM).map(|cp| cp.applied), Some(99));
+    }
+
     #[test]
     fn no_checkpoint_or_a_damaged_one_means_rebuilding() {
         let dir = tempfile::tempdir().unwrap();
