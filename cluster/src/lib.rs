@@ -13,7 +13,8 @@
 //! replica of a shard answers. The HTTP node ([`node::Node`]) validates, publishes, and answers
 //! reads by fan-out: visits from the person's shard, occupancy summed over shards, traces in
 //! rounds (the case's visits, candidate overlaps from every shard, the F1s' visits, F2 overlaps).
-//! Audit entries go to a stream of their own ([`audit`]). Changes to the health domain go to
+//! Audit entries go to a stream of their own ([`audit`]). The stream never expires as a whole:
+//! the shards delete their expired scans from it by subject ([`retention`]). Changes to the health domain go to
 //! [`HEALTH_SUBJECT`] as commands ([`wire::HealthCommand`]); every HTTP node follows the whole
 //! stream into a replica of its own (scans, venues and commands, in stream order), from which it
 //! answers the health domain's reads.
@@ -25,6 +26,7 @@ pub mod checkpoint;
 pub mod contacts;
 pub mod error;
 pub mod node;
+pub mod retention;
 pub mod shard;
 pub mod status;
 pub mod wire;

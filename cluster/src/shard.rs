@@ -96,6 +96,13 @@ pub async fn run(
     });
 
     let subjects = vec![scan_subject(config.shard), VENUES_SUBJECT.to_string()];
+    // Both replicas of the shard purge its expired scans from the stream (the second finds
+    // nothing left to delete).
+    let retention = crate::retention::run(
+        stream.clone(),
+        scan_subject(config.shard),
+        config.retention_days,
+    );
     let started = Instant::now();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let apply = {
@@ -213,6 +220,7 @@ pub async fn run(
         r = serve => r,
         r = status => r,
         () = checkpoints => Ok(()),
+        () = retention => Ok(()),
         () = shutdown => Ok(()),
     };
     let engine = state.engine.clone();

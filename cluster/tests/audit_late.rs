@@ -5,7 +5,6 @@
 //! stored: the entry ends up in the stream exactly once, not sometimes. Runs three real NATS servers through
 //! `deploy/local-cluster.sh nats` (fails, not skips, without `nats-server`).
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster::audit::{AuditPublisher, WireAudit};
@@ -13,51 +12,7 @@ use cluster::Node;
 
 mod support;
 
-/// The three NATS servers, stopped on drop.
-struct Servers {
-    dir: tempfile::TempDir,
-}
-
-impl Servers {
-    fn start() -> (Servers, String) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new("bash")
-            .arg(support::local_cluster_script())
-            .args(["nats", &dir.path().to_string_lossy()])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run deploy/local-cluster.sh");
-        assert!(
-            out.status.success(),
-            "local-cluster.sh nats failed (is nats-server installed? bash scripts/test-deps.sh)"
-        );
-        let urls = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(urls.starts_with("nats://"), "{urls}");
-        (Servers { dir }, urls)
-    }
-
-    fn kill9(&self, name: &str) {
-        support::kill9(self.dir.path(), name);
-    }
-
-    fn restart(&self, name: &str) {
-        let ok = Command::new("bash")
-            .arg(support::local_cluster_script())
-            .args(["restart", &self.dir.path().to_string_lossy(), name])
-            .status()
-            .expect("restart");
-        assert!(ok.success(), "restart {name}");
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(support::local_cluster_script())
-            .args(["stop", &self.dir.path().to_string_lossy()])
-            .status();
-    }
-}
+use support::Servers;
 
 fn entry(subject: &str) -> WireAudit {
     WireAudit {

@@ -1,7 +1,7 @@
 //! Shared by the cluster crate's tests that run processes through `deploy/local-cluster.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `deploy/local-cluster.sh` of this checkout.
@@ -25,5 +25,54 @@ pub fn kill9(dir: &Path, name: &str) {
     while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
         assert!(Instant::now() < deadline, "{name} did not die");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Three NATS servers started by `deploy/local-cluster.sh nats` (fails, not skips, without
+/// `nats-server`), stopped on drop.
+#[allow(dead_code)] // not every test crate that shares this module uses it
+pub struct Servers {
+    dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Servers {
+    pub fn start() -> (Servers, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("bash")
+            .arg(local_cluster_script())
+            .args(["nats", &dir.path().to_string_lossy()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run deploy/local-cluster.sh");
+        assert!(
+            out.status.success(),
+            "local-cluster.sh nats failed (is nats-server installed? bash scripts/test-deps.sh)"
+        );
+        let urls = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(urls.starts_with("nats://"), "{urls}");
+        (Servers { dir }, urls)
+    }
+
+    pub fn kill9(&self, name: &str) {
+        kill9(self.dir.path(), name);
+    }
+
+    pub fn restart(&self, name: &str) {
+        let ok = Command::new("bash")
+            .arg(local_cluster_script())
+            .args(["restart", &self.dir.path().to_string_lossy(), name])
+            .status()
+            .expect("restart");
+        assert!(ok.success(), "restart {name}");
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(local_cluster_script())
+            .args(["stop", &self.dir.path().to_string_lossy()])
+            .status();
     }
 }
