@@ -129,6 +129,9 @@ pub(crate) struct Replica {
     clock: Arc<CommandClock>,
     /// Stream sequence of the last message applied.
     applied: AtomicU64,
+    /// The stream's last sequence as the follower last heard it: the latest message received
+    /// plus the messages pending after it ([`Replica::behind`]).
+    stream_end: AtomicU64,
     /// Whether the follower has reached the stream's last sequence as it was at start.
     caught_up: AtomicBool,
     next_request: AtomicU64,
@@ -145,6 +148,7 @@ impl Replica {
         Replica {
             clock,
             applied: AtomicU64::new(applied),
+            stream_end: AtomicU64::new(applied),
             caught_up: AtomicBool::new(false),
             next_request: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
@@ -164,6 +168,20 @@ impl Replica {
     /// Whether the replica has caught up with the stream as it was at start.
     pub(crate) fn is_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// Notes that the stream holds at least `seq` plus `pending` messages.
+    fn note_stream_end(&self, seq: u64, pending: u64) {
+        self.stream_end
+            .fetch_max(seq.saturating_add(pending), Ordering::AcqRel);
+    }
+
+    /// How many of the stream's messages, as the follower last heard of them, the replica has
+    /// not applied yet: how far this node's health domain is behind the cluster.
+    pub(crate) fn behind(&self) -> u64 {
+        self.stream_end
+            .load(Ordering::Acquire)
+            .saturating_sub(self.applied())
     }
 }
 
@@ -209,6 +227,7 @@ async fn follow_once(
     use async_nats::jetstream::consumer;
     let mut stream = node.jetstream().get_stream(cluster::STREAM).await?;
     let last = stream.info().await?.state.last_sequence;
+    replica.note_stream_end(last, 0);
     let from = replica.applied() + 1;
     if !replica.is_caught_up() && replica.applied() >= last {
         mark_caught_up(replica);
@@ -253,7 +272,11 @@ async fn follow_once(
         };
         let Some(msg) = next else { break };
         let msg = msg?;
-        let seq = msg.info()?.stream_sequence;
+        let (seq, pending) = {
+            let info = msg.info()?;
+            (info.stream_sequence, info.pending)
+        };
+        replica.note_stream_end(seq, pending);
         if seq <= seen {
             continue;
         }
@@ -639,5 +662,28 @@ mod tests {
         assert!(resp.headers().contains_key(hyper::header::RETRY_AFTER));
         mark_caught_up(&replica);
         assert!(ready(&replica).is_ok());
+    }
+
+    #[test]
+    fn behind_is_the_stream_end_last_heard_of_minus_the_applied_sequence() {
+        // Resumed from a checkpoint at 40: nothing heard of beyond it yet.
+        let replica = Replica::new(Arc::new(CommandClock::new()), 40);
+        assert_eq!(replica.behind(), 0);
+        // The stream's last sequence at the follower's start.
+        replica.note_stream_end(100, 0);
+        assert_eq!(replica.behind(), 60);
+        // Message 41 arrives with 80 more after it (more was stored meanwhile).
+        replica.note_stream_end(41, 80);
+        note_applied_seq(&replica, 41);
+        assert_eq!(replica.behind(), 80);
+        // An older view (a re-created consumer delivering again) does not lower the end.
+        replica.note_stream_end(41, 3);
+        assert_eq!(replica.behind(), 80);
+        note_applied_seq(&replica, 121);
+        assert_eq!(replica.behind(), 0);
+    }
+
+    fn note_applied_seq(replica: &Replica, seq: u64) {
+        replica.applied.store(seq, Ordering::Release);
     }
 }

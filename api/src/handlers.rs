@@ -185,7 +185,7 @@ pub(crate) async fn metrics(app: &App) -> Answer {
     if let Some(replica) = app.inner.replica.get() {
         app.inner
             .metrics
-            .set_replica(replica.applied(), replica.is_caught_up());
+            .set_replica(replica.applied(), replica.is_caught_up(), replica.behind());
     }
     let text = app
         .inner

@@ -42,6 +42,7 @@ pub struct Metrics {
     cluster_stats_failures: IntCounter,
     replica_applied: IntGauge,
     replica_caught_up: IntGauge,
+    replica_behind: IntGauge,
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
     /// [`VERIFY_REASONS`] entry, in that order.
     certificate_verifications: Vec<IntCounter>,
@@ -251,9 +252,17 @@ impl Metrics {
         registry.register(Box::new(replica_applied.clone()))?;
         let replica_caught_up = IntGauge::new(
             "checkin_cluster_replica_caught_up",
-            "Cluster mode: 1 once this node's replica has caught up with the stream as it was at              start (the health domain's reads are served), else 0.",
+            "Cluster mode: 1 once this node's replica has caught up with the stream as it was at \
+             start (the health domain's reads are served), else 0.",
         )?;
         registry.register(Box::new(replica_caught_up.clone()))?;
+        let replica_behind = IntGauge::new(
+            "checkin_cluster_replica_behind",
+            "Cluster mode: stream messages this node's replica has not applied yet (the stream's \
+             end as the replica last heard it, minus the applied sequence): how far this node's \
+             health domain lags the cluster.",
+        )?;
+        registry.register(Box::new(replica_behind.clone()))?;
         let certificates_issued = IntCounter::new(
             "checkin_certificates_issued_total",
             "Health certificates signed (each GET /v1/persons/{id}/certificate that answered one, \
@@ -322,6 +331,7 @@ impl Metrics {
             cluster_stats_failures,
             replica_applied,
             replica_caught_up,
+            replica_behind,
             certificate_verifications,
             cases,
             persons_by_tier,
@@ -418,10 +428,12 @@ impl Metrics {
     }
 
     /// Cluster mode: where this node's replica of the stream stands.
-    pub fn set_replica(&self, applied: u64, caught_up: bool) {
+    pub fn set_replica(&self, applied: u64, caught_up: bool, behind: u64) {
         self.replica_applied
             .set(i64::try_from(applied).unwrap_or(i64::MAX));
         self.replica_caught_up.set(i64::from(caught_up));
+        self.replica_behind
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
     }
 
     /// A scrape in cluster mode that could not get the shards' store counts.

@@ -776,6 +776,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
 
     // Store counts: scans and persons are the shards', summed.
     let want = until_ok(&single_base, "GET", "/v1/stats", None, 30).json();
+    let mut applied = Vec::new();
     for url in &urls {
         let got = until_ok(url, "GET", "/v1/stats", None, 30).json();
         for field in ["scans", "persons", "venues"] {
@@ -799,7 +800,14 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             want["persons"].as_u64(),
             "{url}/metrics"
         );
+        // Settled: the node's replica has applied all of the stream it has heard of.
+        assert_eq!(gauge("checkin_cluster_replica_caught_up"), Some(1), "{url}");
+        assert_eq!(gauge("checkin_cluster_replica_behind"), Some(0), "{url}");
+        applied.push(gauge("checkin_cluster_replica_applied"));
     }
+    // And both replicas stand at the same place in the stream.
+    assert!(applied[0].is_some_and(|a| a > 0), "{applied:?}");
+    assert_eq!(applied[0], applied[1], "both nodes' replicas");
 
     // Traces, depth 1 and 2, with and without the v2 rules.
     for p in (0..persons).step_by(12) {
