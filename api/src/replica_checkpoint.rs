@@ -211,6 +211,14 @@ mod tests {
         view.case.id.to_string()
     }
 
+    fn case_ids(health: &Health) -> Vec<String> {
+        health
+            .cases(None, None)
+            .into_iter()
+            .map(|v| v.case.id.to_string())
+            .collect()
+    }
+
     #[test]
     fn a_resumed_store_is_exactly_the_store_the_checkpoint_was_taken_of() {
         let dir = tempfile::tempdir().unwrap();
@@ -229,11 +237,7 @@ mod tests {
         let engine = health.engine();
         assert_eq!(engine.stats().scans, scans_then);
         assert_eq!(engine.stats().venues, 1);
-        let cases: Vec<String> = health
-            .cases(None, None)
-            .into_iter()
-            .map(|v| v.case.id.to_string())
-            .collect();
+        let cases = case_ids(&health);
         assert_eq!(cases, vec![first.clone()]);
         let audit = engine.audit_since(0).unwrap();
         assert_eq!(audit.len(), 1);
@@ -268,11 +272,7 @@ mod tests {
         assert_eq!(resume(&copy, STREAM), Some(cp));
         let health = open(&copy);
         assert_eq!(health.engine().stats().scans, scans_then);
-        let cases: Vec<String> = health
-            .cases(None, None)
-            .into_iter()
-            .map(|v| v.case.id.to_string())
-            .collect();
+        let cases = case_ids(&health);
         assert_eq!(cases, vec![first]);
         // Its own checkpoints go into the copy.
         apply(&health, "C", "r");
