@@ -624,6 +624,8 @@ async fn pages_work_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(text(&c, "#sites-n").await, "0");
+    // A count with its label before it, so no plural is needed ("1 places" read wrong).
+    assert_eq!(text(&c, "#sites-count").await, "Số địa điểm: 0");
 
     // English.
     c.find(Locator::Css("a.lang"))

@@ -129,7 +129,7 @@ catalogue! {
     sites_lead: "Nếu bạn đã ở một trong những nơi này trong khung giờ ghi bên cạnh, hãy theo dõi sức khỏe và khai báo y tế.", "If you were at one of these places in the times shown, watch your health and make a health declaration.";
     sites_filter: "Lọc theo tên, mã hoặc tỉnh", "Filter by name, id or province";
     sites_filter_submit: "Lọc", "Filter";
-    sites_count: "địa điểm", "places";
+    sites_count: "Số địa điểm", "Places listed";
     site_place: "Địa điểm", "Place";
     site_province: "Tỉnh", "Province";
     site_from: "Từ", "From";
