@@ -219,23 +219,43 @@ mod tests {
             .collect()
     }
 
+    /// What a stopped replica left in `dir`: venue A's messages, a checkpoint of them (sequence
+    /// 41), then venue B's messages applied after it.
+    struct Stopped {
+        checkpoint: ReplicaCheckpoint,
+        scans_at_checkpoint: u64,
+        first_case: String,
+        second_case: String,
+    }
+
+    fn checkpoint_then_more(dir: &Path) -> Stopped {
+        let health = open(dir);
+        let first_case = apply(&health, "A", "p");
+        let checkpoint = take(health.engine(), &health, STREAM, 41).unwrap();
+        let scans_at_checkpoint = health.engine().stats().scans;
+        let second_case = apply(&health, "B", "q");
+        close(health);
+        Stopped {
+            checkpoint,
+            scans_at_checkpoint,
+            first_case,
+            second_case,
+        }
+    }
+
     #[test]
     fn a_resumed_store_is_exactly_the_store_the_checkpoint_was_taken_of() {
         let dir = tempfile::tempdir().unwrap();
-        let health = open(dir.path());
-        let first = apply(&health, "A", "p");
-        let cp = take(health.engine(), &health, STREAM, 41).unwrap();
-        let scans_then = health.engine().stats().scans;
         // Applied after the checkpoint, then the process dies.
-        let second = apply(&health, "B", "q");
-        close(health);
+        let stopped = checkpoint_then_more(dir.path());
+        let (first, second) = (stopped.first_case, stopped.second_case);
 
         // Another stream's checkpoint does not count (and leaves the store alone).
         assert_eq!(resume(dir.path(), STREAM + 1), None);
-        assert_eq!(resume(dir.path(), STREAM), Some(cp));
+        assert_eq!(resume(dir.path(), STREAM), Some(stopped.checkpoint));
         let health = open(dir.path());
         let engine = health.engine();
-        assert_eq!(engine.stats().scans, scans_then);
+        assert_eq!(engine.stats().scans, stopped.scans_at_checkpoint);
         assert_eq!(engine.stats().venues, 1);
         let cases = case_ids(&health);
         assert_eq!(cases, vec![first.clone()]);
@@ -254,12 +274,7 @@ mod tests {
     #[test]
     fn a_copy_of_a_stopped_nodes_store_resumes_on_another_node() {
         let stopped = tempfile::tempdir().unwrap();
-        let health = open(stopped.path());
-        let first = apply(&health, "A", "p");
-        let cp = take(health.engine(), &health, STREAM, 41).unwrap();
-        let scans_then = health.engine().stats().scans;
-        apply(&health, "B", "q");
-        close(health);
+        let stopped_node = checkpoint_then_more(stopped.path());
 
         let new_node = tempfile::tempdir().unwrap();
         let copy = new_node.path().join("cluster-cache");
@@ -269,11 +284,13 @@ mod tests {
             std::fs::copy(&from, copy.join(from.file_name().unwrap())).unwrap();
         }
         drop(stopped);
-        assert_eq!(resume(&copy, STREAM), Some(cp));
+        assert_eq!(resume(&copy, STREAM), Some(stopped_node.checkpoint));
         let health = open(&copy);
-        assert_eq!(health.engine().stats().scans, scans_then);
-        let cases = case_ids(&health);
-        assert_eq!(cases, vec![first]);
+        assert_eq!(
+            health.engine().stats().scans,
+            stopped_node.scans_at_checkpoint
+        );
+        assert_eq!(case_ids(&health), vec![stopped_node.first_case]);
         // Its own checkpoints go into the copy.
         apply(&health, "C", "r");
         take(health.engine(), &health, STREAM, 99).unwrap();
