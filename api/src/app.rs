@@ -164,6 +164,7 @@ impl App {
             node,
             clock,
             resumed_at,
+            snapshots,
         }) = cluster
         {
             let replica = Arc::new(crate::cluster_replica::Replica::new(clock, resumed_at));
@@ -171,7 +172,7 @@ impl App {
             crate::cluster_mode::forward_audit(&node, &self.inner.engine);
             let _ = self.inner.replica.set(Arc::clone(&replica));
             let _ = self.inner.cluster.set(node.clone());
-            crate::cluster_replica::follow(&self, &node, replica);
+            crate::cluster_replica::follow(&self, &node, replica, snapshots);
         }
         self
     }

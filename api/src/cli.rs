@@ -39,6 +39,11 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cluster_shards: u32,
 
+    /// Cluster mode: seconds between snapshots of this node's replica in
+    /// DATA/cluster-snapshots, which a new node is seeded with (docs/cluster.md); 0: none.
+    #[arg(long, env = "CHECKIN_REPLICA_SNAPSHOT_EVERY", default_value_t = 3600)]
+    pub replica_snapshot_every: u64,
+
     /// Tokens file (TOML, [[tokens]] with name, role, sha256 and, for role "venue", venues).
     /// Without it the server runs open: no authentication, loopback only.
     #[arg(long, env = "CHECKIN_TOKENS")]

@@ -115,6 +115,17 @@ pub struct ClusterSetup {
     /// The stream sequence the store holds (its checkpoint, `replica_checkpoint::resume`), or 0
     /// for an empty store.
     pub resumed_at: u64,
+    /// Where and how often to snapshot the replica (`replica_snapshot`); `None`: never.
+    pub snapshots: Option<SnapshotPolicy>,
+}
+
+/// Snapshots of the replica for seeding new nodes (`replica_snapshot`).
+#[derive(Debug, Clone)]
+pub struct SnapshotPolicy {
+    /// `DATA/cluster-snapshots`.
+    pub dir: std::path::PathBuf,
+    /// Time between two snapshots; the first is taken with the first checkpoint.
+    pub every: Duration,
 }
 
 /// What a taking node gets back from its follower: the handler's answer.
@@ -198,10 +209,15 @@ pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
 }
 
 /// Starts the follower of the whole stream (a task that restarts itself after errors).
-pub(crate) fn follow(app: &App, node: &Node, replica: Arc<Replica>) {
+pub(crate) fn follow(
+    app: &App,
+    node: &Node,
+    replica: Arc<Replica>,
+    snapshots: Option<SnapshotPolicy>,
+) {
     let (app, node) = (app.clone(), node.clone());
     tokio::spawn(async move {
-        let mut checkpoints = Checkpoints::new(replica.applied());
+        let mut checkpoints = Checkpoints::new(replica.applied(), snapshots);
         loop {
             if let Err(e) = follow_once(&app, &node, &replica, &mut checkpoints).await {
                 tracing::warn!(
@@ -299,17 +315,35 @@ async fn follow_once(
     Ok(())
 }
 
-/// When the follower last took a checkpoint (`replica_checkpoint`), and of which sequence.
+/// How soon a snapshot that failed is tried again.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
+
+/// When the follower last took a checkpoint (`replica_checkpoint`), and of which sequence;
+/// when it last took a snapshot (`replica_snapshot`).
 struct Checkpoints {
     taken_at: Instant,
     applied: u64,
+    snapshots: Option<SnapshotPolicy>,
+    /// `None` until the first snapshot of this run.
+    snapshot_at: Option<Instant>,
 }
 
 impl Checkpoints {
-    fn new(applied: u64) -> Checkpoints {
+    fn new(applied: u64, snapshots: Option<SnapshotPolicy>) -> Checkpoints {
         Checkpoints {
             taken_at: Instant::now(),
             applied,
+            snapshots,
+            snapshot_at: None,
+        }
+    }
+
+    /// The snapshot directory, when a snapshot is due with the next checkpoint.
+    fn snapshot_due(&self) -> Option<std::path::PathBuf> {
+        let policy = self.snapshots.as_ref()?;
+        match self.snapshot_at {
+            Some(at) if at.elapsed() < policy.every => None,
+            _ => Some(policy.dir.clone()),
         }
     }
 
@@ -318,23 +352,53 @@ impl Checkpoints {
             && self.taken_at.elapsed() >= crate::replica_checkpoint::CHECKPOINT_EVERY
     }
 
-    /// Takes a checkpoint of sequence `applied`; a failure is logged and retried next time.
+    /// Takes a checkpoint of sequence `applied`, and a snapshot of it when one is due; a failure
+    /// is logged and retried next time.
     async fn take(&mut self, app: &App, node: &Node, applied: u64) {
         let (app, created) = (app.clone(), node.stream_created_ns());
+        let snapshot_into = self.snapshot_due();
         let started = Instant::now();
         let taken = tokio::task::spawn_blocking(move || {
-            crate::replica_checkpoint::take(app.engine(), app.health(), created, applied)
+            let cp = crate::replica_checkpoint::take(app.engine(), app.health(), created, applied)?;
+            // Still with nothing applied since the checkpoint.
+            let snapshot = snapshot_into.map(|dir| {
+                let store = &app.engine().config().data_dir;
+                let at = Instant::now();
+                crate::replica_snapshot::take(store, &dir, &cp).map(|path| (path, at.elapsed()))
+            });
+            Ok::<_, crate::replica_checkpoint::CheckpointError>(snapshot)
         })
         .await;
         self.taken_at = Instant::now();
         match taken {
-            Ok(Ok(_)) => {
+            Ok(Ok(snapshot)) => {
                 self.applied = applied;
                 tracing::debug!(
                     applied,
                     took_ms = started.elapsed().as_millis() as u64,
                     "replica checkpoint written"
                 );
+                match snapshot {
+                    Some(Ok((path, took))) => {
+                        self.snapshot_at = Some(Instant::now());
+                        tracing::info!(
+                            applied,
+                            path = %path.display(),
+                            took_ms = took.as_millis() as u64,
+                            "replica snapshot written"
+                        );
+                    }
+                    Some(Err(e)) => {
+                        // Tried again a minute later (or at the interval, if that is shorter).
+                        self.snapshot_at = self.snapshots.as_ref().and_then(|p| {
+                            Instant::now()
+                                .checked_sub(p.every)
+                                .map(|t| t + SNAPSHOT_RETRY.min(p.every))
+                        });
+                        tracing::warn!(error = %e, applied, "replica snapshot not written");
+                    }
+                    None => {}
+                }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, applied, "replica checkpoint not written"),
             Err(e) => tracing::warn!(error = %e, "replica checkpoint task failed"),

@@ -50,6 +50,7 @@ mod server;
 pub mod cluster_mode;
 pub mod cluster_replica;
 pub mod replica_checkpoint;
+pub mod replica_snapshot;
 mod sse;
 mod tier_feed;
 mod trace_body;

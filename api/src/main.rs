@@ -171,6 +171,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             clock,
             resumed_at,
+            snapshots: (cli.replica_snapshot_every > 0).then(|| {
+                api::cluster_replica::SnapshotPolicy {
+                    dir: cli.data.join(api::replica_snapshot::DIR),
+                    every: std::time::Duration::from_secs(cli.replica_snapshot_every),
+                }
+            }),
         }
     }));
     api::serve(listener, app, shutdown_signal()).await?;

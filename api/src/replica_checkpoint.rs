@@ -138,7 +138,7 @@ pub fn take(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use engine::{Action, AuditEntry, Config, Durability, ManualClock, ScanInput, VenueSpec};
@@ -146,10 +146,10 @@ mod tests {
 
     use super::*;
 
-    const T0: i64 = 1_800_000_000;
-    const STREAM: i128 = 1_796_000_000_123_456_789;
+    pub(crate) const T0: i64 = 1_800_000_000;
+    pub(crate) const STREAM: i128 = 1_796_000_000_123_456_789;
 
-    fn open(dir: &Path) -> Health {
+    pub(crate) fn open(dir: &Path) -> Health {
         let mut c = Config::new(dir);
         c.durability = Durability::Os;
         c.clock = Arc::new(ManualClock::new(T0));
@@ -158,14 +158,14 @@ mod tests {
         Health::open(engine, HealthConfig::new(dir)).unwrap()
     }
 
-    fn close(health: Health) {
+    pub(crate) fn close(health: Health) {
         health.shutdown();
         health.engine().shutdown().unwrap();
     }
 
     /// What a replica applies: a venue, its scans, a case numbered by the counter, the case's
     /// audit entry.
-    fn apply(health: &Health, venue: &str, person: &str) -> String {
+    pub(crate) fn apply(health: &Health, venue: &str, person: &str) -> String {
         let engine = health.engine();
         engine
             .register_venues(vec![VenueSpec {
@@ -211,7 +211,7 @@ mod tests {
         view.case.id.to_string()
     }
 
-    fn case_ids(health: &Health) -> Vec<String> {
+    pub(crate) fn case_ids(health: &Health) -> Vec<String> {
         health
             .cases(None, None)
             .into_iter()

@@ -7,7 +7,8 @@
 //! wrong order (a scan naming a venue the cut registry no longer holds, an audit entry derived
 //! again). Only the bytes past the ends go: segments after the last one are deleted, the last
 //! one is zeroed from its end (its clean end, as the writer leaves it), and the journals are
-//! truncated at theirs.
+//! truncated at theirs. A file another name links as well (a replica's snapshot) is first
+//! replaced by a copy of its own ([`unshare`]), so a cut never reaches through the link.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -63,6 +64,7 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
             fs::remove_file(&path).map_err(|e| io(format!("removing {}", path.display()), e))?;
         }
     }
+    unshare(&active)?;
     let file = OpenOptions::new()
         .write(true)
         .open(&active)
@@ -81,6 +83,7 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
         if !path.exists() {
             continue;
         }
+        unshare(path)?;
         let f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -92,6 +95,29 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(format!("syncing {}", dir.display()), e))
+}
+
+/// Makes `path` a file of its own before it is cut: when another name links the same inode (a
+/// snapshot of the store, `api::replica_snapshot`, or a store seeded by hard-linking one), the
+/// file is replaced by a private copy, so the cut changes only this store, never the files the
+/// other name stands for. A file with one link is left alone.
+pub fn unshare(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what: String, e| Error::io(what, e);
+    let links = fs::metadata(path)
+        .map_err(|e| io(format!("reading {}", path.display()), e))?
+        .nlink();
+    if links <= 1 {
+        return Ok(());
+    }
+    let mut copy_name = path.as_os_str().to_owned();
+    copy_name.push(".unshared");
+    let copy = std::path::PathBuf::from(copy_name);
+    fs::copy(path, &copy).map_err(|e| io(format!("copying {}", path.display()), e))?;
+    fs::File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(format!("syncing {}", copy.display()), e))?;
+    fs::rename(&copy, path).map_err(|e| io(format!("replacing {}", path.display()), e))
 }
 
 fn too_short(path: &Path, len: u64, end: u64) -> Error {

@@ -39,7 +39,7 @@ mod writer;
 
 pub use audit::{AuditDone, AuditForward};
 pub use change::{AppliedScan, ChangeListener, PersonKey, StoreChange, StoredScans, VenueKey};
-pub use checkpoint::{cut_back, DurableEnds};
+pub use checkpoint::{cut_back, unshare, DurableEnds};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     Completion, Config, DroppedTail, Durability, Engine, EventListener, ExitListener, PurgeReport,
