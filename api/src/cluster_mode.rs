@@ -185,21 +185,40 @@ fn validate(
     })
 }
 
-/// Registers venues locally (which validates them) and publishes them for the shards and the
-/// other HTTP nodes; answers once JetStream acknowledged.
+/// Validates venues, publishes them for the shards and every HTTP node's replica, and answers
+/// once JetStream acknowledged them. This node registers them the way every node does, when its
+/// replica applies the message: registered here first, a venue whose publish then failed would
+/// stay in this node's registry alone (its scans acknowledged here, refused by every shard), and
+/// one that succeeded would take effect here ahead of its place in the stream. The answer waits
+/// (up to [`VENUE_CATCH_UP`]) until the replica has applied it, so a read through this node right
+/// after it finds the venue as registered; a read that does not find a venue waits the same way
+/// ([`known_venue`]).
 pub(crate) async fn register_venues(
-    app: &App,
     node: &Node,
     specs: Vec<engine::VenueSpec>,
 ) -> Result<usize, ApiError> {
-    let engine = app.engine().clone();
-    let copy = specs.clone();
-    let n = tokio::task::spawn_blocking(move || engine.register_venues(copy))
-        .await
-        .map_err(|e| ApiError::Internal(format!("a worker task failed: {e}")))?
-        .map_err(engine_err)?;
+    Engine::validate_venues(&specs).map_err(engine_err)?;
     node.publish_venues(&specs).await.map_err(cluster_err)?;
-    Ok(n)
+    // The registration is durable: a replica still catching up registers it later.
+    let _ = node.wait_latest_venues_applied(VENUE_CATCH_UP).await;
+    Ok(specs.len())
+}
+
+/// Whether `venue` is registered, waiting (up to [`VENUE_CATCH_UP`]) for this node's registry to
+/// apply the stream's latest venue registration before saying it is not: a venue registered
+/// through another node, or while this node's replica replays the stream, is in the stream
+/// before that node answered.
+pub(crate) async fn known_venue(app: &App, node: &Node, venue: &str) -> Result<bool, ApiError> {
+    if app.engine().venue_key(venue).is_some() {
+        return Ok(true);
+    }
+    match node.wait_latest_venues_applied(VENUE_CATCH_UP).await {
+        Ok(true) => Ok(app.engine().venue_key(venue).is_some()),
+        Ok(false) => Err(ApiError::Unavailable(
+            "the venue registry is catching up with the cluster".into(),
+        )),
+        Err(e) => Err(cluster_err(e)),
+    }
 }
 
 async fn audit(engine: &Engine, entry: AuditEntry) -> Result<(), ApiError> {
@@ -251,10 +270,10 @@ pub(crate) async fn person_visits(
     )
 }
 
-/// `POST /v1/trace` by fan-out. The case's visits come from this node's replica when it has
-/// applied the stream as far as a read of the case's shard must have seen (then the replica's
-/// engine answers them as the shard would: the same scans, the same visit rule), else from the
-/// shard; the overlap rounds always go to every shard.
+/// `POST /v1/trace` by fan-out. The case's visits come from this node's replica when it holds
+/// every scan a read of the case's shard would see ([`replica_answers_for_shard`]: then the
+/// replica's engine answers them as the shard would, with the same scans and the same visit
+/// rule), else from the shard; the overlap rounds always go to every shard.
 pub(crate) async fn trace(
     app: &App,
     node: &Node,
@@ -266,7 +285,14 @@ pub(crate) async fn trace(
         .inner
         .replica
         .get()
-        .filter(|replica| replica.applied() >= node.seq_to_read(&request.person))
+        .filter(|replica| {
+            replica_answers_for_shard(
+                replica.is_caught_up(),
+                replica.behind(),
+                replica.applied(),
+                node.seq_to_read(&request.person),
+            )
+        })
         .map(|_| {
             app.engine()
                 .visits(&request.person, request.from, request.to)
@@ -293,9 +319,19 @@ pub(crate) async fn trace(
     ))
 }
 
+/// Whether this node's replica may answer a read in place of a shard: it has caught up with the
+/// stream since the node started, no message it has heard of is left to apply (so it is not
+/// rebuilding, and not held back behind a burst of scans through the other node), and it has
+/// applied this node's latest publish to the shard. `seq_to_read` alone is not enough: it counts
+/// only this node's own publishes, so it is 0 on a node that has not written to the shard since
+/// its start, while its replica may still be replaying the stream.
+fn replica_answers_for_shard(caught_up: bool, behind: u64, applied: u64, seq_to_read: u64) -> bool {
+    caught_up && behind == 0 && applied >= seq_to_read
+}
+
 /// Persons present at a venue, summed over shards (a registered venue no shard has seen yet is 0).
 pub(crate) async fn occupancy(app: &App, node: &Node, venue: &str) -> Result<u32, ApiError> {
-    if app.engine().venue_key(venue).is_none() {
+    if !known_venue(app, node, venue).await? {
         return Err(ApiError::NotFound(format!("unknown venue '{venue}'")));
     }
     Ok(node
@@ -305,13 +341,44 @@ pub(crate) async fn occupancy(app: &App, node: &Node, venue: &str) -> Result<u32
         .unwrap_or(0))
 }
 
-/// The `n` venues with most persons present, over all shards.
-pub(crate) async fn top_occupancy(node: &Node, n: usize) -> Result<Vec<(Arc<str>, u32)>, ApiError> {
+/// The `n` venues with most persons present, over all shards; venues with nobody present (from
+/// this node's registry) fill the list when fewer have someone, as on the single server.
+pub(crate) async fn top_occupancy(
+    app: &App,
+    node: &Node,
+    n: usize,
+) -> Result<Vec<(Arc<str>, u32)>, ApiError> {
+    let engine = app.engine().clone();
     Ok(node
-        .top_occupancy(n)
+        .top_occupancy(n, move || {
+            engine
+                .venue_ids()
+                .into_iter()
+                .map(|v| v.to_string())
+                .collect()
+        })
         .await
         .map_err(cluster_err)?
         .into_iter()
         .map(|(v, c)| (Arc::from(v), c))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replica_answers_for_shard;
+
+    #[test]
+    fn the_replica_answers_a_read_only_when_it_holds_what_the_shard_would() {
+        // Caught up, nothing heard of left to apply, this node's last publish applied.
+        assert!(replica_answers_for_shard(true, 0, 120, 120));
+        assert!(replica_answers_for_shard(true, 0, 120, 0));
+        // A node that has written nothing since its start (seq_to_read 0) while its replica is
+        // still rebuilding, or replaying after a restart, or behind a burst: the shard answers.
+        assert!(!replica_answers_for_shard(false, 0, 0, 0));
+        assert!(!replica_answers_for_shard(false, 9_000, 1_000, 0));
+        assert!(!replica_answers_for_shard(true, 37, 120, 0));
+        // Its own latest publish to the shard not applied yet.
+        assert!(!replica_answers_for_shard(true, 0, 119, 120));
+    }
 }

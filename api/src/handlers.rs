@@ -205,7 +205,7 @@ pub(crate) async fn register_venues(app: &App, req: Req) -> Answer {
     let body = read_body(&parts.headers, body, app.body_timeouts()).await?;
     let specs = decode::decode_venues(&body).map_err(ApiError::BadRequest)?;
     if let Some(node) = app.cluster() {
-        let n = crate::cluster_mode::register_venues(app, node, specs).await?;
+        let n = crate::cluster_mode::register_venues(node, specs).await?;
         return json(StatusCode::OK, &serde_json::json!({ "registered": n }));
     }
     let engine = app.engine().clone();
@@ -225,6 +225,9 @@ struct VenueOut<'a> {
 }
 
 pub(crate) async fn venue(app: &App, ctx: &Ctx) -> Answer {
+    if let Some(node) = app.cluster() {
+        crate::cluster_mode::known_venue(app, node, &ctx.param).await?;
+    }
     let mut v = app
         .engine()
         .venue(&ctx.param)
@@ -344,7 +347,7 @@ pub(crate) async fn top_occupancy(app: &App, ctx: &Ctx) -> Answer {
     };
     let engine = app.engine().clone();
     let top = match app.cluster() {
-        Some(node) => crate::cluster_mode::top_occupancy(node, n).await?,
+        Some(node) => crate::cluster_mode::top_occupancy(app, node, n).await?,
         None => blocking(move || engine.top_occupancy(n)).await?,
     };
     json(

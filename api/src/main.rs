@@ -92,8 +92,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         config.data_dir = cache.clone();
         config.durability = engine::Durability::Os;
+        // Scans come from the stream, checked when they were accepted (as on the shards).
+        config.times_checked_upstream = true;
         health_config.db_path = cache.join("health.redb");
         health_config.clock = Some(clock.clone());
+        health_config.purge_at_open = false;
         tracing::info!(
             cache = %cache.display(),
             "cluster mode: the local store is a cache of the stream"

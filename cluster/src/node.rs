@@ -436,11 +436,17 @@ impl Node {
         Ok(total)
     }
 
-    /// The `n` venues with most persons present over all shards, ties by id.
-    pub async fn top_occupancy(&self, n: usize) -> Result<Vec<(String, u32)>> {
+    /// The `n` venues with most persons present over all shards, ties by id. As on the single
+    /// server, venues with nobody present fill the list when fewer than `n` have someone,
+    /// smallest ids first, from `registered` (every registered venue id; called only then).
+    pub async fn top_occupancy(
+        &self,
+        n: usize,
+        registered: impl FnOnce() -> Vec<String>,
+    ) -> Result<Vec<(String, u32)>> {
         // Each shard's top-n is not enough for a global top-n (a venue can be 11th on every
-        // shard and 1st overall): ask every shard for all its venues.
-        let replies = self.ask_all(Op::Top { n: usize::MAX }).await?;
+        // shard and 1st overall): ask every shard for all its venues with someone present.
+        let replies = self.ask_all(Op::Present).await?;
         let mut sum: BTreeMap<String, u32> = BTreeMap::new();
         for r in replies {
             let Reply::Top(list) = r else {
@@ -450,10 +456,19 @@ impl Node {
                 *sum.entry(v).or_default() += c;
             }
         }
-        // As the single server does, venues with nobody present take part (ordered by id).
-        let mut all: Vec<(String, u32)> = sum.into_iter().collect();
+        let mut all: Vec<(String, u32)> = sum.into_iter().filter(|(_, c)| *c > 0).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
+        if all.len() < n {
+            let present: HashSet<&str> = all.iter().map(|(v, _)| v.as_str()).collect();
+            let mut idle: Vec<String> = registered()
+                .into_iter()
+                .filter(|v| !present.contains(v.as_str()))
+                .collect();
+            idle.sort_unstable();
+            idle.truncate(n - all.len());
+            all.extend(idle.into_iter().map(|v| (v, 0)));
+        }
         Ok(all)
     }
 

@@ -78,6 +78,9 @@ pub async fn run(
     ec.durability = engine::Durability::Os;
     ec.default_stay_s = config.default_stay_s;
     ec.retention_days = config.retention_days;
+    // The HTTP node that published a scan checked its time with its own clock; applied later or
+    // on a host whose clock differs, the same check here would drop an acknowledged scan.
+    ec.times_checked_upstream = true;
     let engine = tokio::task::spawn_blocking(move || engine::Engine::open(ec))
         .await
         .map_err(|e| ClusterError::JetStream(e.to_string()))??;
@@ -504,6 +507,13 @@ fn answer_now(state: &State, op: Op) -> Reply {
                 .collect(),
         ),
         Op::Occupancy { venue } => Reply::Occupancy(engine.occupancy(&venue)),
+        Op::Present => Reply::Top(
+            engine
+                .present_venues()
+                .into_iter()
+                .map(|(v, c)| (v.to_string(), c))
+                .collect(),
+        ),
         Op::Top { n } => Reply::Top(
             engine
                 .top_occupancy(n)

@@ -104,6 +104,9 @@ pub enum Op {
     Occupancy { venue: String },
     /// The `n` venues with most persons present.
     Top { n: usize },
+    /// Every venue with someone present, and how many (venues with nobody are left out, so
+    /// the answer stays small however many venues are registered).
+    Present,
     /// The shard's persons exposed by `sources`: for each person not in `exclude`, the source
     /// with the largest exposure `>= threshold` (ties: smallest source id).
     Exposures {

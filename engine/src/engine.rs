@@ -62,6 +62,11 @@ pub struct Config {
     /// Fault injection for tests of the failure paths: called before every group-commit sync;
     /// an `Err` is treated exactly like a failed `msync`. `None` in production.
     pub sync_fault: Option<SyncFault>,
+    /// The scans come from a log that checked their times when it accepted them (a cluster
+    /// replica applying the stream): skip the too-old and in-future checks, which this store's
+    /// own clock, and its applying them later (a replica rebuilt or catching up), would answer
+    /// differently from the node that accepted them. Off by default.
+    pub times_checked_upstream: bool,
 }
 
 /// See [`Config::sync_fault`].
@@ -79,6 +84,7 @@ impl Config {
             recent_events: 1 << 20,
             clock: Arc::new(SystemClock),
             sync_fault: None,
+            times_checked_upstream: false,
         }
     }
 }
@@ -239,6 +245,13 @@ impl Engine {
     }
 
     /// Registers or updates venues, all or none, durably. Returns how many were registered.
+    /// Checks venue specs as [`Engine::register_venues`] does, registering nothing (a cluster
+    /// node checks them before it publishes them; its replica registers them from the stream).
+    pub fn validate_venues(specs: &[VenueSpec]) -> Result<()> {
+        registry::validate(specs)?;
+        Ok(())
+    }
+
     pub fn register_venues(&self, specs: Vec<VenueSpec>) -> Result<usize> {
         registry::validate(&specs)?;
         let shared = self.shared();
@@ -292,6 +305,24 @@ impl Engine {
 
     /// The `n` venues with most persons present, ties by id (byte order). When fewer than `n`
     /// venues are occupied, empty venues (by id) fill the list up to `n`.
+    /// The venues with someone present and how many, in no particular order (a cluster shard's
+    /// share of `GET /v1/occupancy?top=N`).
+    pub fn present_venues(&self) -> Vec<(Arc<str>, u32)> {
+        let idx = self.shared().index.read();
+        let counts = idx.occupancy.counts();
+        idx.venue_ids
+            .iter()
+            .zip(counts.iter())
+            .filter(|(_, &c)| c > 0)
+            .map(|(id, &c)| (id.clone(), c))
+            .collect()
+    }
+
+    /// Every registered venue's id, in no particular order.
+    pub fn venue_ids(&self) -> Vec<Arc<str>> {
+        self.shared().index.read().venue_ids.clone()
+    }
+
     pub fn top_occupancy(&self, n: usize) -> Vec<(Arc<str>, u32)> {
         let idx = self.shared().index.read();
         let counts = idx.occupancy.counts();
@@ -329,12 +360,13 @@ impl Engine {
         }
         let now = self.now();
         let oldest = now - shared.config.retention_days as i64 * 86_400;
+        let check_times = !shared.config.times_checked_upstream;
         let mut outcome = IngestOutcome::default();
         let mut scans = Vec::with_capacity(batch.len());
         {
             let reg = shared.registry.read();
             for (index, item) in batch.into_iter().enumerate() {
-                match validate_scan(item, &reg, now, oldest) {
+                match validate_scan(item, &reg, now, oldest, check_times) {
                     Ok(v) => {
                         if v.out {
                             outcome.accepted_out += 1;
@@ -706,6 +738,7 @@ fn validate_scan(
     reg: &Registry,
     now: i64,
     oldest: i64,
+    check_times: bool,
 ) -> std::result::Result<Validated, RejectReason> {
     let s = item?;
     if !is_valid_person_id(&s.person) {
@@ -716,10 +749,10 @@ fn validate_scan(
     }
     let venue = reg.find(&s.venue).ok_or(RejectReason::UnknownVenue)?;
     let ts = s.ts.unwrap_or(now);
-    if ts < oldest {
+    if check_times && ts < oldest {
         return Err(RejectReason::TooOld);
     }
-    if ts > now + FUTURE_SKEW_S {
+    if check_times && ts > now + FUTURE_SKEW_S {
         return Err(RejectReason::InFuture);
     }
     let ts = u32::try_from(ts).map_err(|_| RejectReason::InvalidTs)?;

@@ -549,3 +549,43 @@ fn cut_back_leaves_hard_linked_files_elsewhere_untouched() {
     assert_eq!(other.audit_since(0).unwrap().len(), 1);
     other.shutdown().unwrap();
 }
+
+/// A store fed by a log that checked the scans' times when it accepted them (a cluster replica)
+/// stores them whatever its own clock says; a store taking scans directly refuses the same
+/// times as too old or in the future.
+#[test]
+fn times_checked_upstream_are_not_checked_again() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let batch = || {
+        vec![
+            scan("ahead", "A", T0 + 400, Action::In),
+            scan("old", "A", T0 - 30 * 86_400, Action::In),
+            scan("now", "A", T0, Action::In),
+        ]
+    };
+    let direct_dir = tempfile::tempdir().unwrap();
+    let direct = open_small(direct_dir.path(), &clock);
+    direct.register_venues(vec![venue("A", None)]).unwrap();
+    let out = direct.ingest(batch()).unwrap();
+    let reasons: Vec<RejectReason> = out.rejected.iter().map(|r| r.reason).collect();
+    assert_eq!(reasons, vec![RejectReason::InFuture, RejectReason::TooOld]);
+    direct.shutdown().unwrap();
+
+    let replica_dir = tempfile::tempdir().unwrap();
+    let mut c = Config::new(replica_dir.path());
+    c.durability = Durability::Os;
+    c.clock = clock.clone();
+    c.times_checked_upstream = true;
+    let replica = Engine::open(c).unwrap();
+    replica.register_venues(vec![venue("A", None)]).unwrap();
+    let out = replica.ingest(batch()).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(replica.stats().scans, 3);
+    assert!(replica.visits("ahead", 0, i64::MAX).is_some());
+    // Everything else is still checked.
+    let out = replica
+        .ingest(vec![scan("p", "NOPE", T0, Action::In)])
+        .unwrap();
+    assert_eq!(out.rejected[0].reason, RejectReason::UnknownVenue);
+    replica.shutdown().unwrap();
+}

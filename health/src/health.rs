@@ -54,6 +54,10 @@ pub struct HealthConfig {
     /// lapses); the engine's clock when `None`. Cluster mode pins it to each command's stamp
     /// while the command is applied, so every node's replica records the same times.
     pub clock: Option<Arc<dyn engine::Clock>>,
+    /// Drop expired samples and declarations when the domain opens (by the clock at that
+    /// moment). A cluster replica turns it off: a purge there must happen at the same point of
+    /// the stream on every node ([`Health::purge_expired_on_a_new_day`]), not when one restarts.
+    pub purge_at_open: bool,
 }
 
 impl HealthConfig {
@@ -65,6 +69,7 @@ impl HealthConfig {
             freshness: true,
             max_pool: crate::samples::DEFAULT_MAX_POOL,
             clock: None,
+            purge_at_open: true,
         }
     }
 }
@@ -243,6 +248,7 @@ impl Health {
     /// counted case before returning, so that the first answer is already current.
     pub fn open(engine: Engine, config: HealthConfig) -> Result<Health> {
         config.policy.validate()?;
+        let config_purge_at_open = config.purge_at_open;
         let started = Instant::now();
         let store = Store::open(&config.db_path)?;
         let mut cases = store.cases()?;
@@ -322,8 +328,10 @@ impl Health {
         inner.derive_all(&counted);
         let health = Health { inner };
         health.reconcile_samples()?;
-        health.purge_samples()?;
-        health.purge_declarations()?;
+        if config_purge_at_open {
+            health.purge_samples()?;
+            health.purge_declarations()?;
+        }
         let inner = health.inner;
         {
             // F0 persons with no counted contacts still need their first event state.
@@ -338,6 +346,22 @@ impl Health {
             "health domain open"
         );
         Ok(Health { inner })
+    }
+
+    /// Drops expired samples (collected over 180 days ago) and declarations (older than the scan
+    /// retention) by the domain's clock, the first time it is called on a UTC day later than the
+    /// last day it purged on; the day is kept in the database, so it moves with the health
+    /// checkpoints. A cluster replica calls it before each command it applies, with the clock
+    /// pinned to the command's stamp: every node purges at the same point of the stream,
+    /// whenever each was restarted. Returns how many records went.
+    pub fn purge_expired_on_a_new_day(&self) -> Result<usize> {
+        let day = u64::try_from(self.inner.now().div_euclid(86_400)).unwrap_or(0);
+        if day <= self.inner.store.purged_day()? {
+            return Ok(0);
+        }
+        let n = self.purge_samples()? + self.purge_declarations()?;
+        self.inner.store.set_purged_day(day)?;
+        Ok(n)
     }
 
     /// The scan store this domain reads.

@@ -18,6 +18,8 @@ const CASES: TableDefinition<&str, &[u8]> = TableDefinition::new("cases");
 pub(crate) const AREAS: TableDefinition<&str, &[u8]> = TableDefinition::new("areas");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_CASE: &str = "next_case";
+/// The last UTC day (unix day number) expired records were purged on (`Health::purge_expired_on_a_new_day`).
+const PURGED_DAY: &str = "purged_day";
 
 /// The open health database.
 pub(crate) struct Store {
@@ -170,6 +172,37 @@ impl Store {
         }
         txn.commit()
             .map_err(|e| Error::store("committing a case", e))
+    }
+
+    /// The last day expired records were purged on (0 before the first purge).
+    pub(crate) fn purged_day(&self) -> Result<u64> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("starting a read", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| Error::store("opening the meta table", e))?;
+        Ok(meta
+            .get(PURGED_DAY)
+            .map_err(|e| Error::store("reading the purge day", e))?
+            .map_or(0, |v| v.value()))
+    }
+
+    pub(crate) fn set_purged_day(&self, day: u64) -> Result<()> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::store("starting a transaction", e))?;
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| Error::store("opening the meta table", e))?;
+            meta.insert(PURGED_DAY, day)
+                .map_err(|e| Error::store("writing the purge day", e))?;
+        }
+        txn.commit()
+            .map_err(|e| Error::store("committing the purge day", e))
     }
 
     /// The next number for a server-made case id (1 on a new database).

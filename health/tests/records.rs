@@ -823,3 +823,66 @@ fn recoveries_are_each_persons_own_as_cases_are_added() {
     assert!(w.health.recoveries("c").is_empty());
     assert!(w.health.recoveries("b").is_empty());
 }
+
+/// A cluster replica purges expired records at the first command of a new day, by the command's
+/// time (`purge_expired_on_a_new_day`), not when it reopens: every node then purges at the same
+/// point of the stream. The purged day is stored, so a reopened domain does not purge again.
+#[test]
+fn expired_records_go_once_a_day_and_not_at_open_when_told_so() {
+    let venues = vec![("SITE".to_string(), Some(3600))];
+    let h = Harness::open(&venues, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let config = || HealthConfig {
+        purge_at_open: false,
+        ..HealthConfig::new(dir.path())
+    };
+    let health = Health::open(h.engine.clone(), config()).unwrap();
+    health
+        .register_sample(sample("OLD", &["a"], T0 - 60))
+        .unwrap();
+    health
+        .declare(NewDeclaration {
+            person: "a".into(),
+            ts: Some(T0 - 100),
+            symptoms: vec!["fever".into()],
+            exposure: false,
+            travel: vec![],
+        })
+        .unwrap();
+    // Purged once on this day (nothing has expired yet), then not again the same day.
+    assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 0);
+    health.shutdown();
+    drop(health);
+
+    // 200 days later the domain opens without purging.
+    h.clock.advance(200 * DAY);
+    let health = Health::open(h.engine.clone(), config()).unwrap();
+    assert!(health.sample("OLD").is_some());
+    assert_eq!(
+        health.followups().len(),
+        0,
+        "the declaration is too old to count"
+    );
+    // The first call of the day purges the sample and the declaration; the second nothing.
+    assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 2);
+    assert!(health.sample("OLD").is_none());
+    assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 0);
+    // A new sample, then a reopen on the same day: the stored day holds, nothing goes.
+    health
+        .register_sample(sample("NEW", &["b"], T0 + 200 * DAY - 60))
+        .unwrap();
+    health.shutdown();
+    drop(health);
+    let health = Health::open(h.engine.clone(), config()).unwrap();
+    assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 0);
+    assert!(health.sample("NEW").is_some());
+    health.shutdown();
+    drop(health);
+
+    // The default (single server) purges at open.
+    h.clock.advance(200 * DAY);
+    let health = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    assert!(health.sample("NEW").is_none());
+    health.shutdown();
+    drop(health);
+}
