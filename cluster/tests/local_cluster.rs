@@ -362,6 +362,8 @@ impl Cluster {
             .arg(&self.script)
             .args(args)
             .env("CHECKIN_BIN_DIR", bin_dir())
+            // The HTTP nodes snapshot their replicas every 2 s of applying (for http-3 below).
+            .env("CHECKIN_REPLICA_SNAPSHOT_EVERY", "2")
             .stderr(Stdio::inherit())
             .output()
             .expect("run deploy/local-cluster.sh");
@@ -393,6 +395,82 @@ impl Drop for Single {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// An HTTP node started on a copy of another node's replica snapshot.
+struct Seeded {
+    url: String,
+    snapshot_seq: u64,
+    ready_after: Duration,
+    _process: Single,
+}
+
+/// Copies `http-2`'s latest replica snapshot (`DATA/cluster-snapshots/LATEST`) into a new data
+/// directory, as an operator would while `http-2` runs, and starts a third HTTP node on it;
+/// returns once the node is ready (`/readyz`).
+fn seed_from_snapshot(cluster: &Path, base: &Path, nats_urls: &str, bin: &Path) -> Seeded {
+    let snapshots = cluster.join("http-2/cluster-snapshots");
+    let data = base.join("http-3");
+    let cache = data.join("cluster-cache");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snapshot_seq = loop {
+        // The newest two are kept: a copy that finds a file gone (a rotation under it) retries.
+        let copied = (|| -> std::io::Result<u64> {
+            let name = std::fs::read_to_string(snapshots.join("LATEST"))?;
+            let from = snapshots.join(name.trim());
+            let _ = std::fs::remove_dir_all(&cache);
+            std::fs::create_dir_all(&cache)?;
+            for entry in std::fs::read_dir(&from)? {
+                let path = entry?.path();
+                std::fs::copy(&path, cache.join(path.file_name().expect("a file name")))?;
+            }
+            let checkpoint: Value =
+                serde_json::from_slice(&std::fs::read(cache.join("replica-checkpoint.json"))?)
+                    .map_err(std::io::Error::other)?;
+            Ok(checkpoint["applied"].as_u64().unwrap_or(0))
+        })();
+        match copied {
+            Ok(seq) => break seq,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no copy of http-2's snapshot in 30 s: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(snapshot_seq > 0, "the snapshot stands for a sequence");
+    std::fs::copy(
+        cluster.join("http-2/signing-key.pem"),
+        data.join("signing-key.pem"),
+    )
+    .expect("copy the signing key");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(base.join("http-3.log")).expect("http-3's log");
+    let started = Instant::now();
+    let process = Single(
+        Command::new(bin.join("checkin-server"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--cluster")
+            .arg(nats_urls)
+            .arg("--cluster-shards")
+            .arg("2")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start http-3"),
+    );
+    until_ok(&url, "GET", "/readyz", None, 60);
+    Seeded {
+        url,
+        snapshot_seq,
+        ready_after: started.elapsed(),
+        _process: process,
     }
 }
 
@@ -917,6 +995,48 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         "change entries (ts, who, action, subject) through the two nodes"
     );
     eprintln!("audit: {single_n} entries on the single server, the same through both HTTP nodes");
+
+    // A third HTTP node seeded from http-2's latest snapshot, copied while http-2 runs: it
+    // resumes from the snapshot's checkpoint (not from the stream's first message), catches up,
+    // and serves the same health domain and change entries.
+    let http3 = seed_from_snapshot(&cluster.dir, &base, nats_urls.trim(), &dir);
+    let log3 = base.join("http-3.log");
+    let mut resumed = None;
+    for line in std::fs::read_to_string(&log3)
+        .expect("http-3's log")
+        .lines()
+    {
+        if line.contains("resumes from its checkpoint") {
+            resumed = Some(line.to_string());
+        }
+    }
+    let resumed = resumed.unwrap_or_else(|| panic!("http-3 did not resume from the snapshot"));
+    assert!(
+        resumed.contains(&format!("applied={}", http3.snapshot_seq)),
+        "http-3 resumed at the snapshot's sequence {}: {resumed}",
+        http3.snapshot_seq
+    );
+    settles_equal(&http3.url, &single_base, "/v1/cases", 30);
+    settles_equal(&http3.url, &single_base, "/v1/followups", 30);
+    for p in ["p3", "p20", "p30", "p40", "p50"] {
+        settles_equal(
+            &http3.url,
+            &single_base,
+            &format!("/v1/persons/{p}/status"),
+            30,
+        );
+    }
+    let got = until_ok(&http3.url, "GET", "/v1/audit?since=0", None, 30).json();
+    assert_eq!(
+        changes(&got),
+        change_entries[1],
+        "change entries through http-3"
+    );
+    eprintln!(
+        "http-3 seeded from http-2's snapshot at sequence {}: ready after {:?}, equal",
+        http3.snapshot_seq, http3.ready_after
+    );
+    drop(http3);
     drop(single);
     eprintln!("all checks passed in {:?}", started.elapsed());
 }
