@@ -376,7 +376,15 @@ async fn consume(
 
 async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Result<()> {
     if subject == VENUES_SUBJECT {
-        apply_venues(&state.engine, payload).await
+        match apply_venues(&state.engine, payload).await {
+            // Skipped as every HTTP node's replica skips it (and as an undecodable scan batch
+            // is): stopping here would stop the shard at it on every restart.
+            Err(e @ ClusterError::Decode { .. }) => {
+                tracing::error!(error = %e, "undecodable venue batch in the stream; skipped");
+                Ok(())
+            }
+            other => other,
+        }
     } else {
         apply_scans(&state.engine, subject, payload).await
     }
