@@ -176,17 +176,7 @@ impl Store {
 
     /// The last day expired records were purged on (0 before the first purge).
     pub(crate) fn purged_day(&self) -> Result<u64> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("starting a read", e))?;
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| Error::store("opening the meta table", e))?;
-        Ok(meta
-            .get(PURGED_DAY)
-            .map_err(|e| Error::store("reading the purge day", e))?
-            .map_or(0, |v| v.value()))
+        Ok(self.meta(PURGED_DAY, "reading the purge day")?.unwrap_or(0))
     }
 
     pub(crate) fn set_purged_day(&self, day: u64) -> Result<()> {
@@ -207,6 +197,13 @@ impl Store {
 
     /// The next number for a server-made case id (1 on a new database).
     pub(crate) fn next_case_number(&self) -> Result<u64> {
+        Ok(self
+            .meta(NEXT_CASE, "reading the case counter")?
+            .unwrap_or(1))
+    }
+
+    /// A number of the meta table, `None` if it was never written.
+    fn meta(&self, key: &str, what: &'static str) -> Result<Option<u64>> {
         let txn = self
             .db
             .begin_read()
@@ -215,8 +212,8 @@ impl Store {
             .open_table(META)
             .map_err(|e| Error::store("opening the meta table", e))?;
         Ok(meta
-            .get(NEXT_CASE)
-            .map_err(|e| Error::store("reading the case counter", e))?
-            .map_or(1, |v| v.value()))
+            .get(key)
+            .map_err(|e| Error::store(what, e))?
+            .map(|v| v.value()))
     }
 }
