@@ -533,12 +533,15 @@ async fn apply_command(app: &App, node: &Node, replica: &Replica, command: Healt
     replica.clock.pin(command.now);
     // Expired records go at the first command of each day, on every node at the same point of
     // the stream (not when a node restarts, which `purge_at_open: false` leaves out).
-    let purging = app.clone();
-    match tokio::task::spawn_blocking(move || purging.health().purge_expired_on_a_new_day()).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(records = n, "purged expired samples and declarations"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "purging expired records failed"),
-        Err(e) => tracing::warn!(error = %e, "the purge task failed"),
+    if app.health().purge_is_due() {
+        let purging = app.clone();
+        match tokio::task::spawn_blocking(move || purging.health().purge_expired_on_a_new_day())
+            .await
+        {
+            Ok(Ok(n)) => tracing::info!(records = n, "purged expired samples and declarations"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "purging expired records failed"),
+            Err(e) => tracing::warn!(error = %e, "the purge task failed"),
+        }
     }
     let resp = run_command(app, &command, taken_here).await;
     let outcome = collect(resp).await;

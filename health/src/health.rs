@@ -237,6 +237,8 @@ pub(crate) struct Inner {
     pub observers: RwLock<Vec<UpdateObserver>>,
     pub rederived_by_scans: AtomicU64,
     pub rederived_by_store: AtomicU64,
+    /// The last day expired records were purged on (as stored in the database's meta table).
+    purged_day: AtomicU64,
 }
 
 struct WriteState {
@@ -258,6 +260,7 @@ impl Health {
                 .then_with(|| a.id.cmp(&b.id))
         });
         let next_case = store.next_case_number()?;
+        let purged_day = store.purged_day()?;
         let areas = Areas::from_stored(store.all(crate::store::AREAS)?);
         let vaccinations =
             Vaccinations::load(store.db(), &crate::dose_log::path_for(&config.db_path))?;
@@ -300,6 +303,7 @@ impl Health {
             observers: RwLock::new(Vec::new()),
             rederived_by_scans: AtomicU64::new(0),
             rederived_by_store: AtomicU64::new(0),
+            purged_day: AtomicU64::new(purged_day),
         });
         if config.freshness {
             // Registered before the first derivation, so no scan stored from here on is missed.
@@ -355,13 +359,23 @@ impl Health {
     /// pinned to the command's stamp: every node purges at the same point of the stream,
     /// whenever each was restarted. Returns how many records went.
     pub fn purge_expired_on_a_new_day(&self) -> Result<usize> {
-        let day = u64::try_from(self.inner.now().div_euclid(86_400)).unwrap_or(0);
-        if day <= self.inner.store.purged_day()? {
+        if !self.purge_is_due() {
             return Ok(0);
         }
+        let day = self.today();
         let n = self.purge_samples()? + self.purge_declarations()?;
         self.inner.store.set_purged_day(day)?;
+        self.inner.purged_day.store(day, Ordering::Release);
         Ok(n)
+    }
+
+    /// Whether [`Health::purge_expired_on_a_new_day`] would purge now (no database access).
+    pub fn purge_is_due(&self) -> bool {
+        self.today() > self.inner.purged_day.load(Ordering::Acquire)
+    }
+
+    fn today(&self) -> u64 {
+        u64::try_from(self.inner.now().div_euclid(86_400)).unwrap_or(0)
     }
 
     /// The scan store this domain reads.

@@ -864,7 +864,9 @@ fn expired_records_go_once_a_day_and_not_at_open_when_told_so() {
         "the declaration is too old to count"
     );
     // The first call of the day purges the sample and the declaration; the second nothing.
+    assert!(health.purge_is_due());
     assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 2);
+    assert!(!health.purge_is_due());
     assert!(health.sample("OLD").is_none());
     assert_eq!(health.purge_expired_on_a_new_day().unwrap(), 0);
     // A new sample, then a reopen on the same day: the stored day holds, nothing goes.
