@@ -12,7 +12,8 @@
 #   5. the HTTP nodes' replicas of the health domain: a case registered through http-1 right
 #      after the intake (answered once its replica has applied every scan before it), then read
 #      back through http-2; http-2 killed and restarted (its replica resumes from its checkpoint),
-#      then killed again with its store removed (its replica is rebuilt from the whole stream).
+#      then killed again with its store removed (its replica is rebuilt from the whole stream),
+#      then killed again with its store replaced by a copy of http-1's latest replica snapshot.
 # Prints a table and the ratios; raw reports (checkin-loadtest --json) stay in OUT.
 #
 # Usage: bench/cluster/compare.sh
@@ -118,7 +119,8 @@ checkin_stop
 
 # --- cluster -----------------------------------------------------------------------------
 note "cluster: starting ($SHARDS shards x 2 replicas, 3 NATS servers, 2 HTTP nodes)"
-mapfile -t URLS < <(CHECKIN_BIN_DIR=$BIN CHECKIN_SHARDS=$SHARDS \
+# The HTTP nodes snapshot their replicas every 10 s of applying (step 5 seeds http-2 from one).
+mapfile -t URLS < <(CHECKIN_BIN_DIR=$BIN CHECKIN_SHARDS=$SHARDS CHECKIN_REPLICA_SNAPSHOT_EVERY=10 \
     "$ROOT/deploy/local-cluster.sh" start "$WORK/cluster" | grep '^http://')
 NATS_URLS=$(cat "$WORK/cluster/conf/nats-urls")
 status() { "$BIN/checkin-cluster-status" --cluster "$NATS_URLS" --shards "$SHARDS" "$@"; }
@@ -185,7 +187,13 @@ takeover_s=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
 http_restart_timed() {
     kill -9 "$(cat "$WORK/cluster/pids/http-2.pid")"
     sleep 1
-    [[ ${1:-} == fresh ]] && rm -rf "$WORK/cluster/http-2/cluster-cache"
+    [[ ${1:-} == fresh || ${1:-} == seeded ]] && rm -rf "$WORK/cluster/http-2/cluster-cache"
+    if [[ ${1:-} == seeded ]]; then
+        # A copy of http-1's latest replica snapshot, taken while http-1 runs.
+        local snaps="$WORK/cluster/http-1/cluster-snapshots"
+        cat "$snaps/LATEST" >"$OUT/seeded-from.txt"
+        cp -r "$snaps/$(cat "$snaps/LATEST")" "$WORK/cluster/http-2/cluster-cache"
+    fi
     local t0 t1 refused=0
     t0=$(date +%s.%N)
     CHECKIN_BIN_DIR=$BIN "$ROOT/deploy/local-cluster.sh" restart "$WORK/cluster" http-2 >&2
@@ -201,7 +209,9 @@ note "cluster: kill -9 http-2 and restart it: its replica resumes from its check
 read -r http_restart_s http_refused < <(http_restart_timed)
 note "cluster: http-2 as a new node (kill -9, store removed): its replica replays the whole stream"
 read -r http_fresh_s http_fresh_refused < <(http_restart_timed fresh)
-note "cluster: http-2 answered the status after $http_refused refusals (restart), $http_fresh_refused (new node)"
+note "cluster: http-2 as a new node seeded from a copy of http-1's latest snapshot"
+read -r http_seeded_s http_seeded_refused < <(http_restart_timed seeded)
+note "cluster: http-2 answered the status after $http_refused refusals (restart), $http_fresh_refused (new node), $http_seeded_refused (seeded)"
 
 {
     echo "scans $SCANS, persons $PERSONS, venues $VENUES, batch $BATCH, 2 loadtest processes x $C connections"
@@ -231,4 +241,5 @@ note "cluster: http-2 answered the status after $http_refused refusals (restart)
     echo "a case through http-1 right after the intake: answered in ${case_s} s (its replica had applied the scans before it), read back through http-2 ${case_other_s} s after it was sent"
     echo "http-2 killed and restarted: its health domain served again ${http_restart_s} s after the restart (replica resumed from its checkpoint)"
     echo "http-2 killed, store removed, started as a new node: served ${http_fresh_s} s after its start (replica rebuilt from the whole stream)"
+    echo "http-2 killed, store replaced by a copy of http-1's latest snapshot: served ${http_seeded_s} s after its start (the copy not counted; snapshot of stream sequence $(cat "$OUT/seeded-from.txt"))"
 } | tee "$OUT/summary.txt"
