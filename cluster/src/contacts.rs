@@ -1,8 +1,11 @@
 //! The parts of contract section 5 the HTTP node applies itself when it traces by fan-out: the
-//! clipping of a source's visits and the order of contact lists. The overlaps are computed by
-//! each shard's engine ([`engine::Engine::exposures_to`]).
+//! clipping of a source's visits, the order of contact lists, and the split of many sources
+//! over several queries with the merge of their answers. The overlaps are computed by each
+//! shard's engine ([`engine::Engine::exposures_to`]).
 
-use crate::wire::{Exposure, WireVisit};
+use std::collections::HashMap;
+
+use crate::wire::{Exposure, Source, WireVisit};
 
 /// A case's (or an F1's) visits as the contract uses them: unclipped length `>= min_stay_s`,
 /// clipped to `[from, to]`, zero-length ones dropped, ascending by start then venue.
@@ -33,9 +36,119 @@ pub fn sort_contacts(list: &mut [Exposure]) {
     });
 }
 
+/// About how many bytes `source` takes in a query's JSON (ids, the field names, the numbers).
+fn source_bytes(source: &Source) -> usize {
+    32 + source.person.len()
+        + source
+            .visits
+            .iter()
+            .map(|v| 48 + v.venue.len())
+            .sum::<usize>()
+}
+
+/// Splits `sources` into runs of at most `limit` bytes each as [`source_bytes`] counts them (a
+/// source over the limit alone goes in a run of its own), in their order: each run is one query
+/// to every shard, so that a depth-2 trace of a large cluster of cases stays under the NATS
+/// servers' `max_payload` per message.
+pub fn split_sources(sources: Vec<Source>, limit: usize) -> Vec<Vec<Source>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0;
+    for source in sources {
+        let size = source_bytes(&source);
+        if !run.is_empty() && bytes + size > limit {
+            runs.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes += size;
+        run.push(source);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// Merges the shards' answers to queries over parts of the sources into what one query over all
+/// of them gives: for each person the source with the largest exposure, ties by the smallest
+/// source id (a pair's exposure does not depend on the other sources, so the best over all
+/// parts is the best of the parts' bests).
+pub fn merge_best(answers: impl IntoIterator<Item = Exposure>) -> Vec<Exposure> {
+    let mut best: HashMap<String, Exposure> = HashMap::new();
+    for e in answers {
+        match best.get(&e.person) {
+            Some(b)
+                if b.exposure_s > e.exposure_s
+                    || (b.exposure_s == e.exposure_s && b.source <= e.source) => {}
+            _ => {
+                best.insert(e.person.clone(), e);
+            }
+        }
+    }
+    best.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exposure(person: &str, source: &str, exposure_s: i64) -> Exposure {
+        Exposure {
+            person: person.into(),
+            source: source.into(),
+            exposure_s,
+            first_contact: exposure_s,
+            last_contact: exposure_s + 1,
+            venues: vec![format!("{source}-venue")],
+        }
+    }
+
+    #[test]
+    fn sources_split_under_the_limit_in_order_and_none_lost() {
+        let sources: Vec<Source> = (0..50)
+            .map(|i| Source {
+                person: format!("f1-{i:02}"),
+                visits: (0..i % 7).map(|k| v(&format!("V{k}"), k, k + 1)).collect(),
+            })
+            .collect();
+        let limit = 600;
+        let runs = split_sources(sources.clone(), limit);
+        assert!(runs.len() > 1);
+        for run in &runs {
+            let bytes: usize = run.iter().map(source_bytes).sum();
+            assert!(bytes <= limit || run.len() == 1, "{bytes} bytes in a run");
+        }
+        let again: Vec<Source> = runs.into_iter().flatten().collect();
+        assert_eq!(again, sources);
+        assert_eq!(split_sources(sources.clone(), usize::MAX), vec![sources]);
+        assert!(split_sources(Vec::new(), limit).is_empty());
+    }
+
+    #[test]
+    fn merged_parts_give_each_person_the_best_source_over_all() {
+        let parts = vec![
+            exposure("a", "s2", 900),
+            exposure("b", "s2", 600),
+            exposure("c", "s3", 700),
+            // the second part
+            exposure("a", "s1", 900),
+            exposure("b", "s4", 1200),
+            exposure("c", "s1", 300),
+            exposure("d", "s5", 100),
+        ];
+        let mut merged = merge_best(parts);
+        merged.sort_by(|x, y| x.person.cmp(&y.person));
+        assert_eq!(
+            merged,
+            vec![
+                // a tie: the smaller source id, with its own contact times and venues
+                exposure("a", "s1", 900),
+                exposure("b", "s4", 1200),
+                exposure("c", "s3", 700),
+                exposure("d", "s5", 100),
+            ]
+        );
+    }
 
     fn v(venue: &str, start: i64, end: i64) -> WireVisit {
         WireVisit {
@@ -50,5 +163,88 @@ mod tests {
         let visits = [v("A", 0, 50), v("B", 100, 300), v("C", 400, 500)];
         let clipped = clip(&visits, 60, 150, 400);
         assert_eq!(clipped, vec![v("B", 150, 300)]);
+    }
+}
+
+/// Split into runs and merged, a shard's answers are the answer to one query over all sources,
+/// on a real engine with ties between sources (two F1s with the same overlap with a person).
+#[cfg(test)]
+mod against_the_engine {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use engine::{Action, Config, Durability, Engine, ManualClock, ScanInput, VenueSpec};
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    #[test]
+    fn split_and_merged_equals_one_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::new(dir.path());
+        c.durability = Durability::Os;
+        c.clock = Arc::new(ManualClock::new(T0));
+        let engine = Engine::open(c).unwrap();
+        let venues: Vec<VenueSpec> = (0..6)
+            .map(|i| VenueSpec {
+                id: format!("V{i}"),
+                name: format!("venue {i}"),
+                province: None,
+                default_stay_s: Some(1_800),
+            })
+            .collect();
+        engine.register_venues(venues).unwrap();
+        // 300 persons, each in at three venues at times on a 600 s grid: many equal overlaps.
+        let scans = (0..900)
+            .map(|i: i64| {
+                Ok(ScanInput {
+                    person: format!("p{:03}", i % 300),
+                    venue: format!("V{}", (i * 7) % 6),
+                    ts: Some(T0 - 40_000 + (i % 37) * 600 + (i / 300) * 9_000),
+                    action: Action::In,
+                })
+            })
+            .collect::<Vec<_>>();
+        engine.ingest(scans).unwrap();
+        // 40 of them as sources (the F1s), the others' persons as candidates.
+        let sources: Vec<Source> = (0..40)
+            .map(|i| {
+                let person = format!("p{:03}", i * 7);
+                let visits = engine
+                    .visits(&person, 0, i64::MAX)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| WireVisit {
+                        venue: v.venue.to_string(),
+                        start: v.start,
+                        end: v.end,
+                    })
+                    .collect();
+                Source { person, visits }
+            })
+            .collect();
+        let exclude: Vec<String> = sources.iter().map(|s| s.person.clone()).collect();
+        let sorted = |mut list: Vec<Exposure>| {
+            list.sort_by(|a, b| a.person.cmp(&b.person));
+            list
+        };
+        let whole = sorted(crate::shard::exposures(
+            &engine,
+            sources.clone(),
+            300,
+            60,
+            &exclude,
+        ));
+        assert!(whole.len() > 100, "{} persons exposed", whole.len());
+        for limit in [200, 1_000, 5_000] {
+            let runs = split_sources(sources.clone(), limit);
+            assert!(runs.len() > 1);
+            let parts = runs
+                .into_iter()
+                .flat_map(|run| crate::shard::exposures(&engine, run, 300, 60, &exclude));
+            assert_eq!(sorted(merge_best(parts)), whole, "runs of {limit} bytes");
+        }
+        engine.shutdown().unwrap();
     }
 }

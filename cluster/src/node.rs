@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 
-use crate::contacts::{clip, sort_contacts};
+use crate::contacts::{clip, merge_best, sort_contacts, split_sources};
 use crate::error::{ClusterError, Result};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
 use crate::{
@@ -21,6 +21,9 @@ use crate::{
 /// How long a read keeps retrying a shard (no responders, timeouts) before it gives up with
 /// [`ClusterError::ShardUnavailable`] (the HTTP layer answers 503 with `Retry-After`).
 pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
+/// Most bytes of sources (as the query's JSON, about) in one `Exposures` query: a query is one
+/// NATS message, the servers' `max_payload` is 8 MB, and the rest leaves room for `exclude`.
+const SOURCE_BYTES_PER_QUERY: usize = 4 << 20;
 /// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
 pub(crate) const PUBLISH_TRIES: usize = 4;
 
@@ -596,22 +599,27 @@ impl Node {
         threshold: i64,
         exclude: Vec<String>,
     ) -> Result<Vec<Exposure>> {
-        let replies = self
-            .ask_all(Op::Exposures {
+        // One query per run of sources, each to every shard; the runs' answers are merged.
+        let runs = split_sources(sources, SOURCE_BYTES_PER_QUERY);
+        let several = runs.len() > 1;
+        let asks = runs.into_iter().map(|sources| {
+            self.ask_all(Op::Exposures {
                 sources,
                 linger_s,
                 threshold,
-                exclude,
+                exclude: exclude.clone(),
             })
-            .await?;
+        });
         let mut out = Vec::new();
-        for r in replies {
-            let Reply::Exposures(list) = r else {
-                return Err(unexpected("exposures"));
-            };
-            out.extend(list);
+        for replies in futures_util::future::join_all(asks).await {
+            for r in replies? {
+                let Reply::Exposures(list) = r else {
+                    return Err(unexpected("exposures"));
+                };
+                out.extend(list);
+            }
         }
-        Ok(out)
+        Ok(if several { merge_best(out) } else { out })
     }
 }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::error::{ClusterError, Result};
 use crate::wire::{
-    Exposure, Op, Query, ReplicaStatus, Reply, ShardTotals, WireScan, WireVenue, WireVisit,
+    Exposure, Op, Query, ReplicaStatus, Reply, ShardTotals, Source, WireScan, WireVenue, WireVisit,
 };
 use crate::{query_subject, scan_subject, status_subject, VENUES_SUBJECT};
 
@@ -543,36 +543,44 @@ fn answer_now(state: &State, op: Op) -> Reply {
             linger_s,
             threshold,
             exclude,
-        } => {
-            let sources: Vec<engine::ExposureSource> = sources
-                .into_iter()
-                .map(|s| engine::ExposureSource {
-                    person: s.person,
-                    visits: s
-                        .visits
-                        .into_iter()
-                        .map(|v| engine::Visit {
-                            venue: v.venue.into(),
-                            start: v.start,
-                            end: v.end,
-                        })
-                        .collect(),
-                })
-                .collect();
-            let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
-            let out = engine
-                .exposures_to(&sources, linger_s, threshold, &exclude)
-                .into_iter()
-                .map(|e| Exposure {
-                    person: e.person.to_string(),
-                    source: sources[e.source].person.clone(),
-                    exposure_s: e.exposure_s,
-                    first_contact: e.first_contact,
-                    last_contact: e.last_contact,
-                    venues: e.venues.iter().map(|v| v.to_string()).collect(),
-                })
-                .collect();
-            Reply::Exposures(out)
-        }
+        } => Reply::Exposures(exposures(engine, sources, linger_s, threshold, &exclude)),
     }
+}
+
+/// A shard's answer to `Op::Exposures`: [`engine::Engine::exposures_to`] over the sources given.
+pub fn exposures(
+    engine: &engine::Engine,
+    sources: Vec<Source>,
+    linger_s: i64,
+    threshold: i64,
+    exclude: &[String],
+) -> Vec<Exposure> {
+    let sources: Vec<engine::ExposureSource> = sources
+        .into_iter()
+        .map(|s| engine::ExposureSource {
+            person: s.person,
+            visits: s
+                .visits
+                .into_iter()
+                .map(|v| engine::Visit {
+                    venue: v.venue.into(),
+                    start: v.start,
+                    end: v.end,
+                })
+                .collect(),
+        })
+        .collect();
+    let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
+    engine
+        .exposures_to(&sources, linger_s, threshold, &exclude)
+        .into_iter()
+        .map(|e| Exposure {
+            person: e.person.to_string(),
+            source: sources[e.source].person.clone(),
+            exposure_s: e.exposure_s,
+            first_contact: e.first_contact,
+            last_contact: e.last_contact,
+            venues: e.venues.iter().map(|v| v.to_string()).collect(),
+        })
+        .collect()
 }
