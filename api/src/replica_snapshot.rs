@@ -38,6 +38,9 @@ const HEALTH_DB: &str = "health.redb";
 const APPEND_ONLY: [&str; 3] = ["venues.log", "audit.log", "health.doses.log"];
 /// The engine's lock file, not part of a store.
 const LOCK: &str = "LOCK";
+/// Endings of what an interrupted write leaves beside a store file (`cluster::checkpoint::write_json`'s
+/// temporary file, `engine::unshare`'s copy): never part of the store, not taken.
+const DEBRIS: [&str; 2] = [".tmp", ".unshared"];
 /// Where a snapshot is assembled before it is renamed into place.
 const PARTIAL_PREFIX: &str = ".partial-";
 
@@ -96,7 +99,7 @@ pub fn take(
             return Err(SnapshotError::UnknownFile { path: from });
         };
         let to = partial.join(file);
-        if file == LOCK || file == CHECKPOINT_FILE {
+        if file == LOCK || file == CHECKPOINT_FILE || DEBRIS.iter().any(|d| file.ends_with(d)) {
             continue;
         } else if file == HEALTH_DB {
             fs::copy(&from, &to).map_err(io("copying", &from))?;
@@ -265,17 +268,23 @@ mod tests {
     }
 
     #[test]
-    fn a_file_the_snapshot_does_not_know_is_refused() {
+    fn a_file_the_snapshot_does_not_know_is_refused_and_debris_is_left_out() {
         let data = tempfile::tempdir().unwrap();
         let store = data.path().join("cluster-cache");
         let snapshots = data.path().join(DIR);
         let live = open(&store);
         apply(&live, "A", "p");
         let cp = take_checkpoint(live.engine(), &live, STREAM, 5).unwrap();
+        // What an interrupted unshare leaves is not part of the store: left out, not refused.
+        fs::write(store.join("venues.log.unshared"), b"partial").unwrap();
+        let snapshot = take(&store, &snapshots, &cp).unwrap();
+        assert!(!snapshot.join("venues.log.unshared").exists());
+        assert!(snapshot.join("venues.log").exists());
         fs::write(store.join("stray.bin"), b"?").unwrap();
         let err = take(&store, &snapshots, &cp).unwrap_err();
         assert!(matches!(err, SnapshotError::UnknownFile { .. }), "{err}");
-        assert_eq!(latest(&snapshots), None);
+        // The snapshot before stays the latest.
+        assert_eq!(latest(&snapshots), Some(snapshot));
         close(live);
     }
 }
