@@ -83,6 +83,10 @@ pub fn resume(dir: &Path, stream_created_ns: i128) -> Option<ReplicaCheckpoint> 
         tracing::info!("the replica's checkpoint is of another stream; rebuilding the store");
         return None;
     }
+    if let Err(why) = take_seeded_copy(dir) {
+        tracing::warn!(%why, "the store is an incomplete copy of a snapshot; rebuilding it");
+        return None;
+    }
     if let Err(e) = engine::cut_back(dir, &cp.ends()) {
         tracing::warn!(error = %e, "cannot cut the store back to its checkpoint; rebuilding it");
         return None;
@@ -92,6 +96,36 @@ pub fn resume(dir: &Path, stream_created_ns: i128) -> Option<ReplicaCheckpoint> 
         return None;
     }
     Some(cp)
+}
+
+/// When the store in `dir` is a copy of a snapshot (`replica_snapshot`) at its first start:
+/// checks it holds every file of the snapshot's manifest, gives every file that is hard-linked
+/// elsewhere a copy of its own (a copy made with links would otherwise cut and write the
+/// snapshot's files, and through them the running node's), and removes the manifest, so that
+/// the store is this node's own from here on. A store without a manifest is left alone.
+fn take_seeded_copy(dir: &Path) -> Result<(), String> {
+    let path = dir.join(crate::replica_snapshot::MANIFEST);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let manifest: crate::replica_snapshot::Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(why) = manifest.missing_in(dir) {
+        return Err(why);
+    }
+    for (name, _) in &manifest.files {
+        engine::unshare(&dir.join(name)).map_err(|e| e.to_string())?;
+    }
+    std::fs::remove_file(&path)
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| format!("removing {}: {e}", path.display()))?;
+    tracing::info!(
+        files = manifest.files.len(),
+        "the store is a whole copy of a snapshot"
+    );
+    Ok(())
 }
 
 /// Why a checkpoint was not taken. The previous checkpoint stays the one a restart resumes from.

@@ -9,22 +9,49 @@
 //! - the scan log's segments, `venues.log`, `audit.log` and `health.doses.log` as *hard links*:
 //!   the store only ever appends past its durable ends, so the bytes a snapshot needs never change
 //!   while the node runs (it grows past them; a seeded node cuts that off again), and a purged
-//!   segment lives on in the snapshot until the snapshot is removed. A cut of the node's own store
-//!   after a crash goes to a copy of its own first (`engine::unshare`), not through the links;
+//!   segment lives on in the snapshot until the snapshot is removed. The node's own cut after a
+//!   crash goes back to its latest checkpoint, never below the snapshot's, so it leaves them too;
 //! - `health.redb` as a *copy* (redb rewrites its pages in place), made while nothing is applied;
-//! - the checkpoint itself, `replica-checkpoint.json`.
+//! - the checkpoint itself, `replica-checkpoint.json`, and a manifest ([`MANIFEST`]): every file
+//!   with the length the checkpoint needs of it. A seeded copy is checked against it at its
+//!   first start (`replica_checkpoint::resume`): a copy that lost a file (a snapshot removed
+//!   under a running `cp`) is rebuilt from the stream instead of serving with scans missing; and
+//!   a copy made with hard links gets files of its own before it is cut (`engine::unshare`).
 //!
 //! A new node is seeded by *copying* (never linking or moving) the directory `LATEST` names into
 //! its own `DATA/cluster-cache/` (and the signing key into `DATA/`, as on every node): at start it
 //! cuts the copy back to the checkpoint and applies the stream from the next sequence. Copying a
-//! snapshot while the node runs is safe for at least one snapshot interval: the newest two are
-//! kept, and each is complete before `LATEST` names it.
+//! snapshot while the node runs is safe for at least one snapshot interval (the newest two are
+//! kept, and each is complete before `LATEST` names it); a copy that a removal cut short anyway
+//! fails the manifest's check and is rebuilt.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::replica_checkpoint::{ReplicaCheckpoint, FILE as CHECKPOINT_FILE};
+
+/// What a copy of a snapshot must hold: each file, and the bytes of it the checkpoint needs (a
+/// linked file may since have grown past them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: Vec<(String, u64)>,
+}
+
+impl Manifest {
+    /// Why the store in `dir` is not a whole copy of the snapshot, if it is not.
+    pub fn missing_in(&self, dir: &Path) -> Option<String> {
+        self.files.iter().find_map(|(name, needed)| {
+            match fs::metadata(dir.join(name)).map(|m| m.len()) {
+                Ok(len) if len >= *needed => None,
+                Ok(len) => Some(format!("{name} holds {len} bytes of the {needed} it needs")),
+                Err(e) => Some(format!("{name}: {e}")),
+            }
+        })
+    }
+}
 
 /// The directory of snapshots, beside `cluster-cache` in the node's data directory.
 pub const DIR: &str = "cluster-snapshots";
@@ -41,6 +68,8 @@ const LOCK: &str = "LOCK";
 /// Endings of what an interrupted write leaves beside a store file (`cluster::checkpoint::write_json`'s
 /// temporary file, `engine::unshare`'s copy): never part of the store, not taken.
 const DEBRIS: [&str; 2] = [".tmp", ".unshared"];
+/// The manifest of a snapshot: what a copy of it must hold.
+pub const MANIFEST: &str = "snapshot-manifest.json";
 /// Where a snapshot is assembled before it is renamed into place.
 const PARTIAL_PREFIX: &str = ".partial-";
 
@@ -92,6 +121,7 @@ pub fn take(
         fs::remove_dir_all(&partial).map_err(io("removing", &partial))?;
     }
     fs::create_dir(&partial).map_err(io("creating", &partial))?;
+    let mut manifest = Manifest { files: Vec::new() };
     let entries = fs::read_dir(store).map_err(io("listing", store))?;
     for entry in entries {
         let from = entry.map_err(io("listing", store))?.path();
@@ -99,25 +129,46 @@ pub fn take(
             return Err(SnapshotError::UnknownFile { path: from });
         };
         let to = partial.join(file);
-        if file == LOCK || file == CHECKPOINT_FILE || DEBRIS.iter().any(|d| file.ends_with(d)) {
+        if file == LOCK
+            || file == CHECKPOINT_FILE
+            || file == MANIFEST
+            || DEBRIS.iter().any(|d| file.ends_with(d))
+        {
             continue;
         } else if file == HEALTH_DB {
-            fs::copy(&from, &to).map_err(io("copying", &from))?;
+            let len = fs::copy(&from, &to).map_err(io("copying", &from))?;
             fs::File::open(&to)
                 .and_then(|f| f.sync_all())
                 .map_err(io("syncing", &to))?;
+            manifest.files.push((file.to_string(), len));
         } else if APPEND_ONLY.contains(&file) {
             fs::hard_link(&from, &to).map_err(io("linking", &from))?;
+            let needed = match file {
+                "venues.log" => checkpoint.venues_log,
+                "audit.log" => checkpoint.audit_log,
+                _ => checkpoint.health.dose_log_bytes,
+            };
+            manifest.files.push((file.to_string(), needed));
         } else if let Some(id) = segment_id(file) {
             // Nothing was written since the checkpoint, so no later segment exists; should one,
             // it holds nothing the checkpoint stands for.
             if id <= checkpoint.segment {
                 fs::hard_link(&from, &to).map_err(io("linking", &from))?;
+                // An older segment is never cut or written again: all of it.
+                let needed = if id == checkpoint.segment {
+                    checkpoint.segment_end
+                } else {
+                    fs::metadata(&to).map_err(io("reading", &to))?.len()
+                };
+                manifest.files.push((file.to_string(), needed));
             }
         } else {
             return Err(SnapshotError::UnknownFile { path: from });
         }
     }
+    manifest.files.sort();
+    cluster::checkpoint::write_json(&partial, MANIFEST, &manifest)
+        .map_err(io("writing the manifest into", &partial))?;
     cluster::checkpoint::write_json(&partial, CHECKPOINT_FILE, checkpoint)
         .map_err(io("writing the checkpoint into", &partial))?;
     sync_dir(&partial)?;
@@ -127,7 +178,7 @@ pub fn take(
     }
     fs::rename(&partial, &done).map_err(io("renaming", &partial))?;
     write_latest(snapshots, &name)?;
-    remove_older(snapshots)?;
+    remove_older(snapshots, checkpoint.applied)?;
     Ok(done)
 }
 
@@ -148,8 +199,10 @@ fn write_latest(snapshots: &Path, name: &str) -> Result<(), SnapshotError> {
     sync_dir(snapshots)
 }
 
-/// Removes all but the newest [`KEEP`] snapshots, and any left half-made.
-fn remove_older(snapshots: &Path) -> Result<(), SnapshotError> {
+/// Removes all but the newest [`KEEP`] snapshots up to `current` (the one just taken), any left
+/// half-made, and any of a later sequence: those are of an earlier life of this store (another
+/// stream, or a store rebuilt since), and kept by sequence they would outrank every new one.
+fn remove_older(snapshots: &Path, current: u64) -> Result<(), SnapshotError> {
     let mut complete = Vec::new();
     for entry in fs::read_dir(snapshots).map_err(io("listing", snapshots))? {
         let path = entry.map_err(io("listing", snapshots))?.path();
@@ -159,7 +212,11 @@ fn remove_older(snapshots: &Path) -> Result<(), SnapshotError> {
         if name.starts_with(PARTIAL_PREFIX) {
             fs::remove_dir_all(&path).map_err(io("removing", &path))?;
         } else if let (20, Ok(seq)) = (name.len(), name.parse::<u64>()) {
-            complete.push((seq, path));
+            if seq > current {
+                fs::remove_dir_all(&path).map_err(io("removing", &path))?;
+            } else {
+                complete.push((seq, path));
+            }
         }
     }
     complete.sort();
@@ -265,6 +322,101 @@ mod tests {
         names.sort();
         assert_eq!(names, vec![name_of(20), name_of(30), LATEST.to_string()]);
         assert_eq!(latest(&snapshots), Some(snapshots.join(name_of(30))));
+
+        // The store rebuilt (or another stream): its first snapshot, of sequence 5, is kept
+        // and named, and those of the store's earlier life go.
+        fs::remove_dir_all(&store).unwrap();
+        let rebuilt = open(&store);
+        apply(&rebuilt, "W", "w");
+        let cp = take_checkpoint(rebuilt.engine(), &rebuilt, STREAM, 5).unwrap();
+        take(&store, &snapshots, &cp).unwrap();
+        close(rebuilt);
+        let mut names: Vec<String> = fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![name_of(5), LATEST.to_string()]);
+        assert_eq!(latest(&snapshots), Some(snapshots.join(name_of(5))));
+    }
+
+    /// Seeded with hard links instead of a copy, the new node gives its files copies of their
+    /// own before it cuts and writes them: the snapshot and the running node's store stay whole.
+    #[test]
+    fn a_store_seeded_with_links_leaves_the_snapshot_and_the_node_whole() {
+        let data = tempfile::tempdir().unwrap();
+        let store = data.path().join("cluster-cache");
+        let snapshots = data.path().join(DIR);
+        let live = open(&store);
+        apply(&live, "A", "p");
+        let cp = take_checkpoint(live.engine(), &live, STREAM, 41).unwrap();
+        let at_snapshot = live.engine().stats().scans;
+        let snapshot = take(&store, &snapshots, &cp).unwrap();
+        // The running node goes on into the files the snapshot links, and checkpoints that.
+        apply(&live, "B", "q");
+        take_checkpoint(live.engine(), &live, STREAM, 77).unwrap();
+        let live_at_77 = live.engine().stats().scans;
+        close(live);
+
+        let linked = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(&snapshot).unwrap() {
+            let path = entry.unwrap().path();
+            fs::hard_link(&path, linked.path().join(path.file_name().unwrap())).unwrap();
+        }
+        assert_eq!(resume(linked.path(), STREAM), Some(cp.clone()));
+        assert!(
+            !linked.path().join(MANIFEST).exists(),
+            "the store is its own now"
+        );
+        let node = open(linked.path());
+        assert_eq!(node.engine().stats().scans, at_snapshot);
+        apply(&node, "C", "r");
+        take_checkpoint(node.engine(), &node, STREAM, 99).unwrap();
+        close(node);
+
+        // The running node's own store, restarted, is what it checkpointed.
+        assert_eq!(resume(&store, STREAM).map(|cp| cp.applied), Some(77));
+        let live = open(&store);
+        assert_eq!(live.engine().stats().scans, live_at_77);
+        assert_eq!(live.engine().stats().venues, 2);
+        close(live);
+
+        let again = tempfile::tempdir().unwrap();
+        copy_dir(&snapshot, again.path());
+        assert_eq!(resume(again.path(), STREAM), Some(cp));
+        let node = open(again.path());
+        assert_eq!(node.engine().stats().scans, at_snapshot);
+        assert_eq!(node.engine().stats().venues, 1);
+        close(node);
+    }
+
+    /// A copy that lost a file (a snapshot removed under a running `cp`) is not resumed: the
+    /// store is rebuilt from the stream rather than served with scans missing.
+    #[test]
+    fn a_copy_missing_a_segment_is_rebuilt_not_resumed() {
+        let data = tempfile::tempdir().unwrap();
+        let store = data.path().join("cluster-cache");
+        let snapshots = data.path().join(DIR);
+        let live = open(&store);
+        apply(&live, "A", "p");
+        let cp = take_checkpoint(live.engine(), &live, STREAM, 41).unwrap();
+        let snapshot = take(&store, &snapshots, &cp).unwrap();
+        close(live);
+        let mut segments: Vec<PathBuf> = fs::read_dir(&snapshot)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() > 1, "the store spans several segments");
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&snapshot, copy.path());
+        fs::remove_file(copy.path().join(segments[0].file_name().unwrap())).unwrap();
+        assert_eq!(resume(copy.path(), STREAM), None);
+        // Whole, it resumes.
+        let whole = tempfile::tempdir().unwrap();
+        copy_dir(&snapshot, whole.path());
+        assert_eq!(resume(whole.path(), STREAM), Some(cp));
     }
 
     #[test]

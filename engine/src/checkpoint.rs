@@ -7,8 +7,10 @@
 //! wrong order (a scan naming a venue the cut registry no longer holds, an audit entry derived
 //! again). Only the bytes past the ends go: segments after the last one are deleted, the last
 //! one is zeroed from its end (its clean end, as the writer leaves it), and the journals are
-//! truncated at theirs. A file another name links as well (a replica's snapshot) is first
-//! replaced by a copy of its own ([`unshare`]), so a cut never reaches through the link.
+//! truncated at theirs. A cut never goes below its own ends, so the same bytes under another
+//! name (a snapshot of this store, taken at an earlier checkpoint, hard-links its files) stay
+//! whole; a store that is itself a hard-linked copy of such a snapshot, whose cut would go below
+//! what the other name still holds, gives each file a copy of its own first ([`unshare`]).
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -64,7 +66,6 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
             fs::remove_file(&path).map_err(|e| io(format!("removing {}", path.display()), e))?;
         }
     }
-    unshare(&active)?;
     let file = OpenOptions::new()
         .write(true)
         .open(&active)
@@ -83,7 +84,6 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
         if !path.exists() {
             continue;
         }
-        unshare(path)?;
         let f = OpenOptions::new()
             .write(true)
             .open(path)
@@ -97,10 +97,10 @@ pub fn cut_back(dir: &Path, ends: &DurableEnds) -> Result<()> {
         .map_err(|e| io(format!("syncing {}", dir.display()), e))
 }
 
-/// Makes `path` a file of its own before it is cut: when another name links the same inode (a
-/// snapshot of the store, `api::replica_snapshot`, or a store seeded by hard-linking one), the
-/// file is replaced by a private copy, so the cut changes only this store, never the files the
-/// other name stands for. A file with one link is left alone.
+/// Makes `path` a file of its own: when another name links the same inode (a store seeded by
+/// hard-linking a snapshot's files, `api::replica_snapshot`), the file is replaced by a private
+/// copy, so cutting or writing it changes only this store, never the files the other name
+/// stands for. A file with one link is left alone.
 pub fn unshare(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let io = |what: String, e| Error::io(what, e);

@@ -496,58 +496,37 @@ fn cut_back_returns_the_store_to_the_point_sync_to_disk_named() {
     assert_eq!(e.visits("q1", 0, i64::MAX).map(|v| v.len()), Some(1));
 }
 
-/// A cut changes only the store it is given: files another directory links (a replica's
-/// snapshot) keep every byte they had, and that directory still opens to the later state.
+/// `unshare` gives a hard-linked file a copy of its own: the other name keeps its bytes while
+/// this one is cut (a store seeded by linking a snapshot's files cuts below what the snapshot
+/// holds); a file with one link is left as it is.
 #[test]
-fn cut_back_leaves_hard_linked_files_elsewhere_untouched() {
-    let store = tempfile::tempdir().unwrap();
-    let linked = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let scans = |prefix: &str, n: i64| -> Vec<ScanItem> {
-        (0..n)
-            .map(|i| scan(&format!("{prefix}{i}"), "A", T0 - 9_000 + i, Action::In))
-            .collect()
-    };
-    let e = open_small(store.path(), &clock);
-    e.register_venues(vec![venue("A", None)]).unwrap();
-    e.ingest(scans("p", 500)).unwrap();
-    let ends = e.sync_to_disk().unwrap();
-    e.ingest(scans("q", 300)).unwrap();
-    e.audit_append(AuditEntry {
-        ts: T0,
-        who: "after".into(),
-        action: "/v1/cases".into(),
-        subject: "c-1".into(),
-    })
-    .unwrap();
-    e.shutdown().unwrap();
-    drop(e);
-    let mut before = Vec::new();
-    for entry in std::fs::read_dir(store.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_owned();
-        if name == "LOCK" {
-            continue;
-        }
-        std::fs::hard_link(&path, linked.path().join(&name)).unwrap();
-        before.push((name.clone(), std::fs::read(&path).unwrap()));
-    }
-
-    cut_back(store.path(), &ends).unwrap();
-    for (name, bytes) in &before {
-        assert_eq!(
-            &std::fs::read(linked.path().join(name)).unwrap(),
-            bytes,
-            "{name:?} changed through its other link"
-        );
-    }
-    let cut = open_small(store.path(), &clock);
-    assert_eq!(cut.stats().scans, 500);
-    cut.shutdown().unwrap();
-    let other = open_small(linked.path(), &clock);
-    assert_eq!(other.stats().scans, 800);
-    assert_eq!(other.audit_since(0).unwrap().len(), 1);
-    other.shutdown().unwrap();
+fn unshare_gives_a_linked_file_a_copy_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (
+        dir.path().join("audit.log"),
+        dir.path().join("snapshot-audit.log"),
+    );
+    std::fs::write(&ours, b"0123456789").unwrap();
+    std::fs::hard_link(&ours, &theirs).unwrap();
+    unshare(&ours).unwrap();
+    assert_eq!(std::fs::metadata(&ours).unwrap().nlink(), 1);
+    assert_eq!(std::fs::metadata(&theirs).unwrap().nlink(), 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ours)
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    assert_eq!(std::fs::read(&ours).unwrap(), b"012");
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"0123456789");
+    let inode = std::fs::metadata(&ours).unwrap().ino();
+    unshare(&ours).unwrap();
+    assert_eq!(
+        std::fs::metadata(&ours).unwrap().ino(),
+        inode,
+        "one link: left alone"
+    );
 }
 
 /// A store fed by a log that checked the scans' times when it accepted them (a cluster replica)

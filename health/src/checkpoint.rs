@@ -97,11 +97,6 @@ pub fn restore(db_path: &Path, checkpoint: &HealthCheckpoint) -> Result<()> {
         .map_err(|e| Error::store("committing the restored savepoint", e))?;
     drop(db);
     let log = crate::dose_log::path_for(db_path);
-    if log.exists() {
-        // A snapshot may link the same file: cut a copy of our own (`engine::unshare`).
-        engine::unshare(&log)
-            .map_err(|e| Error::Store(format!("unsharing {}: {e}", log.display())))?;
-    }
     let file = match OpenOptions::new().write(true).open(&log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && checkpoint.dose_log_bytes == 0 => {
