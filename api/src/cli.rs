@@ -39,6 +39,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cluster_shards: u32,
 
+    /// Cluster mode: most bytes of JSON in one query to a shard or one page of its answer; a
+    /// larger read (a trace of a large cluster of cases) goes in several. 0: three quarters of
+    /// the NATS servers' max_payload (docs/cluster.md).
+    #[arg(long, env = "CHECKIN_CLUSTER_MESSAGE_BYTES", default_value_t = 0)]
+    pub cluster_message_bytes: usize,
+
     /// Cluster mode: seconds between snapshots of this node's replica in
     /// DATA/cluster-snapshots, which a new node is seeded with (docs/cluster.md); 0: none.
     #[arg(long, env = "CHECKIN_REPLICA_SNAPSHOT_EVERY", default_value_t = 3600)]

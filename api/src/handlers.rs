@@ -164,6 +164,9 @@ fn store_status(app: &App, ok_word: &str) -> Answer {
 pub(crate) async fn metrics(app: &App) -> Answer {
     let mut stats = app.engine().stats();
     if let Some(node) = app.cluster() {
+        app.inner
+            .metrics
+            .set_continued_answers(node.continued_answers());
         // The store gauges are the shards'. A scrape must not hang on a shard that is taking
         // over: without an answer within 2 s they show the node's own (empty) store and
         // `checkin_cluster_stats_failures_total` counts it.

@@ -51,6 +51,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let node = api::cluster_mode::connect(urls, cli.cluster_shards)
                 .await
                 .context("cannot join the cluster")?;
+            if cli.cluster_message_bytes > 0 {
+                node.limit_message_bytes(cli.cluster_message_bytes);
+            }
             tracing::info!(
                 shards = cli.cluster_shards,
                 "cluster mode: connected to NATS JetStream"

@@ -41,6 +41,9 @@ pub struct Metrics {
     certificates_issued: IntCounter,
     cluster_stats_failures: IntCounter,
     replica_applied: IntGauge,
+    cluster_continued_answers: IntCounter,
+    /// What [`Metrics::set_continued_answers`] last counted up to.
+    last_continued_answers: std::sync::Arc<Mutex<u64>>,
     replica_caught_up: IntGauge,
     replica_behind: IntGauge,
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
@@ -245,6 +248,12 @@ impl Metrics {
              did not answer within 2 s.",
         )?;
         registry.register(Box::new(cluster_stats_failures.clone()))?;
+        let cluster_continued_answers = IntCounter::new(
+            "checkin_cluster_continued_answers_total",
+            "Cluster mode: pages after the first of shard answers too large for one message (a \
+             trace of a large cluster of cases, a top of many venues with someone present).",
+        )?;
+        registry.register(Box::new(cluster_continued_answers.clone()))?;
         let replica_applied = IntGauge::new(
             "checkin_cluster_replica_applied",
             "Cluster mode: the stream sequence this node's replica (its health domain) has applied.",
@@ -330,6 +339,8 @@ impl Metrics {
             certificates_issued,
             cluster_stats_failures,
             replica_applied,
+            cluster_continued_answers,
+            last_continued_answers: std::sync::Arc::default(),
             replica_caught_up,
             replica_behind,
             certificate_verifications,
@@ -434,6 +445,15 @@ impl Metrics {
         self.replica_caught_up.set(i64::from(caught_up));
         self.replica_behind
             .set(i64::try_from(behind).unwrap_or(i64::MAX));
+    }
+
+    /// Cluster mode: the node's count of continued shard answers so far
+    /// ([`cluster::Node::continued_answers`]).
+    pub fn set_continued_answers(&self, total: u64) {
+        let mut last = self.last_continued_answers.lock();
+        self.cluster_continued_answers
+            .inc_by(total.saturating_sub(*last));
+        *last = total.max(*last);
     }
 
     /// A scrape in cluster mode that could not get the shards' store counts.

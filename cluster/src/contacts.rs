@@ -179,8 +179,9 @@ mod against_the_engine {
 
     const T0: i64 = 1_800_000_000;
 
-    #[test]
-    fn split_and_merged_equals_one_query() {
+    /// An engine with 300 persons in at six venues at times on a 600 s grid (many equal
+    /// overlaps), 20 of them present now, and 40 of the persons as sources (the F1s).
+    fn engine_with_ties() -> (tempfile::TempDir, Engine, Vec<Source>) {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::new(dir.path());
         c.durability = Durability::Os;
@@ -207,6 +208,17 @@ mod against_the_engine {
             })
             .collect::<Vec<_>>();
         engine.ingest(scans).unwrap();
+        let present = (0..20)
+            .map(|i: i64| {
+                Ok(ScanInput {
+                    person: format!("p{:03}", i * 3),
+                    venue: format!("V{}", i % 5),
+                    ts: Some(T0 - 100 - i),
+                    action: Action::In,
+                })
+            })
+            .collect::<Vec<_>>();
+        engine.ingest(present).unwrap();
         // 40 of them as sources (the F1s), the others' persons as candidates.
         let sources: Vec<Source> = (0..40)
             .map(|i| {
@@ -224,6 +236,12 @@ mod against_the_engine {
                 Source { person, visits }
             })
             .collect();
+        (dir, engine, sources)
+    }
+
+    #[test]
+    fn split_and_merged_equals_one_query() {
+        let (_dir, engine, sources) = engine_with_ties();
         let exclude: Vec<String> = sources.iter().map(|s| s.person.clone()).collect();
         let sorted = |mut list: Vec<Exposure>| {
             list.sort_by(|a, b| a.person.cmp(&b.person));
@@ -245,6 +263,115 @@ mod against_the_engine {
                 .flat_map(|run| crate::shard::exposures(&engine, run, 300, 60, &exclude));
             assert_eq!(sorted(merge_best(parts)), whole, "runs of {limit} bytes");
         }
+        engine.shutdown().unwrap();
+    }
+
+    /// Asked a page at a time, a shard's answers (exposures, visits, venues with someone
+    /// present) are its whole answer, each page within the budget.
+    #[test]
+    fn pages_of_an_answer_are_the_whole_answer() {
+        use crate::shard::answer_from;
+        use crate::wire::{Op, Reply};
+        let (_dir, engine, sources) = engine_with_ties();
+        let exclude: Vec<String> = sources.iter().take(5).map(|s| s.person.clone()).collect();
+        let ask = |after: Option<String>, reply_bytes: Option<usize>| {
+            answer_from(
+                &engine,
+                Op::Exposures {
+                    sources: sources.clone(),
+                    linger_s: 300,
+                    threshold: 60,
+                    exclude: exclude.clone(),
+                    after,
+                    reply_bytes,
+                },
+            )
+        };
+        let Reply::Exposures(mut whole) = ask(None, None) else {
+            panic!("not exposures")
+        };
+        whole.sort_by(|a, b| a.person.cmp(&b.person));
+        assert!(whole.len() > 100, "{} persons exposed", whole.len());
+        assert!(!whole.iter().any(|e| exclude.contains(&e.person)));
+        let budget = 1_500;
+        let mut paged: Vec<Exposure> = Vec::new();
+        let mut pages = 0;
+        loop {
+            let reply = ask(paged.last().map(|e| e.person.clone()), Some(budget));
+            let sent = serde_json::to_vec(&reply).unwrap().len();
+            let Reply::ExposurePage { exposures, more } = reply else {
+                panic!("not a page")
+            };
+            assert!(sent <= budget || exposures.len() == 1, "{sent} bytes");
+            assert!(!exposures.is_empty());
+            paged.extend(exposures);
+            pages += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(pages > 5, "{pages} pages");
+        assert_eq!(paged, whole);
+
+        let mut persons: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
+        persons.insert(150, "nobody".into());
+        let visits = |persons: &[String], reply_bytes| {
+            let Reply::Visits(list) = answer_from(
+                &engine,
+                Op::Visits {
+                    persons: persons.to_vec(),
+                    from: 0,
+                    to: i64::MAX,
+                    reply_bytes,
+                },
+            ) else {
+                panic!("not visits")
+            };
+            list
+        };
+        let whole = visits(&persons, None);
+        assert_eq!(whole.len(), persons.len());
+        assert!(whole[150].is_none());
+        let mut rest: &[String] = &persons;
+        let mut paged = Vec::new();
+        pages = 0;
+        while !rest.is_empty() {
+            let page = visits(rest, Some(800));
+            assert!(!page.is_empty() && page.len() <= rest.len());
+            let sent = serde_json::to_vec(&Reply::Visits(page.clone())).unwrap().len();
+            assert!(sent <= 800 || page.len() == 1, "{sent} bytes");
+            rest = &rest[page.len()..];
+            paged.extend(page);
+            pages += 1;
+        }
+        assert!(pages > 5, "{pages} pages");
+        assert_eq!(paged, whole);
+
+        let Reply::Top(mut present) = answer_from(&engine, Op::Present) else {
+            panic!("not present venues")
+        };
+        present.sort();
+        assert!(present.len() >= 5, "{present:?}");
+        let mut paged: Vec<(String, u32)> = Vec::new();
+        pages = 0;
+        loop {
+            let Reply::PresentPage { venues, more } = answer_from(
+                &engine,
+                Op::PresentAfter {
+                    after: paged.last().map(|(v, _)| v.clone()),
+                    reply_bytes: 90,
+                },
+            ) else {
+                panic!("not a page of venues")
+            };
+            paged.extend(venues);
+            pages += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(pages > 1, "{pages} pages");
+        assert_eq!(paged, present);
         engine.shutdown().unwrap();
     }
 }

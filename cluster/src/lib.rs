@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod contacts;
 pub mod error;
 pub mod node;
+pub mod paging;
 pub mod retention;
 pub mod shard;
 pub mod status;

@@ -3,7 +3,7 @@
 //! fan-out to the shards.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use bytes::Bytes;
 
 use crate::contacts::{clip, merge_best, sort_contacts, split_sources};
+use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::error::{ClusterError, Result};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
 use crate::{
@@ -21,9 +22,6 @@ use crate::{
 /// How long a read keeps retrying a shard (no responders, timeouts) before it gives up with
 /// [`ClusterError::ShardUnavailable`] (the HTTP layer answers 503 with `Retry-After`).
 pub const READ_RETRY_FOR: Duration = Duration::from_secs(8);
-/// Most bytes of sources (as the query's JSON, about) in one `Exposures` query: a query is one
-/// NATS message, the servers' `max_payload` is 8 MB, and the rest leaves room for `exclude`.
-const SOURCE_BYTES_PER_QUERY: usize = 4 << 20;
 /// How often a publish is retried (same `Nats-Msg-Id`, so JetStream stores it once).
 pub(crate) const PUBLISH_TRIES: usize = 4;
 
@@ -52,6 +50,10 @@ struct Inner {
     replica_applied: AtomicU64,
     /// Creation time of the stream, unix nanoseconds.
     stream_created_ns: i128,
+    /// The operator's cap on the bytes of one query or answer ([`Node::limit_message_bytes`]).
+    message_bytes_cap: AtomicUsize,
+    /// Shard answers that came as more than one page: the pages after the first.
+    continued_answers: AtomicU64,
 }
 
 /// Connects to NATS (comma-separated URLs), retrying the first connection.
@@ -148,6 +150,8 @@ impl Node {
                 venue_seq: AtomicU64::new(0),
                 replica_applied: AtomicU64::new(0),
                 stream_created_ns,
+                message_bytes_cap: AtomicUsize::new(usize::MAX),
+                continued_answers: AtomicU64::new(0),
             }),
         })
     }
@@ -156,6 +160,36 @@ impl Node {
     /// its sequences over, so a checkpoint counts only for the stream it was taken of.
     pub fn stream_created_ns(&self) -> i128 {
         self.inner.stream_created_ns
+    }
+
+    /// Caps the bytes of JSON this node puts in one query to a shard or asks for in one answer
+    /// (at least [`MIN_MESSAGE_BYTES`]); without a cap, three quarters of the servers'
+    /// `max_payload`. A read over the cap goes in several queries or pages.
+    pub fn limit_message_bytes(&self, bytes: usize) {
+        self.inner
+            .message_bytes_cap
+            .store(bytes.max(MIN_MESSAGE_BYTES), Ordering::Relaxed);
+    }
+
+    /// The budget of one query or answer: the cap, within three quarters of the `max_payload`
+    /// the connected server announced (the rest is room for what the estimate leaves out).
+    fn message_bytes(&self) -> usize {
+        let server = self.inner.client.max_payload() / 4 * 3;
+        self.inner
+            .message_bytes_cap
+            .load(Ordering::Relaxed)
+            .min(server)
+            .max(MIN_MESSAGE_BYTES)
+    }
+
+    /// Shard answers that took more than one page, counted by the pages after the first (a
+    /// trace of a large cluster of cases, a top of many venues with someone present).
+    pub fn continued_answers(&self) -> u64 {
+        self.inner.continued_answers.load(Ordering::Relaxed)
+    }
+
+    fn note_continued(&self) {
+        self.inner.continued_answers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Number of shards.
@@ -369,7 +403,9 @@ impl Node {
             .collect()
     }
 
-    /// Visits of many persons, each from its shard; `None` for persons without scans.
+    /// Visits of many persons, each from its shard; `None` for persons without scans. The
+    /// persons of a shard go in queries that fit the message budget, and a shard whose answer
+    /// would not fit answers the first persons' visits and is asked again for the rest.
     pub async fn visits_many(
         &self,
         persons: &[String],
@@ -383,29 +419,54 @@ impl Node {
                 .or_default()
                 .push(i);
         }
+        let budget = self.message_bytes();
         let mut out: Vec<Option<Vec<WireVisit>>> = vec![None; persons.len()];
-        let asks = by_shard.into_iter().map(|(shard, idx)| {
-            let names: Vec<String> = idx.iter().map(|&i| persons[i].clone()).collect();
-            async move {
-                let reply = self
-                    .ask(
-                        shard,
-                        Op::Visits {
-                            persons: names,
-                            from,
-                            to,
-                        },
-                    )
-                    .await?;
-                Ok::<_, ClusterError>((idx, reply))
+        let asks = by_shard.into_iter().map(|(shard, idx)| async move {
+            let mut answered: Vec<(usize, Option<Vec<WireVisit>>)> = Vec::with_capacity(idx.len());
+            // Runs by the ids' bytes (with their places, a little more than the query sends).
+            let named: Vec<(usize, &String)> = idx.iter().map(|&i| (i, &persons[i])).collect();
+            for run in runs(named, budget) {
+                let run: Vec<usize> = run.into_iter().map(|(i, _)| i).collect();
+                let mut rest: &[usize] = &run;
+                let mut first = true;
+                while !rest.is_empty() {
+                    if !first {
+                        self.note_continued();
+                    }
+                    first = false;
+                    let reply = self
+                        .ask(
+                            shard,
+                            Op::Visits {
+                                persons: rest.iter().map(|&i| persons[i].clone()).collect(),
+                                from,
+                                to,
+                                reply_bytes: Some(budget),
+                            },
+                        )
+                        .await?;
+                    let Reply::Visits(list) = reply else {
+                        return Err(unexpected("visits"));
+                    };
+                    if list.is_empty() || list.len() > rest.len() {
+                        return Err(ClusterError::Decode {
+                            what: "visits",
+                            reason: format!(
+                                "a shard answered {} of {} persons",
+                                list.len(),
+                                rest.len()
+                            ),
+                        });
+                    }
+                    let (done, left) = rest.split_at(list.len());
+                    answered.extend(done.iter().copied().zip(list));
+                    rest = left;
+                }
             }
+            Ok::<_, ClusterError>(answered)
         });
         for r in futures_util::future::join_all(asks).await {
-            let (idx, reply) = r?;
-            let Reply::Visits(list) = reply else {
-                return Err(unexpected("visits"));
-            };
-            for (i, v) in idx.into_iter().zip(list) {
+            for (i, v) in r? {
                 out[i] = v;
             }
         }
@@ -448,14 +509,12 @@ impl Node {
         registered: impl FnOnce() -> Vec<String>,
     ) -> Result<Vec<(String, u32)>> {
         // Each shard's top-n is not enough for a global top-n (a venue can be 11th on every
-        // shard and 1st overall): ask every shard for all its venues with someone present.
-        let replies = self.ask_all(Op::Present).await?;
+        // shard and 1st overall): every shard sends all its venues with someone present, a
+        // page at a time.
+        let asks = (0..self.inner.shards).map(|shard| self.present_on(shard));
         let mut sum: BTreeMap<String, u32> = BTreeMap::new();
-        for r in replies {
-            let Reply::Top(list) = r else {
-                return Err(unexpected("top"));
-            };
-            for (v, c) in list {
+        for list in futures_util::future::join_all(asks).await {
+            for (v, c) in list? {
                 *sum.entry(v).or_default() += c;
             }
         }
@@ -473,6 +532,36 @@ impl Node {
             all.extend(idle.into_iter().map(|v| (v, 0)));
         }
         Ok(all)
+    }
+
+    /// Every venue with someone present on one shard, and how many, in pages.
+    async fn present_on(&self, shard: u32) -> Result<Vec<(String, u32)>> {
+        let reply_bytes = self.message_bytes();
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let reply = self
+                .ask(
+                    shard,
+                    Op::PresentAfter {
+                        after: after.clone(),
+                        reply_bytes,
+                    },
+                )
+                .await?;
+            let Reply::PresentPage { venues, more } = reply else {
+                return Err(unexpected("present"));
+            };
+            let last = venues.last().map(|(v, _)| v.clone());
+            all.extend(venues);
+            match last {
+                Some(last) if more => {
+                    self.note_continued();
+                    after = Some(last);
+                }
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// Accepted scans stored, persons, log bytes and persons present, summed over shards (one
@@ -599,27 +688,89 @@ impl Node {
         threshold: i64,
         exclude: Vec<String>,
     ) -> Result<Vec<Exposure>> {
+        let budget = self.message_bytes();
+        // A shard answers only for its own persons, so it is sent only its part of `exclude`;
+        // a part too large for the query is applied here to the answer instead (leaving a
+        // person out does not change anyone else's best source).
+        let mut exclude_by_shard: Vec<Vec<String>> = vec![Vec::new(); self.inner.shards as usize];
+        for p in exclude {
+            exclude_by_shard[shard_of(&p, self.inner.shards) as usize].push(p);
+        }
+        let mut filter_here: HashSet<String> = HashSet::new();
+        for part in &mut exclude_by_shard {
+            if json_len(part) > budget / 4 {
+                filter_here.extend(std::mem::take(part));
+            }
+        }
         // One query per run of sources, each to every shard; the runs' answers are merged.
-        let runs = split_sources(sources, SOURCE_BYTES_PER_QUERY);
+        let runs = split_sources(sources, budget / 2);
         let several = runs.len() > 1;
-        let asks = runs.into_iter().map(|sources| {
-            self.ask_all(Op::Exposures {
-                sources,
-                linger_s,
-                threshold,
-                exclude: exclude.clone(),
+        let asks = runs.iter().flat_map(|sources| {
+            let exclude_by_shard = &exclude_by_shard;
+            (0..self.inner.shards).map(move |shard| {
+                self.exposures_on(
+                    shard,
+                    sources,
+                    linger_s,
+                    threshold,
+                    &exclude_by_shard[shard as usize],
+                    budget,
+                )
             })
         });
         let mut out = Vec::new();
-        for replies in futures_util::future::join_all(asks).await {
-            for r in replies? {
-                let Reply::Exposures(list) = r else {
-                    return Err(unexpected("exposures"));
-                };
-                out.extend(list);
-            }
+        for list in futures_util::future::join_all(asks).await {
+            out.extend(list?);
+        }
+        if !filter_here.is_empty() {
+            out.retain(|e| !filter_here.contains(&e.person));
         }
         Ok(if several { merge_best(out) } else { out })
+    }
+
+    /// One shard's answer to one `Exposures` query, in pages of at most `budget` bytes.
+    async fn exposures_on(
+        &self,
+        shard: u32,
+        sources: &[Source],
+        linger_s: i64,
+        threshold: i64,
+        exclude: &[String],
+        budget: usize,
+    ) -> Result<Vec<Exposure>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let reply = self
+                .ask(
+                    shard,
+                    Op::Exposures {
+                        sources: sources.to_vec(),
+                        linger_s,
+                        threshold,
+                        exclude: exclude.to_vec(),
+                        after: after.clone(),
+                        reply_bytes: Some(budget),
+                    },
+                )
+                .await?;
+            match reply {
+                Reply::ExposurePage { exposures, more } => {
+                    let last = exposures.last().map(|e| e.person.clone());
+                    all.extend(exposures);
+                    match last {
+                        Some(last) if more => {
+                            self.note_continued();
+                            after = Some(last);
+                        }
+                        _ => return Ok(all),
+                    }
+                }
+                // A shard of the release before answers whole.
+                Reply::Exposures(list) => return Ok(list),
+                _ => return Err(unexpected("exposures")),
+            }
+        }
     }
 }
 

@@ -506,15 +506,39 @@ pub fn wire_visits(v: Vec<engine::Visit>) -> Vec<WireVisit> {
 }
 
 fn answer_now(state: &State, op: Op) -> Reply {
-    let engine = &state.engine;
+    answer_from(&state.engine, op)
+}
+
+/// A shard's answer to `op` from its engine.
+pub fn answer_from(engine: &engine::Engine, op: Op) -> Reply {
     match op {
-        Op::Visits { persons, from, to } => Reply::Visits(
-            persons
+        Op::Visits {
+            persons,
+            from,
+            to,
+            reply_bytes,
+        } => {
+            let visits = persons
                 .iter()
-                .map(|p| engine.visits(p, from, to).map(wire_visits))
-                .collect(),
-        ),
+                .map(|p| engine.visits(p, from, to).map(wire_visits));
+            match reply_bytes {
+                // The first persons' visits that fit: the asker asks again for the rest.
+                Some(budget) => Reply::Visits(crate::paging::fill(visits, budget).0),
+                None => Reply::Visits(visits.collect()),
+            }
+        }
         Op::Occupancy { venue } => Reply::Occupancy(engine.occupancy(&venue)),
+        Op::PresentAfter { after, reply_bytes } => {
+            let mut venues: Vec<(String, u32)> = engine
+                .present_venues()
+                .into_iter()
+                .filter(|(v, _)| after.as_deref().is_none_or(|a| &**v > a))
+                .map(|(v, c)| (v.to_string(), c))
+                .collect();
+            venues.sort_unstable();
+            let (venues, more) = crate::paging::fill(venues, reply_bytes);
+            Reply::PresentPage { venues, more }
+        }
         Op::Present => Reply::Top(
             engine
                 .present_venues()
@@ -543,7 +567,25 @@ fn answer_now(state: &State, op: Op) -> Reply {
             linger_s,
             threshold,
             exclude,
-        } => Reply::Exposures(exposures(engine, sources, linger_s, threshold, &exclude)),
+            after,
+            reply_bytes,
+        } => {
+            let mut all = exposures(engine, sources, linger_s, threshold, &exclude);
+            match reply_bytes {
+                None => Reply::Exposures(all),
+                Some(budget) => {
+                    // Computed whole for every page (a page is a query of its own, possibly to
+                    // the other replica), then cut after `after`: the pages together are the
+                    // one answer, each person once.
+                    if let Some(after) = after.as_deref() {
+                        all.retain(|e| e.person.as_str() > after);
+                    }
+                    all.sort_unstable_by(|a, b| a.person.cmp(&b.person));
+                    let (exposures, more) = crate::paging::fill(all, budget);
+                    Reply::ExposurePage { exposures, more }
+                }
+            }
+        }
     }
 }
 

@@ -94,11 +94,14 @@ pub struct Query {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
     /// Visits of each person with `start < to` and `end >= from`; `None` for a person without
-    /// stored scans.
+    /// stored scans. With `reply_bytes`, the answer is those of the first persons whose visits
+    /// fit in that many bytes of JSON (at least one person): the asker asks again for the rest.
     Visits {
         persons: Vec<String>,
         from: i64,
         to: i64,
+        #[serde(default)]
+        reply_bytes: Option<usize>,
     },
     /// Persons present at a venue now.
     Occupancy { venue: String },
@@ -107,13 +110,26 @@ pub enum Op {
     /// Every venue with someone present, and how many (venues with nobody are left out, so
     /// the answer stays small however many venues are registered).
     Present,
+    /// [`Op::Present`] a page at a time: the venues with someone present whose ids come after
+    /// `after`, ascending by id, as many as fit in `reply_bytes` of JSON (a
+    /// [`Reply::PresentPage`]).
+    PresentAfter {
+        after: Option<String>,
+        reply_bytes: usize,
+    },
     /// The shard's persons exposed by `sources`: for each person not in `exclude`, the source
-    /// with the largest exposure `>= threshold` (ties: smallest source id).
+    /// with the largest exposure `>= threshold` (ties: smallest source id). With `reply_bytes`,
+    /// a page of them (a [`Reply::ExposurePage`]): the persons after `after`, ascending by
+    /// id, as many as fit in that many bytes of JSON.
     Exposures {
         sources: Vec<Source>,
         linger_s: i64,
         threshold: i64,
         exclude: Vec<String>,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default)]
+        reply_bytes: Option<usize>,
     },
     /// Store counts.
     Stats,
@@ -126,6 +142,18 @@ pub enum Reply {
     Occupancy(Option<u32>),
     Top(Vec<(String, u32)>),
     Exposures(Vec<Exposure>),
+    /// A page of an `Exposures` query asked with `reply_bytes`, ascending by person id; `more`:
+    /// persons after the last one remain (ask again with `after` set to it).
+    ExposurePage {
+        exposures: Vec<Exposure>,
+        more: bool,
+    },
+    /// A page of [`Op::PresentAfter`], ascending by venue id; `more`: venues after the last one
+    /// remain.
+    PresentPage {
+        venues: Vec<(String, u32)>,
+        more: bool,
+    },
     Stats(ShardTotals),
     /// The shard could not answer (not caught up in time, or an internal error).
     Error(String),

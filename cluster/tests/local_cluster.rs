@@ -356,6 +356,17 @@ struct Cluster {
     script: PathBuf,
 }
 
+/// The message budget of http-1 and http-2 (`--cluster-message-bytes`).
+const SMALL_MESSAGE_BYTES: usize = 4096;
+
+/// What a node's `/metrics` says `name` (a metric without labels) is.
+fn metric(url: &str, name: &str) -> Option<u64> {
+    let metrics = until_ok(url, "GET", "/metrics", None, 30).body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 impl Cluster {
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("bash")
@@ -364,6 +375,9 @@ impl Cluster {
             .env("CHECKIN_BIN_DIR", bin_dir())
             // The HTTP nodes snapshot their replicas every 2 s of applying (for http-3 below).
             .env("CHECKIN_REPLICA_SNAPSHOT_EVERY", "2")
+            // http-1 and http-2 ask the shards in small messages, so that the traces below come
+            // in many queries and pages (http-3 keeps the default, one message each).
+            .env("CHECKIN_CLUSTER_MESSAGE_BYTES", SMALL_MESSAGE_BYTES.to_string())
             .stderr(Stdio::inherit())
             .output()
             .expect("run deploy/local-cluster.sh");
@@ -460,6 +474,7 @@ fn seed_from_snapshot(cluster: &Path, base: &Path, nats_urls: &str, bin: &Path) 
             .arg("--cluster-shards")
             .arg("2")
             .env("NO_COLOR", "1")
+            .env_remove("CHECKIN_CLUSTER_MESSAGE_BYTES")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -888,7 +903,7 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     assert_eq!(applied[0], applied[1], "both nodes' replicas");
 
     // Traces, depth 1 and 2, with and without the v2 rules.
-    for p in (0..persons).step_by(12) {
+    let traces_equal = |url: &str, p: u64| {
         for (depth, min_overlap, linger, min_stay) in [(1, 900, 0, 0), (2, 600, 300, 600)] {
             let body = json!({
                 "person": format!("p{p}"), "from": from, "to": to, "depth": depth,
@@ -896,21 +911,28 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             });
             let want = request(&single_base, "POST", "/v1/trace", Some(&body)).expect("single");
             let got = if want.status == 200 {
-                until_ok(
-                    &urls[(p % 2) as usize],
-                    "POST",
-                    "/v1/trace",
-                    Some(&body),
-                    30,
-                )
+                until_ok(url, "POST", "/v1/trace", Some(&body), 30)
             } else {
-                request(&urls[0], "POST", "/v1/trace", Some(&body)).expect("cluster")
+                request(url, "POST", "/v1/trace", Some(&body)).expect("cluster")
             };
-            assert_eq!(got.status, want.status, "trace of p{p}");
+            assert_eq!(got.status, want.status, "trace of p{p} through {url}");
             if want.status == 200 {
-                assert_eq!(got.json(), want.json(), "trace of p{p} depth {depth}");
+                assert_eq!(
+                    got.json(),
+                    want.json(),
+                    "trace of p{p} depth {depth} through {url}"
+                );
             }
         }
+    };
+    for p in (0..persons).step_by(12) {
+        traces_equal(&urls[(p % 2) as usize], p);
+    }
+    // Asked in messages of SMALL_MESSAGE_BYTES, both nodes took several pages of the shards'
+    // answers for those traces (and the answers above equal the single server's all the same).
+    for url in &urls {
+        let pages = metric(url, "checkin_cluster_continued_answers_total");
+        assert!(pages.is_some_and(|n| n > 0), "{url}: {pages:?} continued answers");
     }
     // The audit log: both HTTP nodes answer with every node's entries (a lookup retried after a
     // 503 may have left one more entry than the single server has, never fewer).
@@ -1031,6 +1053,15 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         changes(&got),
         change_entries[1],
         "change entries through http-3"
+    );
+    // Traces through http-3, whose default message budget holds each of these answers whole.
+    for p in (0..persons).step_by(36) {
+        traces_equal(&http3.url, p);
+    }
+    assert_eq!(
+        metric(&http3.url, "checkin_cluster_continued_answers_total"),
+        Some(0),
+        "http-3 pages nothing at the default budget"
     );
     eprintln!(
         "http-3 seeded from http-2's snapshot at sequence {}: ready after {:?}, equal",
