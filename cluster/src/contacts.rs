@@ -338,7 +338,9 @@ mod against_the_engine {
         while !rest.is_empty() {
             let page = visits(rest, Some(800));
             assert!(!page.is_empty() && page.len() <= rest.len());
-            let sent = serde_json::to_vec(&Reply::Visits(page.clone())).unwrap().len();
+            let sent = serde_json::to_vec(&Reply::Visits(page.clone()))
+                .unwrap()
+                .len();
             assert!(sent <= 800 || page.len() == 1, "{sent} bytes");
             rest = &rest[page.len()..];
             paged.extend(page);

@@ -11,8 +11,8 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use bytes::Bytes;
 
 use crate::contacts::{clip, merge_best, sort_contacts, split_sources};
-use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::error::{ClusterError, Result};
+use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
 use crate::{
     query_subject, scan_subject, shard_of, HEALTH_SUBJECT, MAX_SCANS_PER_MESSAGE, REPLICAS, STREAM,

@@ -377,7 +377,10 @@ impl Cluster {
             .env("CHECKIN_REPLICA_SNAPSHOT_EVERY", "2")
             // http-1 and http-2 ask the shards in small messages, so that the traces below come
             // in many queries and pages (http-3 keeps the default, one message each).
-            .env("CHECKIN_CLUSTER_MESSAGE_BYTES", SMALL_MESSAGE_BYTES.to_string())
+            .env(
+                "CHECKIN_CLUSTER_MESSAGE_BYTES",
+                SMALL_MESSAGE_BYTES.to_string(),
+            )
             .stderr(Stdio::inherit())
             .output()
             .expect("run deploy/local-cluster.sh");
@@ -932,7 +935,10 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
     // answers for those traces (and the answers above equal the single server's all the same).
     for url in &urls {
         let pages = metric(url, "checkin_cluster_continued_answers_total");
-        assert!(pages.is_some_and(|n| n > 0), "{url}: {pages:?} continued answers");
+        assert!(
+            pages.is_some_and(|n| n > 0),
+            "{url}: {pages:?} continued answers"
+        );
     }
     // The audit log: both HTTP nodes answer with every node's entries (a lookup retried after a
     // 503 may have left one more entry than the single server has, never fewer).
