@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::wire::{Exposure, Source, WireVisit};
+use crate::wire::{Exposure, WireVisit};
 
 /// A case's (or an F1's) visits as the contract uses them: unclipped length `>= min_stay_s`,
 /// clipped to `[from, to]`, zero-length ones dropped, ascending by start then venue.
@@ -36,39 +36,6 @@ pub fn sort_contacts(list: &mut [Exposure]) {
     });
 }
 
-/// About how many bytes `source` takes in a query's JSON (ids, the field names, the numbers).
-fn source_bytes(source: &Source) -> usize {
-    32 + source.person.len()
-        + source
-            .visits
-            .iter()
-            .map(|v| 48 + v.venue.len())
-            .sum::<usize>()
-}
-
-/// Splits `sources` into runs of at most `limit` bytes each as [`source_bytes`] counts them (a
-/// source over the limit alone goes in a run of its own), in their order: each run is one query
-/// to every shard, so that a depth-2 trace of a large cluster of cases stays under the NATS
-/// servers' `max_payload` per message.
-pub fn split_sources(sources: Vec<Source>, limit: usize) -> Vec<Vec<Source>> {
-    let mut runs = Vec::new();
-    let mut run = Vec::new();
-    let mut bytes = 0;
-    for source in sources {
-        let size = source_bytes(&source);
-        if !run.is_empty() && bytes + size > limit {
-            runs.push(std::mem::take(&mut run));
-            bytes = 0;
-        }
-        bytes += size;
-        run.push(source);
-    }
-    if !run.is_empty() {
-        runs.push(run);
-    }
-    runs
-}
-
 /// Merges the shards' answers to queries over parts of the sources into what one query over all
 /// of them gives: for each person the source with the largest exposure, ties by the smallest
 /// source id (a pair's exposure does not depend on the other sources, so the best over all
@@ -91,6 +58,7 @@ pub fn merge_best(answers: impl IntoIterator<Item = Exposure>) -> Vec<Exposure> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Source;
 
     fn exposure(person: &str, source: &str, exposure_s: i64) -> Exposure {
         Exposure {
@@ -112,16 +80,19 @@ mod tests {
             })
             .collect();
         let limit = 600;
-        let runs = split_sources(sources.clone(), limit);
+        let runs = crate::paging::runs(sources.clone(), limit);
         assert!(runs.len() > 1);
         for run in &runs {
-            let bytes: usize = run.iter().map(source_bytes).sum();
+            let bytes = crate::paging::json_len(run);
             assert!(bytes <= limit || run.len() == 1, "{bytes} bytes in a run");
         }
         let again: Vec<Source> = runs.into_iter().flatten().collect();
         assert_eq!(again, sources);
-        assert_eq!(split_sources(sources.clone(), usize::MAX), vec![sources]);
-        assert!(split_sources(Vec::new(), limit).is_empty());
+        assert_eq!(
+            crate::paging::runs(sources.clone(), usize::MAX),
+            vec![sources]
+        );
+        assert!(crate::paging::runs(Vec::<Source>::new(), limit).is_empty());
     }
 
     #[test]
@@ -176,6 +147,7 @@ mod against_the_engine {
     use engine::{Action, Config, Durability, Engine, ManualClock, ScanInput, VenueSpec};
 
     use super::*;
+    use crate::wire::Source;
 
     const T0: i64 = 1_800_000_000;
 
@@ -256,7 +228,7 @@ mod against_the_engine {
         ));
         assert!(whole.len() > 100, "{} persons exposed", whole.len());
         for limit in [200, 1_000, 5_000] {
-            let runs = split_sources(sources.clone(), limit);
+            let runs = crate::paging::runs(sources.clone(), limit);
             assert!(runs.len() > 1);
             let parts = runs
                 .into_iter()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 
-use crate::contacts::{clip, merge_best, sort_contacts, split_sources};
+use crate::contacts::{clip, merge_best, sort_contacts};
 use crate::error::{ClusterError, Result};
 use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
@@ -703,7 +703,7 @@ impl Node {
             }
         }
         // One query per run of sources, each to every shard; the runs' answers are merged.
-        let runs = split_sources(sources, budget / 2);
+        let runs = runs(sources, budget / 2);
         let several = runs.len() > 1;
         let asks = runs.iter().flat_map(|sources| {
             let exclude_by_shard = &exclude_by_shard;

@@ -38,42 +38,41 @@ pub fn json_len(value: &impl Serialize) -> usize {
     }
 }
 
-/// The longest prefix of `items` whose JSON (with a separator each and [`ENVELOPE_BYTES`]) fits
-/// in `budget` bytes, and whether items were left out. The prefix holds at least one item, so
-/// that every page makes progress (a single item over the budget goes alone).
-pub fn fill<T: Serialize>(items: impl IntoIterator<Item = T>, budget: usize) -> (Vec<T>, bool) {
-    let mut page = Vec::new();
+/// Takes from `items` the longest run whose JSON (with a separator each and
+/// [`ENVELOPE_BYTES`]) fits in `budget` bytes; at least one item, so that every page makes
+/// progress (a single item over the budget goes alone). The item that did not fit stays next.
+fn take_run<T: Serialize, I: Iterator<Item = T>>(
+    items: &mut std::iter::Peekable<I>,
+    budget: usize,
+) -> Vec<T> {
+    let mut run = Vec::new();
     let mut used = ENVELOPE_BYTES;
-    for item in items {
-        let size = json_len(&item) + 1;
-        if !page.is_empty() && used + size > budget {
-            return (page, true);
+    while let Some(item) = items.peek() {
+        let size = json_len(item) + 1;
+        if !run.is_empty() && used + size > budget {
+            break;
         }
         used += size;
-        page.push(item);
+        run.extend(items.next());
     }
-    (page, false)
+    run
 }
 
-/// Splits `items` into runs whose JSON fits in `budget` bytes each (as [`fill`] counts), in
-/// their order; none is empty, and a single item over the budget is a run of its own.
+/// The longest prefix of `items` that fits in `budget` bytes of JSON (as [`take_run`] counts),
+/// and whether items were left out.
+pub fn fill<T: Serialize>(items: impl IntoIterator<Item = T>, budget: usize) -> (Vec<T>, bool) {
+    let mut items = items.into_iter().peekable();
+    let page = take_run(&mut items, budget);
+    (page, items.peek().is_some())
+}
+
+/// Splits `items` into runs that fit in `budget` bytes of JSON each (as [`take_run`] counts),
+/// in their order; none is empty, and a single item over the budget is a run of its own.
 pub fn runs<T: Serialize>(items: Vec<T>, budget: usize) -> Vec<Vec<T>> {
+    let mut items = items.into_iter().peekable();
     let mut out = Vec::new();
-    let mut rest = items.into_iter().peekable();
-    while rest.peek().is_some() {
-        let mut run = Vec::new();
-        let mut used = ENVELOPE_BYTES;
-        while let Some(item) = rest.peek() {
-            let size = json_len(item) + 1;
-            if !run.is_empty() && used + size > budget {
-                break;
-            }
-            used += size;
-            if let Some(item) = rest.next() {
-                run.push(item);
-            }
-        }
-        out.push(run);
+    while items.peek().is_some() {
+        out.push(take_run(&mut items, budget));
     }
     out
 }
