@@ -197,6 +197,11 @@ impl App {
         self.inner.access.is_open()
     }
 
+    /// Whether shutdown has begun ([`App::end_feeds`]).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
     /// Ends every live feed (at shutdown, so their connections can close).
     pub(crate) fn end_feeds(&self) {
         self.inner.shutdown.send_replace(true);

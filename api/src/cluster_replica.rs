@@ -27,6 +27,11 @@
 //! not a change and leaves no entry. Lookups, which change nothing, go to the audit stream
 //! (`cluster::audit`) instead.
 //!
+//! A message this node cannot store for a reason of its own (a full disk, shutting down) is not
+//! passed over: the follower stops before it and follows again from it ([`CommandDeferred`] for
+//! a health command whose handler answered `503`), so a replica never goes on without a change
+//! the other nodes made.
+//!
 //! Reads of the health domain (and the live venue feed, fed by the replica's engine) are
 //! answered from the replica once it has caught up with the stream as it was at start; before
 //! that they answer `503` with `Retry-After`.
@@ -226,7 +231,7 @@ pub(crate) fn follow(
                     "stream follower stopped; following again in 1 s"
                 );
             }
-            if !app.is_open() {
+            if app.is_shutting_down() {
                 return;
             }
             tokio::time::sleep(FOLLOW_RETRY).await;
@@ -234,12 +239,15 @@ pub(crate) fn follow(
     });
 }
 
+/// Why the follower stopped (it follows again from the last applied message).
+type FollowError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn follow_once(
     app: &App,
     node: &Node,
     replica: &Replica,
     checkpoints: &mut Checkpoints,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), FollowError> {
     use async_nats::jetstream::consumer;
     let mut stream = node.jetstream().get_stream(cluster::STREAM).await?;
     let last = stream.info().await?.state.last_sequence;
@@ -488,7 +496,7 @@ async fn apply(
     replica: &Replica,
     subject: &str,
     payload: &[u8],
-) -> cluster::Result<()> {
+) -> Result<(), FollowError> {
     if subject == cluster::VENUES_SUBJECT {
         match cluster::shard::apply_venues(app.engine(), payload).await {
             Err(e @ cluster::ClusterError::Decode { .. }) => {
@@ -496,7 +504,7 @@ async fn apply(
                 tracing::error!(error = %e, "undecodable venue batch in the stream; skipped");
                 Ok(())
             }
-            other => other,
+            other => Ok(other?),
         }
     } else if subject == cluster::HEALTH_SUBJECT {
         let command: HealthCommand = match postcard::from_bytes(payload) {
@@ -506,7 +514,7 @@ async fn apply(
                 return Ok(());
             }
         };
-        apply_command(app, node, replica, command).await;
+        apply_command(app, node.node_id(), replica, command).await?;
         Ok(())
     } else {
         tracing::warn!(
@@ -517,19 +525,32 @@ async fn apply(
     }
 }
 
+/// A health command whose handler answered `503` on this node's replica: it was not applied, and
+/// the follower must not move past it.
+#[derive(Debug, thiserror::Error)]
+#[error("the health command {method} {target} answered 503 on this node's replica (not applied; it is applied again)")]
+pub(crate) struct CommandDeferred {
+    method: String,
+    target: String,
+}
+
 /// Runs a command's handler with the clock pinned to its stamp, and hands the outcome to the
-/// request waiting for it on this node, if any.
-async fn apply_command(app: &App, node: &Node, replica: &Replica, command: HealthCommand) {
-    let waiter = if command.origin == node.node_id() {
-        replica
-            .waiting
-            .lock()
-            .remove(&command.request)
-            .map(|(_, tx)| tx)
-    } else {
-        None
-    };
-    let taken_here = waiter.is_some();
+/// request waiting for it on this node (`node_id`), if any.
+///
+/// A `503` outcome is not final: every `503` a handler can give (the health database or the
+/// store cannot write right now, the server is shutting down) is this node's own and passes,
+/// while the other nodes applied the command. Passing over it would leave this replica without
+/// the change for good, so the command is [`CommandDeferred`]: the follower stops before it and
+/// follows again from it (the handlers are safe to run again: a registration is idempotent by
+/// id, and an entry only counts as a change the first time). Its waiter keeps waiting.
+async fn apply_command(
+    app: &App,
+    node_id: &str,
+    replica: &Replica,
+    command: HealthCommand,
+) -> Result<(), CommandDeferred> {
+    let ours = command.origin == node_id;
+    let taken_here = ours && replica.waiting.lock().contains_key(&command.request);
     replica.clock.pin(command.now);
     // Expired records go at the first command of each day, on every node at the same point of
     // the stream (not when a node restarts, which `purge_at_open: false` leaves out).
@@ -546,16 +567,28 @@ async fn apply_command(app: &App, node: &Node, replica: &Replica, command: Healt
     let resp = run_command(app, &command, taken_here).await;
     let outcome = collect(resp).await;
     replica.clock.unpin();
+    if outcome.status == StatusCode::SERVICE_UNAVAILABLE {
+        app.inner.metrics.note_replica_command_deferred();
+        return Err(CommandDeferred {
+            method: command.method,
+            target: command.target,
+        });
+    }
     if outcome.status.is_server_error() {
+        // Not this node's state: the command itself cannot be applied (no such route, an
+        // answer that could not be read), on any node.
         tracing::warn!(
             status = outcome.status.as_u16(),
             target = %command.target,
             "a health command failed on this node's replica"
         );
     }
-    if let Some(tx) = waiter {
-        let _ = tx.send(outcome);
+    if ours {
+        if let Some((_, tx)) = replica.waiting.lock().remove(&command.request) {
+            let _ = tx.send(outcome);
+        }
     }
+    Ok(())
 }
 
 async fn run_command(app: &App, command: &HealthCommand, taken_here: bool) -> Response<Body> {
@@ -761,5 +794,98 @@ mod tests {
 
     fn note_applied_seq(replica: &Replica, seq: u64) {
         replica.applied.store(seq, Ordering::Release);
+    }
+
+    /// An App over a fresh store (single-node, open mode), as a replica's follower drives it.
+    fn app_in(dir: &std::path::Path) -> App {
+        let health = crate::replica_checkpoint::tests::open(dir);
+        let engine = health.engine().clone();
+        App::new(
+            engine,
+            health,
+            crate::access::Access::Open,
+            crate::app::ServerOptions::default(),
+        )
+        .expect("metrics register")
+    }
+
+    /// `POST /v1/cases` of `id` for `person` as node `n1` published it, request 1.
+    fn register_case(id: &str, person: &str) -> HealthCommand {
+        let now = crate::replica_checkpoint::tests::T0;
+        HealthCommand {
+            origin: "n1".into(),
+            request: 1,
+            now,
+            method: "POST".into(),
+            target: "/v1/cases".into(),
+            principal: "open".into(),
+            role: None,
+            venues: Vec::new(),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: serde_json::json!({"id": id, "person": person, "sampled_at": now - 3600})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+
+    fn waiting_for(replica: &Replica, request: u64) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        replica.waiting.lock().insert(request, (Instant::now(), tx));
+        rx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_applied_answers_its_waiter_once_and_a_replay_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path());
+        let replica = Replica::new(Arc::new(CommandClock::new()), 0);
+        let mut rx = waiting_for(&replica, 1);
+        // Another node's command with the same number is not this waiter's.
+        let mut theirs = register_case("c-0", "p0");
+        theirs.origin = "n2".into();
+        apply_command(&app, "n1", &replica, theirs).await.unwrap();
+        assert!(rx.try_recv().is_err(), "answered by another node's command");
+
+        apply_command(&app, "n1", &replica, register_case("c-1", "p1"))
+            .await
+            .unwrap();
+        assert_eq!(rx.try_recv().unwrap().status, StatusCode::CREATED);
+        assert!(replica.waiting.lock().is_empty());
+        // Applied again (a follower that restarts before its checkpoint): the same case, no
+        // change, nobody waiting.
+        apply_command(&app, "n1", &replica, register_case("c-1", "p1"))
+            .await
+            .unwrap();
+        assert_eq!(app.health().cases(None, None).len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_refused_with_503_is_deferred_not_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path());
+        let replica = Replica::new(Arc::new(CommandClock::new()), 0);
+        let mut rx = waiting_for(&replica, 1);
+        // The store stops: the change's audit entry cannot be written, and the handler answers
+        // 503.
+        app.engine().shutdown().unwrap();
+        let deferred = apply_command(&app, "n1", &replica, register_case("c-1", "p1"))
+            .await
+            .expect_err("a 503 is not an outcome to move past");
+        assert!(
+            deferred.to_string().contains("POST /v1/cases"),
+            "{deferred}"
+        );
+        // Its waiter still waits for the command's real outcome (and was not told the 503).
+        assert!(rx.try_recv().is_err());
+        assert!(replica.waiting.lock().contains_key(&1));
+        let metrics = app
+            .inner
+            .metrics
+            .render(&engine::Stats::default(), &health::HealthStats::default())
+            .unwrap();
+        assert!(
+            metrics.contains("checkin_cluster_replica_commands_deferred_total 1"),
+            "{metrics}"
+        );
     }
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     last_continued_answers: std::sync::Arc<Mutex<u64>>,
     replica_caught_up: IntGauge,
     replica_behind: IntGauge,
+    replica_commands_deferred: IntCounter,
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
     /// [`VERIFY_REASONS`] entry, in that order.
     certificate_verifications: Vec<IntCounter>,
@@ -254,6 +255,13 @@ impl Metrics {
              trace of a large cluster of cases, a top of many venues with someone present).",
         )?;
         registry.register(Box::new(cluster_continued_answers.clone()))?;
+        let replica_commands_deferred = IntCounter::new(
+            "checkin_cluster_replica_commands_deferred_total",
+            "Cluster mode: health commands whose handler answered 503 on this node's replica (its \
+             health database or store could not write, or it was shutting down): not applied \
+             yet, the replica stops before them and applies them again.",
+        )?;
+        registry.register(Box::new(replica_commands_deferred.clone()))?;
         let replica_applied = IntGauge::new(
             "checkin_cluster_replica_applied",
             "Cluster mode: the stream sequence this node's replica (its health domain) has applied.",
@@ -341,6 +349,7 @@ impl Metrics {
             replica_applied,
             cluster_continued_answers,
             last_continued_answers: std::sync::Arc::default(),
+            replica_commands_deferred,
             replica_caught_up,
             replica_behind,
             certificate_verifications,
@@ -454,6 +463,11 @@ impl Metrics {
         self.cluster_continued_answers
             .inc_by(total.saturating_sub(*last));
         *last = total.max(*last);
+    }
+
+    /// Cluster mode: a health command the replica must apply again (`cluster_replica`).
+    pub fn note_replica_command_deferred(&self) {
+        self.replica_commands_deferred.inc();
     }
 
     /// A scrape in cluster mode that could not get the shards' store counts.

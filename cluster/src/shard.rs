@@ -390,8 +390,11 @@ async fn apply_message(state: &Arc<State>, subject: &str, payload: &[u8]) -> Res
     }
 }
 
-/// Applies a venue registration of the stream to `engine`. A refusal is logged, not fatal (the
-/// HTTP node validated it); an undecodable payload is an error.
+/// Applies a venue registration of the stream to `engine`. A refusal of the venues themselves is
+/// logged, not fatal (the HTTP node validated them, so every replica refuses them alike); an
+/// undecodable payload is an error, and so is a registration this engine could not store (a
+/// full disk, shutting down): it was not applied, and the caller applies it again rather than
+/// go on without the venues.
 pub async fn apply_venues(engine: &engine::Engine, payload: &[u8]) -> Result<()> {
     let venues: Vec<WireVenue> =
         postcard::from_bytes(payload).map_err(|e| ClusterError::Decode {
@@ -403,10 +406,14 @@ pub async fn apply_venues(engine: &engine::Engine, payload: &[u8]) -> Result<()>
     let r = tokio::task::spawn_blocking(move || engine.register_venues(specs))
         .await
         .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "venue registration from the stream refused");
+    match r {
+        Ok(_) => Ok(()),
+        Err(e @ engine::Error::InvalidVenue(_)) => {
+            tracing::warn!(error = %e, "venue registration from the stream refused");
+            Ok(())
+        }
+        Err(e) => Err(ClusterError::Engine(e)),
     }
-    Ok(())
 }
 
 /// Applies a scan batch of the stream (subject `subject`) to `engine` and waits until it is

@@ -23,60 +23,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// `target/<profile>/` of this test executable.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-/// Builds `checkin-server` next to `checkin-shard` (another package's binary is not built by
-/// `cargo test` of this one).
-fn build_server(dir: &Path) {
-    let profile = dir
-        .file_name()
-        .expect("profile")
-        .to_string_lossy()
-        .to_string();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "checkin-api", "--bin", "checkin-server"])
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", dir.parent().expect("target"));
-    // `cargo test` sets these for this package; ring's build script watches several of them, so
-    // passing them on would rebuild ring and everything above it (a minute) on every run.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-        ]
-        .iter()
-        .any(|p| k.starts_with(p))
-            || k == "CARGO_PRIMARY_PACKAGE"
-            || k == "CARGO_TARGET_TMPDIR"
-        {
-            cmd.env_remove(&*k);
-        }
-    }
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("cargo build");
-    assert!(status.success(), "cannot build checkin-server");
-}
+use support::{bin_dir, build_server, free_port};
 
 struct Resp {
     status: u16,
@@ -490,14 +437,6 @@ fn seed_from_snapshot(cluster: &Path, base: &Path, nats_urls: &str, bin: &Path) 
         ready_after: started.elapsed(),
         _process: process,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A small deterministic generator (xorshift).
