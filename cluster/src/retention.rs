@@ -29,6 +29,10 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const FIRST_PURGE_AFTER: Duration = Duration::from_secs(60);
 /// How much older than the retention period a message is before it is deleted.
 pub const MARGIN: Duration = Duration::from_secs(86_400);
+/// How many times the lookup of the first message to keep is tried before this purge gives up.
+const LOOKUP_ATTEMPTS: u32 = 5;
+/// How long between two tries of the lookup.
+const LOOKUP_RETRY: Duration = Duration::from_millis(250);
 /// How long the lookup of the first message to keep waits for the server.
 const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
@@ -58,48 +62,21 @@ pub async fn purge_scans_before(
         .map_err(|e| js_err("reading the stream's state", &e))?
         .state
         .last_sequence;
-    let config = consumer::pull::Config {
-        name: Some(format!("retention-{:08x}", rand::random::<u32>())),
-        filter_subject: subject.to_string(),
-        deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: cutoff },
-        ack_policy: consumer::AckPolicy::None,
-        num_replicas: 1,
-        memory_storage: true,
-        inactive_threshold: Duration::from_secs(10),
-        ..Default::default()
-    };
-    let c: consumer::PullConsumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| js_err("creating the lookup consumer", &e))?;
-    let name = c.cached_info().name.clone();
-    let first_kept = if c.cached_info().num_pending == 0 {
-        None
-    } else {
-        let mut msgs = c
-            .fetch()
-            .max_messages(1)
-            .expires(LOOKUP_WAIT)
-            .messages()
-            .await
-            .map_err(|e| js_err("fetching the first message to keep", &e))?;
-        match tokio::time::timeout(LOOKUP_WAIT * 2, msgs.next()).await {
-            Ok(Some(Ok(m))) => Some(
-                m.info()
-                    .map_err(|e| js_err("reading the first kept message's info", &e))?
-                    .stream_sequence,
-            ),
-            Ok(Some(Err(e))) => return Err(js_err("fetching the first message to keep", &e)),
-            // It said a message was pending but none came: change nothing this time.
-            Ok(None) | Err(_) => {
-                return Err(ClusterError::JetStream(
-                    "retention: the first message to keep did not arrive".into(),
-                ))
+    // A consumer just created can answer its first pull with `503` (no responders yet, on a
+    // server that has not set it up). Each try uses a consumer of its own, so a message one try
+    // received and lost cannot make the next start after it.
+    let mut attempt = 1;
+    let first_kept = loop {
+        match first_kept_after(stream, subject, cutoff).await {
+            Ok(first) => break first,
+            Err(e) if attempt < LOOKUP_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "retention lookup failed; asking again");
+                attempt += 1;
+                tokio::time::sleep(LOOKUP_RETRY).await;
             }
+            Err(e) => return Err(e),
         }
     };
-    // The consumer expires by itself after its inactive threshold if this fails.
-    let _ = stream.delete_consumer(&name).await;
     let before_seq = first_kept.unwrap_or(last + 1).min(last + 1);
     let purged = stream
         .purge()
@@ -130,5 +107,64 @@ pub async fn run(mut stream: jetstream::stream::Stream, subject: String, retenti
             Ok(_) => tracing::debug!(%subject, "retention: no scan message has expired"),
             Err(e) => tracing::warn!(%subject, error = %e, "retention: purge failed"),
         }
+    }
+}
+
+/// The stream sequence of `subject`'s first message stored at or after `cutoff`, if any, through
+/// a lookup consumer of its own.
+async fn first_kept_after(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    cutoff: time::OffsetDateTime,
+) -> Result<Option<u64>> {
+    let js_err = |what: &str, e: &dyn std::fmt::Display| {
+        ClusterError::JetStream(format!("retention: {what}: {e}"))
+    };
+    let config = consumer::pull::Config {
+        name: Some(format!("retention-{:08x}", rand::random::<u32>())),
+        filter_subject: subject.to_string(),
+        deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: cutoff },
+        ack_policy: consumer::AckPolicy::None,
+        num_replicas: 1,
+        memory_storage: true,
+        inactive_threshold: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let c: consumer::PullConsumer = stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| js_err("creating the lookup consumer", &e))?;
+    let first = if c.cached_info().num_pending == 0 {
+        Ok(None)
+    } else {
+        first_sequence(&c).await.map(Some)
+    };
+    // The consumer expires by itself after its inactive threshold if this fails.
+    let _ = stream.delete_consumer(&c.cached_info().name).await;
+    first
+}
+
+/// The stream sequence of the first message the lookup consumer `c` delivers.
+async fn first_sequence(c: &consumer::PullConsumer) -> Result<u64> {
+    let js_err = |what: &str, e: &dyn std::fmt::Display| {
+        ClusterError::JetStream(format!("retention: {what}: {e}"))
+    };
+    let mut msgs = c
+        .fetch()
+        .max_messages(1)
+        .expires(LOOKUP_WAIT)
+        .messages()
+        .await
+        .map_err(|e| js_err("fetching the first message to keep", &e))?;
+    match tokio::time::timeout(LOOKUP_WAIT * 2, msgs.next()).await {
+        Ok(Some(Ok(m))) => Ok(m
+            .info()
+            .map_err(|e| js_err("reading the first kept message's info", &e))?
+            .stream_sequence),
+        Ok(Some(Err(e))) => Err(js_err("fetching the first message to keep", &e)),
+        // It said a message was pending but none came: change nothing this time.
+        Ok(None) | Err(_) => Err(ClusterError::JetStream(
+            "retention: the first message to keep did not arrive".into(),
+        )),
     }
 }
