@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         health_config.db_path = cache.join("health.redb");
         health_config.clock = Some(clock.clone());
         health_config.purge_at_open = false;
+        health_config.reconcile_at_open = false;
         tracing::info!(
             cache = %cache.display(),
             "cluster mode: the local store is a cache of the stream"

@@ -58,6 +58,12 @@ pub struct HealthConfig {
     /// moment). A cluster replica turns it off: a purge there must happen at the same point of
     /// the stream on every node ([`Health::purge_expired_on_a_new_day`]), not when one restarts.
     pub purge_at_open: bool,
+    /// At open, register the case of every one-person positive sample that has none (the repair
+    /// of a crash between storing a result and registering its case). A cluster replica turns
+    /// it off: its store is cut back to a checkpoint taken between two commands, so there is no
+    /// such crash to repair, and a repair at a restart (by that moment's cases, not the result's)
+    /// would register a case on that node alone.
+    pub reconcile_at_open: bool,
 }
 
 impl HealthConfig {
@@ -70,6 +76,7 @@ impl HealthConfig {
             max_pool: crate::samples::DEFAULT_MAX_POOL,
             clock: None,
             purge_at_open: true,
+            reconcile_at_open: true,
         }
     }
 }
@@ -251,6 +258,7 @@ impl Health {
     pub fn open(engine: Engine, config: HealthConfig) -> Result<Health> {
         config.policy.validate()?;
         let config_purge_at_open = config.purge_at_open;
+        let config_reconcile_at_open = config.reconcile_at_open;
         let started = Instant::now();
         let store = Store::open(&config.db_path)?;
         let mut cases = store.cases()?;
@@ -331,7 +339,9 @@ impl Health {
         let now = inner.now();
         inner.derive_all(&counted);
         let health = Health { inner };
-        health.reconcile_samples()?;
+        if config_reconcile_at_open {
+            health.reconcile_samples()?;
+        }
         if config_purge_at_open {
             health.purge_samples()?;
             health.purge_declarations()?;

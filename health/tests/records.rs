@@ -888,3 +888,53 @@ fn expired_records_go_once_a_day_and_not_at_open_when_told_so() {
     health.shutdown();
     drop(health);
 }
+
+/// A cluster replica does not repair sample cases at open (`reconcile_at_open: false`): a
+/// positive one-person sample of a person who already had an active case registered no case of
+/// its own, and a reopen after that case recovered must not register one by the cases of the
+/// moment (on that node alone; the other nodes never would).
+#[test]
+fn a_replica_reopened_registers_no_sample_case_the_stream_did_not_make() {
+    let venues = vec![("SITE".to_string(), Some(3600))];
+    let h = Harness::open(&venues, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let config = || HealthConfig {
+        purge_at_open: false,
+        reconcile_at_open: false,
+        ..HealthConfig::new(dir.path())
+    };
+    let health = Health::open(h.engine.clone(), config()).unwrap();
+    health
+        .register_case(NewCase {
+            id: Some("C1".into()),
+            person: "p".into(),
+            sampled_at: T0 - 2 * DAY,
+            ..NewCase::default()
+        })
+        .unwrap();
+    health
+        .register_sample(sample("S", &["p"], T0 - 3600))
+        .unwrap();
+    health
+        .enter_result("S", LabResult::Positive, Some(T0 - 60))
+        .unwrap();
+    assert!(health.case("sample:S").is_none(), "p already had a case");
+    health
+        .update_case("C1", CaseChange::Recover { at: Some(T0 - 30) })
+        .unwrap();
+    let ids = |health: &Health| -> Vec<String> {
+        health
+            .cases(None, None)
+            .iter()
+            .map(|c| c.case.id.clone())
+            .collect()
+    };
+    let before = ids(&health);
+    health.shutdown();
+    drop(health);
+
+    let health = Health::open(h.engine.clone(), config()).unwrap();
+    assert_eq!(ids(&health), before);
+    assert!(health.case("sample:S").is_none());
+    health.shutdown();
+}
