@@ -37,6 +37,9 @@ const MAX_ENTRIES_PER_MESSAGE: usize = 4096;
 const IN_FLIGHT: usize = 4;
 /// Pause between rounds of publishing the batches whose waiters were refused ([`store_late`]).
 const LATE_RETRY: Duration = Duration::from_secs(1);
+/// How long a read of the audit stream waits for each message of a batch before it answers
+/// that the stream did not answer (`GET /v1/audit` then answers `503`).
+const READ_WAIT: Duration = Duration::from_secs(5);
 /// How far before `since` a read starts replaying, by the servers' message times: an entry's
 /// `ts` is the HTTP node's clock, the message's time the NATS server's, and the two may differ
 /// by this much without an entry being missed.
@@ -286,7 +289,14 @@ impl Node {
                 .await
                 .map_err(|e| ClusterError::JetStream(e.to_string()))?;
             let mut got = 0u64;
-            while let Some(msg) = batch.next().await {
+            // A pull whose server died (the reader lives on one) is never answered: give up
+            // rather than hang the request.
+            while let Some(msg) = tokio::time::timeout(READ_WAIT, batch.next())
+                .await
+                .map_err(|_| {
+                    ClusterError::JetStream("the audit stream did not answer a read in time".into())
+                })?
+            {
                 let msg = msg.map_err(|e| ClusterError::JetStream(e.to_string()))?;
                 got += 1;
                 let entries: Vec<WireAudit> =
