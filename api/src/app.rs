@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     /// The certificate signing key and settings (`App::with_certificates`).
     pub(crate) certificates: std::sync::OnceLock<Certificates>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Why the server must stop by itself ([`App::stop_for`]); `None` while it need not.
+    pub(crate) stop_reason: watch::Sender<Option<String>>,
 }
 
 impl App {
@@ -128,6 +130,7 @@ impl App {
             engine.on_sync(Box::new(move |elapsed| metrics.observe_sync(elapsed)));
         }
         let (shutdown, _) = watch::channel(false);
+        let (stop_reason, _) = watch::channel(None);
         Ok(App {
             inner: Arc::new(Inner {
                 engine,
@@ -145,6 +148,7 @@ impl App {
                 ),
                 options,
                 shutdown,
+                stop_reason,
                 certificates: std::sync::OnceLock::new(),
             }),
         })
@@ -165,6 +169,7 @@ impl App {
             clock,
             resumed_at,
             snapshots,
+            stall_exit,
         }) = cluster
         {
             let replica = Arc::new(crate::cluster_replica::Replica::new(clock, resumed_at));
@@ -172,7 +177,7 @@ impl App {
             crate::cluster_mode::forward_audit(&node, &self.inner.engine);
             let _ = self.inner.replica.set(Arc::clone(&replica));
             let _ = self.inner.cluster.set(node.clone());
-            crate::cluster_replica::follow(&self, &node, replica, snapshots);
+            crate::cluster_replica::follow(&self, &node, replica, snapshots, stall_exit);
         }
         self
     }
@@ -195,6 +200,38 @@ impl App {
     /// True without a tokens file.
     pub fn is_open(&self) -> bool {
         self.inner.access.is_open()
+    }
+
+    /// Asks the server to stop by itself (a failure only a restart mends): [`App::stopped`]
+    /// completes, and the binary exits with status 1 once it has shut down.
+    pub(crate) fn stop_for(&self, why: String) {
+        tracing::error!(%why, "the server stops: restart it");
+        self.inner.stop_reason.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Completes with the reason once [`App::stop_for`] was called (never otherwise).
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.inner.stop_reason.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Why the server stopped by itself, if it did ([`App::stop_for`]).
+    pub fn stop_reason(&self) -> Option<String> {
+        self.inner.stop_reason.borrow().clone()
     }
 
     /// Whether shutdown has begun ([`App::end_feeds`]).

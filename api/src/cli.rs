@@ -50,6 +50,12 @@ pub struct Cli {
     #[arg(long, env = "CHECKIN_REPLICA_SNAPSHOT_EVERY", default_value_t = 3600)]
     pub replica_snapshot_every: u64,
 
+    /// Cluster mode: seconds this node's replica may stay stopped at one message by a failure
+    /// of its own (a full disk, a failed health database) before the server stops with status 1,
+    /// so that its supervisor restarts it (a restart reopens the stores); 0: never.
+    #[arg(long, env = "CHECKIN_REPLICA_STALL_EXIT", default_value_t = 60)]
+    pub replica_stall_exit: u64,
+
     /// Tokens file (TOML, [[tokens]] with name, role, sha256 and, for role "venue", venues).
     /// Without it the server runs open: no authentication, loopback only.
     #[arg(long, env = "CHECKIN_TOKENS")]

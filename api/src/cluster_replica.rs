@@ -122,6 +122,9 @@ pub struct ClusterSetup {
     pub resumed_at: u64,
     /// Where and how often to snapshot the replica (`replica_snapshot`); `None`: never.
     pub snapshots: Option<SnapshotPolicy>,
+    /// How long the replica may stay stopped at one message by a failure of its own before the
+    /// server stops by itself ([`Stall`]); `None`: never.
+    pub stall_exit: Option<Duration>,
 }
 
 /// Snapshots of the replica for seeding new nodes (`replica_snapshot`).
@@ -213,23 +216,43 @@ pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
     }
 }
 
-/// Starts the follower of the whole stream (a task that restarts itself after errors).
+/// Starts the follower of the whole stream (a task that restarts itself after errors, and
+/// stops the server when it stays stopped at one message by a failure of this node's own for
+/// `stall_exit`).
 pub(crate) fn follow(
     app: &App,
     node: &Node,
     replica: Arc<Replica>,
     snapshots: Option<SnapshotPolicy>,
+    stall_exit: Option<Duration>,
 ) {
     let (app, node) = (app.clone(), node.clone());
     tokio::spawn(async move {
         let mut checkpoints = Checkpoints::new(replica.applied(), snapshots);
+        let mut stall = Stall::default();
         loop {
-            if let Err(e) = follow_once(&app, &node, &replica, &mut checkpoints).await {
-                tracing::warn!(
-                    error = %e,
-                    applied = replica.applied(),
-                    "stream follower stopped; following again in 1 s"
-                );
+            match follow_once(&app, &node, &replica, &mut checkpoints).await {
+                Ok(()) => stall.progress(),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        applied = replica.applied(),
+                        "stream follower stopped; following again in 1 s"
+                    );
+                    let stalled = stall.failed(replica.applied(), is_local(&*e), Instant::now());
+                    if let (Some(limit), Some(stalled)) = (stall_exit, stalled) {
+                        if stalled >= limit && !app.is_shutting_down() {
+                            app.stop_for(format!(
+                                "this node's replica has not got past stream sequence {} for \
+                                 {} s ({e}); a restart reopens its stores and resumes from its \
+                                 checkpoint",
+                                replica.applied() + 1,
+                                stalled.as_secs()
+                            ));
+                            return;
+                        }
+                    }
+                }
             }
             if app.is_shutting_down() {
                 return;
@@ -237,6 +260,47 @@ pub(crate) fn follow(
             tokio::time::sleep(FOLLOW_RETRY).await;
         }
     });
+}
+
+/// Whether the follower stopped for a failure of this node's own (its store, its health
+/// database), which following again may never mend, rather than of the cluster (NATS).
+fn is_local(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<CommandDeferred>().is_some()
+        || matches!(
+            e.downcast_ref::<cluster::ClusterError>(),
+            Some(cluster::ClusterError::Engine(_))
+        )
+}
+
+/// How long the follower has been stopped at one message by failures of this node's own.
+#[derive(Debug, Default)]
+struct Stall {
+    /// The applied sequence and when the first of the failures in a row at it happened.
+    since: Option<(u64, Instant)>,
+}
+
+impl Stall {
+    /// The follower ended without an error.
+    fn progress(&mut self) {
+        self.since = None;
+    }
+
+    /// The follower stopped with an error at `applied`: how long it has been stopped at that
+    /// sequence by failures of its own, or `None` when this one is not its own (or the follower
+    /// got further since the last).
+    fn failed(&mut self, applied: u64, local: bool, now: Instant) -> Option<Duration> {
+        if !local {
+            self.since = None;
+            return None;
+        }
+        match self.since {
+            Some((at, since)) if at == applied => Some(now.duration_since(since)),
+            _ => {
+                self.since = Some((applied, now));
+                Some(Duration::ZERO)
+            }
+        }
+    }
 }
 
 /// Why the follower stopped (it follows again from the last applied message).
@@ -525,13 +589,14 @@ async fn apply(
     }
 }
 
-/// A health command whose handler answered `503` on this node's replica: it was not applied, and
-/// the follower must not move past it.
+/// A health command this node's replica could not apply for a reason of its own (its handler
+/// answered `503`, or the day's purge before it failed): the follower must not move past it.
 #[derive(Debug, thiserror::Error)]
-#[error("the health command {method} {target} answered 503 on this node's replica (not applied; it is applied again)")]
+#[error("the health command {method} {target} was not applied on this node's replica ({why}); it is applied again")]
 pub(crate) struct CommandDeferred {
     method: String,
     target: String,
+    why: String,
 }
 
 /// Runs a command's handler with the clock pinned to its stamp, and hands the outcome to the
@@ -554,14 +619,30 @@ async fn apply_command(
     replica.clock.pin(command.now);
     // Expired records go at the first command of each day, on every node at the same point of
     // the stream (not when a node restarts, which `purge_at_open: false` leaves out).
+    // A purge that fails defers the command: applied without it, this node would purge at a
+    // later command than the others.
     if app.health().purge_is_due() {
         let purging = app.clone();
-        match tokio::task::spawn_blocking(move || purging.health().purge_expired_on_a_new_day())
-            .await
+        let failed = match tokio::task::spawn_blocking(move || {
+            purging.health().purge_expired_on_a_new_day()
+        })
+        .await
         {
-            Ok(Ok(n)) => tracing::info!(records = n, "purged expired samples and declarations"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "purging expired records failed"),
-            Err(e) => tracing::warn!(error = %e, "the purge task failed"),
+            Ok(Ok(n)) => {
+                tracing::info!(records = n, "purged expired samples and declarations");
+                None
+            }
+            Ok(Err(e)) => Some(format!("purging expired records failed: {e}")),
+            Err(e) => Some(format!("the purge task failed: {e}")),
+        };
+        if let Some(why) = failed {
+            replica.clock.unpin();
+            app.inner.metrics.note_replica_command_deferred();
+            return Err(CommandDeferred {
+                method: command.method,
+                target: command.target,
+                why,
+            });
         }
     }
     let resp = run_command(app, &command, taken_here).await;
@@ -572,6 +653,7 @@ async fn apply_command(
         return Err(CommandDeferred {
             method: command.method,
             target: command.target,
+            why: "its handler answered 503".into(),
         });
     }
     if outcome.status.is_server_error() {
@@ -794,6 +876,45 @@ mod tests {
 
     fn note_applied_seq(replica: &Replica, seq: u64) {
         replica.applied.store(seq, Ordering::Release);
+    }
+
+    #[test]
+    fn a_stall_is_failures_of_this_node_in_a_row_at_one_sequence() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut stall = Stall::default();
+        assert_eq!(stall.failed(10, true, at(0)), Some(Duration::ZERO));
+        assert_eq!(
+            stall.failed(10, true, at(30)),
+            Some(Duration::from_secs(30))
+        );
+        // Got further: a new stall starts at the new sequence.
+        assert_eq!(stall.failed(11, true, at(31)), Some(Duration::ZERO));
+        assert_eq!(
+            stall.failed(11, true, at(45)),
+            Some(Duration::from_secs(14))
+        );
+        // A failure of the cluster (NATS) is no stall of this node's, and ends the one in a row.
+        assert_eq!(stall.failed(11, false, at(46)), None);
+        assert_eq!(stall.failed(11, true, at(50)), Some(Duration::ZERO));
+        stall.progress();
+        assert_eq!(stall.failed(11, true, at(90)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_deferred_command_and_a_store_error_are_this_nodes_own_failures() {
+        let deferred: FollowError = Box::new(CommandDeferred {
+            method: "POST".into(),
+            target: "/v1/cases".into(),
+            why: "its handler answered 503".into(),
+        });
+        assert!(is_local(&*deferred));
+        let store: FollowError = Box::new(cluster::ClusterError::Engine(engine::Error::NoSpace(
+            "venues.log".into(),
+        )));
+        assert!(is_local(&*store));
+        let nats: FollowError = Box::new(cluster::ClusterError::JetStream("timed out".into()));
+        assert!(!is_local(&*nats));
     }
 
     /// An App over a fresh store (single-node, open mode), as a replica's follower drives it.

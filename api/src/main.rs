@@ -178,6 +178,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             clock,
             resumed_at,
+            stall_exit: (cli.replica_stall_exit > 0)
+                .then(|| std::time::Duration::from_secs(cli.replica_stall_exit)),
             snapshots: (cli.replica_snapshot_every > 0).then(|| {
                 api::cluster_replica::SnapshotPolicy {
                     dir: cli.data.join(api::replica_snapshot::DIR),
@@ -186,7 +188,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }),
         }
     }));
-    api::serve(listener, app, shutdown_signal()).await?;
+    let stop = {
+        let app = app.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                why = app.stopped() => tracing::error!(%why, "stopping by itself"),
+            }
+        }
+    };
+    api::serve(listener, app.clone(), stop).await?;
+    if let Some(why) = app.stop_reason() {
+        anyhow::bail!("stopped by itself: {why}");
+    }
     Ok(())
 }
 

@@ -23,6 +23,9 @@ use support::{bin_dir, build_server, free_port, Servers};
 const ADMIN: &str = "admin-token";
 const ADMIN_SHA256: &str = "10a4c7c9fc5206d6f36dc6944a81bb6f4a3cb0e25014ae3b12e6c3e52712292a";
 
+/// `--replica-stall-exit` of the nodes: far longer than the first outage lasts.
+const STALL_EXIT_S: u64 = 15;
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -90,6 +93,8 @@ fn start_node(bin: &Path, data: &Path, tokens: &Path, urls: &str, log: &Path) ->
             .arg(urls)
             .arg("--cluster-shards")
             .arg("1")
+            .arg("--replica-stall-exit")
+            .arg(STALL_EXIT_S.to_string())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
@@ -199,7 +204,7 @@ fn a_replica_that_could_not_store_follows_again_once_it_can() {
         &dir.path().join("a.log"),
     );
     let b_log = dir.path().join("b.log");
-    let (_b, b) = start_node(&bin, &disk.0.join("data"), &tokens, &urls, &b_log);
+    let (mut b_process, b) = start_node(&bin, &disk.0.join("data"), &tokens, &urls, &b_log);
     until(&a, "GET", "/readyz", None, 200, 60);
     until(&b, "GET", "/readyz", None, 200, 60);
     let now = std::time::SystemTime::now()
@@ -279,4 +284,56 @@ fn a_replica_that_could_not_store_follows_again_once_it_can() {
     assert_eq!(applied(&b), applied(&a));
     let log = std::fs::read_to_string(&b_log).unwrap_or_default();
     assert!(!log.contains("panicked"), "B panicked:\n{log}");
+
+    // Full again, for longer than --replica-stall-exit: B stops by itself (status 1) rather
+    // than stay stuck, and restarted once space returns, resumes from its checkpoint. Enough
+    // venues to need new pages of venues.log (a small append fits in its last page), then a
+    // case behind them in the stream.
+    let filler = disk.fill();
+    let many: Vec<Value> = (0..400)
+        .map(|i| json!({"id": format!("W{i}"), "name": format!("another venue with a long name {i}")}))
+        .collect();
+    until(&a, "POST", "/v1/venues", Some(&json!(many)), 200, 30);
+    until(
+        &a,
+        "POST",
+        "/v1/cases",
+        Some(&case("c-during", "p3")),
+        201,
+        30,
+    );
+    let deadline = Instant::now() + Duration::from_secs(STALL_EXIT_S + 45);
+    let status = loop {
+        if let Some(status) = b_process.0.try_wait().expect("B's status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not stop by itself; its log:\n{}",
+            std::fs::read_to_string(&b_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let log = std::fs::read_to_string(&b_log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("has not got past stream sequence"), "{log}");
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let b_log = dir.path().join("b-restarted.log");
+    let (_b_again, b) = start_node(&bin, &disk.0.join("data"), &tokens, &urls, &b_log);
+    until(&b, "GET", "/readyz", None, 200, 60);
+    assert_eq!(case_ids(&b), ["c-after", "c-before", "c-during"]);
+    assert_eq!(applied(&b), applied(&a));
+    // The case's change is audited once on each node, however often B tried it.
+    let audited = |base: &str| -> usize {
+        let body = until(base, "GET", "/v1/audit", None, 200, 30);
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        v["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no entries: {body}"))
+            .iter()
+            .filter(|e| e["subject"] == "p3" && e["action"] == "/v1/cases")
+            .count()
+    };
+    assert_eq!(audited(&a), 1);
+    assert_eq!(audited(&b), 1);
 }
