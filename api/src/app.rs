@@ -172,12 +172,14 @@ impl App {
             stall_exit,
         }) = cluster
         {
-            let replica = Arc::new(crate::cluster_replica::Replica::new(clock, resumed_at));
+            let replica = Arc::new(
+                crate::cluster_replica::Replica::new(clock, resumed_at).with_stall_exit(stall_exit),
+            );
             node.note_replica_applied(resumed_at);
             crate::cluster_mode::forward_audit(&node, &self.inner.engine);
             let _ = self.inner.replica.set(Arc::clone(&replica));
             let _ = self.inner.cluster.set(node.clone());
-            crate::cluster_replica::follow(&self, &node, replica, snapshots, stall_exit);
+            crate::cluster_replica::follow(&self, &node, replica, snapshots);
         }
         self
     }

@@ -159,6 +159,8 @@ pub(crate) struct Replica {
     /// counted in this node's metrics when it is applied; entries older than [`FORGET_AFTER`]
     /// (a publish that was never stored) are dropped.
     waiting: Mutex<HashMap<u64, (Instant, oneshot::Sender<Outcome>)>>,
+    /// `--replica-stall-exit` ([`ClusterSetup::stall_exit`]).
+    stall_exit: Option<Duration>,
 }
 
 impl Replica {
@@ -171,7 +173,19 @@ impl Replica {
             caught_up: AtomicBool::new(false),
             next_request: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
+            stall_exit: None,
         }
+    }
+
+    /// The same, stopping the server when it stays stuck for `stall_exit` (`None`: never).
+    pub(crate) fn with_stall_exit(mut self, stall_exit: Option<Duration>) -> Replica {
+        self.stall_exit = stall_exit;
+        self
+    }
+
+    /// How long the replica may stay stuck before the server stops by itself.
+    pub(crate) fn stall_exit(&self) -> Option<Duration> {
+        self.stall_exit
     }
 
     /// The time of the command being applied (the pinned clock), else the system's.
@@ -218,13 +232,12 @@ pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
 
 /// Starts the follower of the whole stream (a task that restarts itself after errors, and
 /// stops the server when it stays stopped at one message by a failure of this node's own for
-/// `stall_exit`).
+/// [`Replica::stall_exit`]).
 pub(crate) fn follow(
     app: &App,
     node: &Node,
     replica: Arc<Replica>,
     snapshots: Option<SnapshotPolicy>,
-    stall_exit: Option<Duration>,
 ) {
     let (app, node) = (app.clone(), node.clone());
     tokio::spawn(async move {
@@ -240,7 +253,7 @@ pub(crate) fn follow(
                         "stream follower stopped; following again in 1 s"
                     );
                     let stalled = stall.failed(replica.applied(), is_local(&*e), Instant::now());
-                    if let (Some(limit), Some(stalled)) = (stall_exit, stalled) {
+                    if let (Some(limit), Some(stalled)) = (replica.stall_exit(), stalled) {
                         if stalled >= limit && !app.is_shutting_down() {
                             app.stop_for(format!(
                                 "this node's replica has not got past stream sequence {} for \
@@ -876,6 +889,34 @@ mod tests {
 
     fn note_applied_seq(replica: &Replica, seq: u64) {
         replica.applied.store(seq, Ordering::Release);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_whose_audit_entry_cannot_be_written_stops_the_server_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path());
+        let replica = Arc::new(
+            Replica::new(Arc::new(CommandClock::new()), 0)
+                .with_stall_exit(Some(Duration::from_secs(2))),
+        );
+        assert!(app.inner.replica.set(Arc::clone(&replica)).is_ok());
+        // The store stops: the case is registered in the health database, its audit entry can
+        // never be written. Applied again, the command would find the case and write no entry,
+        // so the replica keeps trying, then stops the server rather than go on without it.
+        app.engine().shutdown().unwrap();
+        let started = Instant::now();
+        let deferred = apply_command(&app, "n1", &replica, register_case("c-1", "p1")).await;
+        assert!(
+            deferred.is_err(),
+            "a change without its audit entry is no outcome"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "gave up at once"
+        );
+        let why = app.stop_reason().expect("the server is asked to stop");
+        assert!(why.contains("audit entry of an applied change"), "{why}");
+        assert!(app.health().case("c-1").is_some());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::body::Req;
 use bytes::Bytes;
@@ -453,21 +453,81 @@ struct PersonVisitsOut<'a> {
 }
 
 /// Audits a change to the health domain (subject: the person it concerns) before it is
-/// answered: the entry is submitted at once, [`AuditPending::stored`] waits for it. Alone: durably
+/// answered: the entry is submitted at once, [`AuditChange::stored`] waits for it. Alone: durably
 /// in the store's audit log. In cluster mode the handler runs as the follower applies the
 /// change's command, on every node, and the command is already durable in the stream: every
 /// node's replica derives the same entry from it, stamped with the command's time, into its own
 /// store's `audit.log` (a cache of the stream like the rest of the store), and
 /// `GET /v1/audit` adds those entries to the audit stream's lookups.
-pub(crate) fn audit_change(app: &App, ctx: &Ctx, subject: &str) -> AuditPending {
+pub(crate) fn audit_change<'a>(app: &'a App, ctx: &Ctx, subject: &str) -> AuditChange<'a> {
     let engine = app.engine();
     let mut entry = audit_entry(engine, ctx, subject);
     match app.inner.replica.get() {
         Some(replica) => {
             entry.ts = replica.command_time();
-            audit_outcome(|done| engine.audit_submit_local(entry, done))
+            let again = entry.clone();
+            AuditChange::Replica {
+                app,
+                first: audit_outcome(|done| engine.audit_submit_local(entry, done)),
+                entry: again,
+            }
         }
-        None => audit_outcome(|done| engine.audit_submit(entry, done)),
+        None => AuditChange::Alone(audit_outcome(|done| engine.audit_submit(entry, done))),
+    }
+}
+
+/// The audit entry of a change, on its way to the log ([`audit_change`]).
+pub(crate) enum AuditChange<'a> {
+    /// Single node: a failure refuses the request (`503`), and the client retries it.
+    Alone(AuditPending),
+    /// A cluster replica applying a command, whose change is already made when its entry is
+    /// written: a failure to write it is tried again (every second) rather than answered, since
+    /// the command applied again would find the change made and write no entry. A failure that
+    /// lasts (`--replica-stall-exit`) stops the server, whose restart cuts its store back to a
+    /// checkpoint from before the command.
+    Replica {
+        app: &'a App,
+        first: AuditPending,
+        entry: AuditEntry,
+    },
+}
+
+impl AuditChange<'_> {
+    /// `Ok` once the entry is durable, else why it was not stored (`503`).
+    pub(crate) async fn stored(self) -> Result<(), ApiError> {
+        let (app, first, entry) = match self {
+            AuditChange::Alone(pending) => return pending.stored().await,
+            AuditChange::Replica { app, first, entry } => (app, first, entry),
+        };
+        let started = Instant::now();
+        let mut attempt = first;
+        loop {
+            let e = match attempt.stored().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let limit = app
+                .inner
+                .replica
+                .get()
+                .and_then(|r| r.stall_exit())
+                .unwrap_or(Duration::MAX);
+            if app.is_shutting_down() {
+                return Err(e);
+            }
+            if started.elapsed() >= limit {
+                app.stop_for(format!(
+                    "the audit entry of an applied change could not be written for {} s ({e})",
+                    started.elapsed().as_secs()
+                ));
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "the audit entry of an applied change was not written; trying again in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let engine = app.engine();
+            let entry = entry.clone();
+            attempt = audit_outcome(|done| engine.audit_submit_local(entry, done));
+        }
     }
 }
 
