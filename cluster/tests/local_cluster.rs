@@ -13,8 +13,6 @@
 //! (`cluster::status_subject`: serving, applied sequence) against the stream's last sequences.
 //! `CHECKIN_CLUSTER_TEST_DIR=DIR` keeps the cluster's logs in DIR (emptied first).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,72 +21,10 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::{bin_dir, build_server, free_port};
-
-struct Resp {
-    status: u16,
-    /// The `Retry-After` header, if any.
-    retry_after: Option<String>,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
+use support::{bin_dir, build_server, free_port, Resp};
 
 fn request(base: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<Resp> {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(payload.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    let lower = head.to_ascii_lowercase();
-    let retry_after = lower
-        .lines()
-        .find_map(|l| l.strip_prefix("retry-after:"))
-        .map(|v| v.trim().to_string());
-    let body = if lower.contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok(Resp {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    support::request(base, method, path, None, body)
 }
 
 /// Retries until a 200, for up to `for_s` seconds: while a process is down the cluster may answer

@@ -6,8 +6,7 @@
 //! (fails, not skips, without `nats-server`; needs root for the tmpfs, and fails without it
 //! under `CI`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,30 +110,7 @@ fn call(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, String)> {
-    let addr = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(40)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(payload.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    Ok((status, rest.to_string()))
+    support::request(base, method, path, Some(ADMIN), body).map(|r| (r.status, r.body))
 }
 
 /// Calls until the answer is `want`, for at most `for_s` seconds; panics with the last answer.
