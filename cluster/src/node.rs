@@ -537,23 +537,42 @@ impl Node {
     /// Every venue with someone present on one shard, and how many, in pages.
     async fn present_on(&self, shard: u32) -> Result<Vec<(String, u32)>> {
         let reply_bytes = self.message_bytes();
+        self.follow_pages(
+            |after| async move {
+                let reply = self
+                    .ask(shard, Op::PresentAfter { after, reply_bytes })
+                    .await?;
+                match reply {
+                    Reply::PresentPage { venues, more } => Ok(Page::Part(venues, more)),
+                    _ => Err(unexpected("present")),
+                }
+            },
+            |(venue, _)| venue.clone(),
+        )
+        .await
+    }
+
+    /// A shard's answer put together from its pages: `page(after)` asks for the page after the
+    /// key `after` (`None`: the first), and `key` is an item's key; the next page is asked after
+    /// the last item's key while the shard says more follow.
+    async fn follow_pages<T, F, Fut>(
+        &self,
+        mut page: F,
+        key: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Page<T>>>,
+    {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let reply = self
-                .ask(
-                    shard,
-                    Op::PresentAfter {
-                        after: after.clone(),
-                        reply_bytes,
-                    },
-                )
-                .await?;
-            let Reply::PresentPage { venues, more } = reply else {
-                return Err(unexpected("present"));
+            let (items, more) = match page(after.take()).await? {
+                Page::Part(items, more) => (items, more),
+                Page::Whole(items) => return Ok(items),
             };
-            let last = venues.last().map(|(v, _)| v.clone());
-            all.extend(venues);
+            let last = items.last().map(&key);
+            all.extend(items);
             match last {
                 Some(last) if more => {
                     self.note_continued();
@@ -738,40 +757,40 @@ impl Node {
         exclude: &[String],
         budget: usize,
     ) -> Result<Vec<Exposure>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let reply = self
-                .ask(
-                    shard,
-                    Op::Exposures {
-                        sources: sources.to_vec(),
-                        linger_s,
-                        threshold,
-                        exclude: exclude.to_vec(),
-                        after: after.clone(),
-                        reply_bytes: Some(budget),
-                    },
-                )
-                .await?;
-            match reply {
-                Reply::ExposurePage { exposures, more } => {
-                    let last = exposures.last().map(|e| e.person.clone());
-                    all.extend(exposures);
-                    match last {
-                        Some(last) if more => {
-                            self.note_continued();
-                            after = Some(last);
-                        }
-                        _ => return Ok(all),
-                    }
+        self.follow_pages(
+            |after| async move {
+                let reply = self
+                    .ask(
+                        shard,
+                        Op::Exposures {
+                            sources: sources.to_vec(),
+                            linger_s,
+                            threshold,
+                            exclude: exclude.to_vec(),
+                            after,
+                            reply_bytes: Some(budget),
+                        },
+                    )
+                    .await?;
+                match reply {
+                    Reply::ExposurePage { exposures, more } => Ok(Page::Part(exposures, more)),
+                    // A shard of the release before answers whole.
+                    Reply::Exposures(list) => Ok(Page::Whole(list)),
+                    _ => Err(unexpected("exposures")),
                 }
-                // A shard of the release before answers whole.
-                Reply::Exposures(list) => return Ok(list),
-                _ => return Err(unexpected("exposures")),
-            }
-        }
+            },
+            |e| e.person.clone(),
+        )
+        .await
     }
+}
+
+/// One answer of a shard to a paged query ([`Node::follow_pages`]).
+enum Page<T> {
+    /// Some items, and whether more follow.
+    Part(Vec<T>, bool),
+    /// The whole answer in one (a shard of an earlier release).
+    Whole(Vec<T>),
 }
 
 fn to_visit(v: WireVisit) -> engine::Visit {
