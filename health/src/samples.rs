@@ -4,7 +4,11 @@
 //!
 //! A result and the case it registers or discards are two transactions (the health database's
 //! and the case's); a crash between them is repaired at open (`reconcile`), so a stored positive
-//! always ends with its case and a stored correction always ends with that case discarded.
+//! always ends with its case and a stored correction always ends with that case discarded. The
+//! result of a one-person sample is stored with a mark ([`UNSETTLED`]) that is removed once its
+//! case agrees with it; only marked samples are repaired, so a restart never re-decides a
+//! result that was settled (a positive refused a case because the person had another active
+//! case, say, once that case has recovered).
 
 use std::collections::BTreeMap;
 
@@ -18,6 +22,9 @@ use crate::health::Health;
 
 /// Samples by id (postcard `Sample`).
 const SAMPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("samples");
+/// One-person samples whose result is stored and whose case may not agree with it yet, by id
+/// (no value).
+const UNSETTLED: TableDefinition<&str, &[u8]> = TableDefinition::new("samples_unsettled");
 
 /// Default `--max-pool`.
 pub const DEFAULT_MAX_POOL: usize = 10;
@@ -210,16 +217,6 @@ impl Samples {
             inner: Mutex::new(st),
         })
     }
-
-    /// Every one-person sample with a result, for the repair at open.
-    fn resulted_single(&self) -> Vec<Sample> {
-        let st = self.inner.lock();
-        st.by_id
-            .values()
-            .filter(|s| !s.pooled() && s.result.is_some())
-            .cloned()
-            .collect()
-    }
 }
 
 fn valid_sample_id(id: &str) -> bool {
@@ -349,14 +346,31 @@ impl Health {
             let mut updated = existing.clone();
             updated.result = Some(result);
             updated.resulted_at = Some(at);
-            inner
-                .store
-                .put_all(SAMPLES, [(updated.id.as_str(), &updated)])?;
+            if updated.pooled() {
+                inner
+                    .store
+                    .put_all(SAMPLES, [(updated.id.as_str(), &updated)])?;
+            } else {
+                inner
+                    .store
+                    .put_marked(SAMPLES, UNSETTLED, &updated.id, &updated)?;
+            }
             st.insert(updated.clone());
             updated
         };
         self.settle_sample_case(&sample, true)?;
+        if !sample.pooled() {
+            self.unmark(&sample.id);
+        }
         Ok((sample, true))
+    }
+
+    /// The case of sample `id` agrees with its result: nothing to repair at open. A mark left
+    /// by a failure here is only repaired again (the case already agrees).
+    fn unmark(&self, id: &str) {
+        if let Err(e) = self.inner.store.delete_all(UNSETTLED, [id]) {
+            tracing::warn!(error = %e, sample = id, "the settled mark of a sample was not removed");
+        }
     }
 
     /// Makes the case of a one-person sample agree with its result. `restore`: a discarded case
@@ -483,11 +497,89 @@ impl Health {
         Ok(old.len())
     }
 
-    /// Repairs what a crash between a result and its case may have left (at open).
+    /// Repairs what a crash between a result and its case may have left (at open): the samples
+    /// still marked [`UNSETTLED`].
     pub(crate) fn reconcile_samples(&self) -> Result<()> {
-        for s in self.inner.samples.resulted_single() {
-            self.settle_sample_case(&s, false)?;
+        for id in self.inner.store.keys(UNSETTLED)? {
+            let sample = self.inner.samples.inner.lock().by_id.get(&id).cloned();
+            if let Some(s) = sample.filter(|s| !s.pooled() && s.result.is_some()) {
+                self.settle_sample_case(&s, false)?;
+            }
+            self.unmark(&id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use engine::{Config, Durability, Engine, ManualClock};
+
+    use super::*;
+    use crate::HealthConfig;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn open(dir: &Path) -> Health {
+        let mut c = Config::new(dir);
+        c.durability = Durability::Os;
+        c.clock = Arc::new(ManualClock::new(T0));
+        let engine = Engine::open(c).unwrap();
+        Health::open(engine, HealthConfig::new(dir)).unwrap()
+    }
+
+    fn close(health: Health) {
+        health.shutdown();
+        health.engine().shutdown().unwrap();
+    }
+
+    fn one_person(id: &str, person: &str) -> NewSample {
+        NewSample {
+            id: id.into(),
+            kind: SampleKind::Pcr,
+            persons: vec![person.into()],
+            collected_at: Some(T0 - 3600),
+            site: None,
+        }
+    }
+
+    #[test]
+    fn a_positive_stored_without_its_case_gets_it_at_open_and_loses_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = open(dir.path());
+        health.register_sample(one_person("S", "p")).unwrap();
+        // The crash: the result is stored with its mark, the case is not.
+        let mut s = health.sample("S").unwrap();
+        s.result = Some(LabResult::Positive);
+        s.resulted_at = Some(T0 - 60);
+        health
+            .inner
+            .store
+            .put_marked(SAMPLES, UNSETTLED, "S", &s)
+            .unwrap();
+        assert!(health.case("sample:S").is_none());
+        close(health);
+
+        let health = open(dir.path());
+        assert!(health.case("sample:S").is_some(), "repaired at open");
+        assert!(health.inner.store.keys(UNSETTLED).unwrap().is_empty());
+        close(health);
+    }
+
+    #[test]
+    fn a_settled_result_leaves_no_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = open(dir.path());
+        health.register_sample(one_person("S", "p")).unwrap();
+        health
+            .enter_result("S", LabResult::Positive, Some(T0 - 60))
+            .unwrap();
+        assert!(health.case("sample:S").is_some());
+        assert!(health.inner.store.keys(UNSETTLED).unwrap().is_empty());
+        close(health);
     }
 }

@@ -105,6 +105,59 @@ impl Store {
             .map_err(|e| Error::store("committing records", e))
     }
 
+    /// Durably writes `value` under `key` in `table`, and `key` (with no value) in `marks`, in one
+    /// transaction.
+    pub(crate) fn put_marked<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        marks: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<()> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::store("starting a transaction", e))?;
+        {
+            let mut t = txn
+                .open_table(table)
+                .map_err(|e| Error::store("opening a table", e))?;
+            t.insert(key, bytes.as_slice())
+                .map_err(|e| Error::store("writing a record", e))?;
+            let mut m = txn
+                .open_table(marks)
+                .map_err(|e| Error::store("opening a table", e))?;
+            m.insert(key, [].as_slice())
+                .map_err(|e| Error::store("writing a mark", e))?;
+        }
+        txn.commit()
+            .map_err(|e| Error::store("committing a record", e))
+    }
+
+    /// The keys of a table (none when it does not exist yet).
+    pub(crate) fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<String>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("starting a read", e))?;
+        let table = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::store("opening a table", e)),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .iter()
+            .map_err(|e| Error::store("reading a table", e))?
+        {
+            let (key, _) = row.map_err(|e| Error::store("reading a row", e))?;
+            out.push(key.value().to_string());
+        }
+        Ok(out)
+    }
+
     /// Durably removes `keys` from a `&str -> postcard` table, in one transaction.
     pub(crate) fn delete_all<'k>(
         &self,

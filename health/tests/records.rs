@@ -889,18 +889,25 @@ fn expired_records_go_once_a_day_and_not_at_open_when_told_so() {
     drop(health);
 }
 
-/// A cluster replica does not repair sample cases at open (`reconcile_at_open: false`): a
-/// positive one-person sample of a person who already had an active case registered no case of
+/// A positive one-person sample of a person who already had an active case registers no case of
 /// its own, and a reopen after that case recovered must not register one by the cases of the
-/// moment (on that node alone; the other nodes never would).
+/// moment: not on the single server (the result was settled, so the repair at open leaves it
+/// alone), and not on a cluster replica (`reconcile_at_open: false`; it would on that node
+/// alone, the other nodes never would).
 #[test]
-fn a_replica_reopened_registers_no_sample_case_the_stream_did_not_make() {
+fn a_reopened_domain_registers_no_sample_case_the_result_did_not_make() {
+    for reconcile_at_open in [true, false] {
+        reopened_after_a_refused_sample_case(reconcile_at_open);
+    }
+}
+
+fn reopened_after_a_refused_sample_case(reconcile_at_open: bool) {
     let venues = vec![("SITE".to_string(), Some(3600))];
     let h = Harness::open(&venues, 3600);
     let dir = tempfile::tempdir().unwrap();
     let config = || HealthConfig {
         purge_at_open: false,
-        reconcile_at_open: false,
+        reconcile_at_open,
         ..HealthConfig::new(dir.path())
     };
     let health = Health::open(h.engine.clone(), config()).unwrap();
@@ -934,7 +941,11 @@ fn a_replica_reopened_registers_no_sample_case_the_stream_did_not_make() {
     drop(health);
 
     let health = Health::open(h.engine.clone(), config()).unwrap();
-    assert_eq!(ids(&health), before);
+    assert_eq!(
+        ids(&health),
+        before,
+        "reconcile_at_open: {reconcile_at_open}"
+    );
     assert!(health.case("sample:S").is_none());
     health.shutdown();
 }
