@@ -324,6 +324,15 @@ impl App {
                     .await
                 }
             }
+        } else if spec.id.cluster_path() == ClusterPath::HealthWrite {
+            // A change runs to its end in a task of its own: a client that goes away (hyper
+            // then drops this future) must not leave a change made and its audit entry unwritten.
+            let app = self.clone();
+            return tokio::spawn(
+                async move { app.dispatch(spec, param, principal, req, true).await },
+            )
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Internal(format!("a change's task failed: {e}"))));
         }
         self.dispatch(spec, param, principal, req, true).await
     }

@@ -712,3 +712,58 @@ async fn metrics_count_cases_tiers_and_rederivations() {
     assert!(rederived >= 1, "{text}");
     assert!(text.contains("checkin_standing_trace_update_seconds_count"));
 }
+
+/// A client that closes its connection right after sending a change does not leave the change
+/// made without its audit entry: every case stored has its entry (the handler runs to its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_client_went_away_is_still_audited() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = outbreak_server(false).await;
+    let people = 40;
+    for i in 0..people {
+        let body = json!({"id": format!("gone-{i}"), "person": format!("gone-{i}"), "sampled_at": T0 - 3600})
+            .to_string();
+        let head = format!(
+            "POST /v1/cases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(body.as_bytes()).await.unwrap();
+        drop(c); // gone before any answer
+    }
+    // Let whatever was taken finish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (stored, audited) = loop {
+        let cases = s.get("/v1/cases").await.json();
+        let stored: Vec<String> = cases["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["person"].as_str().map(str::to_string))
+            .filter(|p| p.starts_with("gone-"))
+            .collect();
+        let audit = s.get("/v1/audit?since=0").await.json();
+        let mut audited: Vec<String> = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "/v1/cases")
+            .filter_map(|e| e["subject"].as_str().map(str::to_string))
+            .filter(|p| p.starts_with("gone-"))
+            .collect();
+        audited.sort();
+        let mut stored = stored;
+        stored.sort();
+        if stored == audited || Instant::now() > deadline {
+            break (stored, audited);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !stored.is_empty(),
+        "no change was taken at all: the test shows nothing"
+    );
+    assert_eq!(stored, audited, "cases stored without their audit entry");
+}
