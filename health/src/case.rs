@@ -117,6 +117,10 @@ pub enum CaseChange {
     Other(CaseStatus),
 }
 
+/// The id prefix of the cases one-person positive samples register (`sample:<sample id>`); a
+/// client may not give a case such an id.
+pub const SAMPLE_CASE_PREFIX: &str = "sample:";
+
 /// Whether `id` is a valid case id: 1–80 bytes of `[A-Za-z0-9._:-]`.
 pub fn is_valid_case_id(id: &str) -> bool {
     (1..=80).contains(&id.len())
@@ -139,6 +143,13 @@ impl NewCase {
                 return Err(Error::Invalid(
                     "id must be 1-80 bytes of [A-Za-z0-9._:-]".into(),
                 ));
+            }
+            // The server's own ids: the case a one-person positive registers is found by it.
+            if id.starts_with(SAMPLE_CASE_PREFIX) {
+                return Err(Error::Invalid(format!(
+                    "ids starting with '{SAMPLE_CASE_PREFIX}' are the server's, for the cases \
+                     positive samples register"
+                )));
             }
         }
         if !engine::is_valid_person_id(&self.person) {

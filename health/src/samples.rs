@@ -134,7 +134,7 @@ impl Sample {
 
     /// The id of the case a one-person positive of this sample registers.
     pub fn case_id(&self) -> String {
-        format!("sample:{}", self.id)
+        format!("{}{}", crate::case::SAMPLE_CASE_PREFIX, self.id)
     }
 }
 

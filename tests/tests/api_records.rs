@@ -402,3 +402,33 @@ async fn notices_are_published_and_listed_newest_first() {
     assert_eq!(list["notices"][0]["id"], later["id"]);
     assert_eq!(list["notices"][1]["id"], first["id"]);
 }
+
+/// A client cannot take the id of the case a sample registers: `sample:Y` for another person
+/// would keep Y's positive from registering its case, and Y's correction would discard the
+/// other person's case.
+#[tokio::test]
+async fn a_case_id_of_the_sample_kind_is_the_servers() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["SITE"]).await;
+    post(
+        &s,
+        "/v1/cases",
+        EPI,
+        json!({"id": "sample:Y", "person": "c", "sampled_at": T0 - 3600}),
+    )
+    .await
+    .assert_problem(400);
+    let r = post(&s, "/v1/samples", SAMPLER, json!({"id": "Y", "kind": "pcr", "persons": ["d"], "site": "SITE", "collected_at": T0 - 600})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        &s,
+        "/v1/samples/Y/result",
+        LAB,
+        json!({"result": "positive"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let case = s.get_as("/v1/cases/sample:Y", EPI).await;
+    assert_eq!(case.status, 200, "{}", case.text());
+    assert_eq!(case.json()["person"], "d");
+}
