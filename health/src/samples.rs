@@ -329,7 +329,17 @@ impl Health {
                 return Err(Error::NotFound(format!("no sample {id}")));
             };
             if existing.result == Some(result) {
-                return Ok((existing.clone(), false));
+                // A retry. Its case is settled unless the request that stored the result failed
+                // before settling it (a full disk, say): then this one settles it, and it is
+                // the change the first one was not.
+                if existing.pooled() || !inner.store.contains(UNSETTLED, id)? {
+                    return Ok((existing.clone(), false));
+                }
+                let unsettled = existing.clone();
+                drop(st);
+                self.settle_sample_case(&unsettled, true)?;
+                self.unmark(&unsettled.id);
+                return Ok((unsettled, true));
             }
             let at = resulted_at.unwrap_or(now);
             if at < existing.collected_at {
@@ -567,6 +577,36 @@ mod tests {
         let health = open(dir.path());
         assert!(health.case("sample:S").is_some(), "repaired at open");
         assert!(health.inner.store.keys(UNSETTLED).unwrap().is_empty());
+        close(health);
+    }
+
+    #[test]
+    fn a_retry_of_a_result_whose_case_failed_settles_it_and_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = open(dir.path());
+        health.register_sample(one_person("S", "p")).unwrap();
+        // The first request stored the result and failed before its case (a full disk).
+        let mut s = health.sample("S").unwrap();
+        s.result = Some(LabResult::Positive);
+        s.resulted_at = Some(T0 - 60);
+        health
+            .inner
+            .store
+            .put_marked(SAMPLES, UNSETTLED, "S", &s)
+            .unwrap();
+        health.inner.samples.inner.lock().insert(s);
+        // The lab's retry: the case is registered, and the answer says it changed (so the
+        // change is audited); a second retry is no change.
+        let (_, changed) = health
+            .enter_result("S", LabResult::Positive, Some(T0 - 60))
+            .unwrap();
+        assert!(changed);
+        assert!(health.case("sample:S").is_some());
+        assert!(health.inner.store.keys(UNSETTLED).unwrap().is_empty());
+        let (_, changed) = health
+            .enter_result("S", LabResult::Positive, Some(T0 - 60))
+            .unwrap();
+        assert!(!changed);
         close(health);
     }
 

@@ -136,6 +136,23 @@ impl Store {
             .map_err(|e| Error::store("committing a record", e))
     }
 
+    /// Whether `key` is in `table`.
+    pub(crate) fn contains(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("starting a read", e))?;
+        let table = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(Error::store("opening a table", e)),
+        };
+        Ok(table
+            .get(key)
+            .map_err(|e| Error::store("reading a row", e))?
+            .is_some())
+    }
+
     /// The keys of a table (none when it does not exist yet).
     pub(crate) fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<String>> {
         let txn = self
