@@ -49,6 +49,9 @@ pub struct ServerOptions {
     /// background (or its freshness if longer), so that a request after an idle spell is
     /// answered at once from a build at most about this old (docs/web.md).
     pub portal_idle_rebuild: Duration,
+    /// How often a single server looks whether a new day has begun, to purge expired samples and
+    /// declarations then (not only at start). Cluster mode purges at the first command of a day.
+    pub purge_check_every: Duration,
 }
 
 impl Default for ServerOptions {
@@ -62,6 +65,7 @@ impl Default for ServerOptions {
             sse_keepalive: Duration::from_secs(15),
             portal_refresh: Duration::from_secs(1),
             portal_idle_rebuild: crate::web::portal::IDLE_REBUILD,
+            purge_check_every: Duration::from_secs(600),
         }
     }
 }

@@ -57,6 +57,10 @@ pub async fn serve(
         .keep_alive_timeout(Duration::from_secs(20));
     let last_warn = AtomicU64::new(0);
     let portal = crate::web::portal::keep_warm(app.clone());
+    let purge = app
+        .cluster()
+        .is_none()
+        .then(|| tokio::spawn(purge_daily(app.clone(), opts.purge_check_every)));
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -115,6 +119,9 @@ pub async fn serve(
     }
     drop(listener);
     portal.abort();
+    if let Some(purge) = purge {
+        purge.abort();
+    }
     tracing::info!(
         connections = graceful.count(),
         "shutting down: no new connections, finishing in-flight requests"
@@ -137,6 +144,28 @@ pub async fn serve(
     .await??;
     tracing::info!("stopped: every acknowledged scan is durable");
     Ok(())
+}
+
+/// Single server: expired samples and declarations go on the first look of each new day (by
+/// the health domain's clock), as they do at start, so a server that runs for months does not
+/// keep serving them until its next restart.
+async fn purge_daily(app: App, every: Duration) {
+    loop {
+        tokio::time::sleep(every.max(Duration::from_millis(10))).await;
+        if !app.health().purge_is_due() {
+            continue;
+        }
+        let purging = app.clone();
+        match tokio::task::spawn_blocking(move || purging.health().purge_expired_on_a_new_day())
+            .await
+        {
+            Ok(Ok(n)) => tracing::info!(records = n, "purged expired samples and declarations"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "purging expired records failed; tried again later")
+            }
+            Err(e) => tracing::warn!(error = %e, "the purge task failed"),
+        }
+    }
 }
 
 /// Concurrent requests one HTTP/2 connection may carry: RFC 9113's recommended minimum, which

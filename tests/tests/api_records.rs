@@ -6,6 +6,9 @@
 
 mod api_support;
 
+use std::time::Duration;
+
+use api::ServerOptions;
 use api_support::*;
 use checkin_tests::http::Response;
 use serde_json::{json, Value};
@@ -431,4 +434,38 @@ async fn a_case_id_of_the_sample_kind_is_the_servers() {
     let case = s.get_as("/v1/cases/sample:Y", EPI).await;
     assert_eq!(case.status, 200, "{}", case.text());
     assert_eq!(case.json()["person"], "d");
+}
+
+/// A single server purges expired samples on the first look of a new day, not only at start: a
+/// server that runs on does not keep a sample past its 180 days.
+#[tokio::test]
+async fn a_running_server_purges_expired_samples_on_a_new_day() {
+    let s = Server::start_with(Opts {
+        tokens: true,
+        options: ServerOptions {
+            purge_check_every: Duration::from_millis(50),
+            ..ServerOptions::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    s.venues(&["SITE"]).await;
+    let r = post(&s, "/v1/samples", SAMPLER, json!({"id": "OLD", "kind": "pcr", "persons": ["p"], "site": "SITE", "collected_at": T0 - 600})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(s.get_as("/v1/samples/OLD", SAMPLER).await.status, 200);
+    s.clock.advance(181 * 86_400);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.get_as("/v1/samples/OLD", SAMPLER).await;
+        if r.status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served 10 s after it expired: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
