@@ -180,14 +180,11 @@ pub(crate) async fn patch_case(app: &App, ctx: &Ctx, req: Req) -> Answer {
         }
     };
     let health = app.health().clone();
-    let before = health
-        .case(&ctx.param)
-        .ok_or_else(|| unknown_case(&ctx.param))?;
     let id = ctx.param.clone();
-    let view = blocking(move || health.update_case(&id, change))
+    let (view, changed) = blocking(move || health.change_case(&id, change))
         .await?
         .map_err(health_err)?;
-    if view.case.status != before.case.status {
+    if changed {
         audit_change(app, ctx, &view.case.person).stored().await?;
     }
     json(StatusCode::OK, &case_out(&view))

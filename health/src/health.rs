@@ -523,6 +523,12 @@ impl Health {
 
     /// Changes a case's status (`PATCH /v1/cases/{id}`), durably.
     pub fn update_case(&self, id: &str, change: CaseChange) -> Result<CaseView> {
+        self.change_case(id, change).map(|(view, _)| view)
+    }
+
+    /// [`Health::update_case`], and whether this call changed the case's status (decided under
+    /// the write lock, so of several identical requests at once exactly one did).
+    pub fn change_case(&self, id: &str, change: CaseChange) -> Result<(CaseView, bool)> {
         let inner = &self.inner;
         let _writes = inner.writes.lock();
         let now = inner.now();
@@ -536,8 +542,9 @@ impl Health {
         };
         let Some((status, recovered_at)) = case::transition(&case, change, now)? else {
             let st = inner.state.read();
-            return Ok(inner.view(&st.slots[slot as usize]));
+            return Ok((inner.view(&st.slots[slot as usize]), false));
         };
+        let status_changed = status != case.status;
         case.status = status;
         case.recovered_at = recovered_at;
         inner.store.put_case(&case, None)?;
@@ -562,7 +569,7 @@ impl Health {
         }
         drop(live);
         inner.publish(&st, changed, now);
-        Ok(inner.view(&st.slots[slot as usize]))
+        Ok((inner.view(&st.slots[slot as usize]), status_changed))
     }
 
     /// A person's tier now (`GET /v1/persons/{id}/status`).

@@ -767,3 +767,40 @@ async fn a_change_whose_client_went_away_is_still_audited() {
     );
     assert_eq!(stored, audited, "cases stored without their audit entry");
 }
+
+/// Identical status changes at once are one change: one audit entry, whichever request made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_status_changes_at_once_are_audited_once() {
+    let s = outbreak_server(false).await;
+    let cases = 20;
+    for i in 0..cases {
+        let r = s
+            .post("/v1/cases", &json!({"id": format!("twice-{i}"), "person": format!("twice-{i}"), "sampled_at": T0 - 3600}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    for i in 0..cases {
+        let id = format!("twice-{i}");
+        let body = json!({"status": "recovered", "at": T0 - 60});
+        let (a, b, c) = tokio::join!(
+            patch(&s, &id, body.clone()),
+            patch(&s, &id, body.clone()),
+            patch(&s, &id, body.clone())
+        );
+        let answers = [a, b, c];
+        for r in &answers {
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    let audit = s.get("/v1/audit?since=0").await.json();
+    for i in 0..cases {
+        let person = format!("twice-{i}");
+        let entries = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "/v1/cases/{id}" && e["subject"] == person.as_str())
+            .count();
+        assert_eq!(entries, 1, "{person}: {entries} entries for one change");
+    }
+}
