@@ -164,6 +164,10 @@ pub struct PersonResult {
 #[derive(Default)]
 pub(crate) struct Samples {
     inner: Mutex<SamplesState>,
+    /// Held from storing a result to settling its case ([`Health::enter_result`]), so two
+    /// results entered at once for one sample settle in the order they were stored (else the
+    /// first could register its case after the second, a correction, found none to discard).
+    settling: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -215,6 +219,7 @@ impl Samples {
         }
         Ok(Samples {
             inner: Mutex::new(st),
+            settling: Mutex::new(()),
         })
     }
 }
@@ -322,6 +327,7 @@ impl Health {
         resulted_at: Option<i64>,
     ) -> Result<(Sample, bool)> {
         let inner = &self.inner;
+        let _settling = inner.samples.settling.lock();
         let now = inner.now();
         let sample = {
             let mut st = inner.samples.inner.lock();
@@ -607,6 +613,41 @@ mod tests {
             .enter_result("S", LabResult::Positive, Some(T0 - 60))
             .unwrap();
         assert!(!changed);
+        close(health);
+    }
+
+    #[test]
+    fn results_entered_at_once_for_one_sample_leave_the_case_agreeing_with_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = open(dir.path());
+        let samples = 60;
+        for i in 0..samples {
+            health
+                .register_sample(one_person(&format!("S{i}"), &format!("p{i}")))
+                .unwrap();
+        }
+        std::thread::scope(|scope| {
+            for result in [LabResult::Positive, LabResult::Negative] {
+                let health = &health;
+                scope.spawn(move || {
+                    for i in 0..samples {
+                        let _ = health.enter_result(&format!("S{i}"), result, Some(T0 - 60));
+                    }
+                });
+            }
+        });
+        for i in 0..samples {
+            let sample = health.sample(&format!("S{i}")).unwrap();
+            let counts = health
+                .case(&format!("sample:S{i}"))
+                .is_some_and(|c| c.case.status.counts());
+            assert_eq!(
+                counts,
+                sample.result == Some(LabResult::Positive),
+                "S{i}: result {:?}, its case counts: {counts}",
+                sample.result
+            );
+        }
         close(health);
     }
 
