@@ -158,6 +158,14 @@ fn store_status(app: &App, ok_word: &str) -> Answer {
     app.engine()
         .health()
         .map_err(|e| ApiError::from_engine(&e))?;
+    // A health database or dose log that refuses every write until a restart: a supervisor
+    // that restarts on a failing /healthz mends it.
+    if let Some(why) = app.health().write_failure() {
+        tracing::error!(%why, "the health domain cannot store changes until a restart");
+        return Err(ApiError::Unavailable(
+            "the health database cannot store changes until the server is restarted".into(),
+        ));
+    }
     json(StatusCode::OK, &serde_json::json!({ "status": ok_word }))
 }
 

@@ -74,6 +74,11 @@ fn decode(payload: &[u8]) -> std::result::Result<AuditEntry, String> {
 }
 
 impl AuditLog {
+    /// Why its journal refuses every append until reopened, if it does.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.journal.poisoned()
+    }
+
     /// Opens `audit.log`, cutting off a torn tail. Returns the dropped bytes and reason, if any.
     pub(crate) fn open(dir: &Path, fsync: bool) -> Result<(AuditLog, Option<(u64, String)>)> {
         let (journal, content) = Journal::open(&dir.join("audit.log"), fsync)?;

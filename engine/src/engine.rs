@@ -633,6 +633,22 @@ impl Engine {
 
     /// `Ok` while the log can acknowledge; the poisoning error after a failed sync.
     pub fn health(&self) -> Result<()> {
+        self.log_health()?;
+        let journals = [
+            ("audit.log", self.shared().audit.poisoned()),
+            ("venues.log", self.shared().registry.read().poisoned()),
+        ];
+        match journals
+            .into_iter()
+            .find_map(|(name, p)| p.map(|p| (name, p)))
+        {
+            Some((name, p)) => Err(Error::Poisoned(format!("{name}: {p}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Engine::health`] of the scan log alone.
+    fn log_health(&self) -> Result<()> {
         match self.shared().poison_reason() {
             Some(p) => Err(Error::Poisoned(p)),
             None => Ok(()),

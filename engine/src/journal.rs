@@ -256,6 +256,11 @@ impl Journal {
         }
     }
 
+    /// Why the journal refuses every append until it is reopened (a failed fsync), if it does.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.state.lock().poisoned.clone()
+    }
+
     /// Reads the file's current content (for audit queries).
     pub(crate) fn read_all(&self) -> Result<AlignedVec<16>> {
         let _guard = self.file.lock();

@@ -63,6 +63,11 @@ pub(crate) fn validate(specs: &[VenueSpec]) -> std::result::Result<(), VenueSpec
 }
 
 impl Registry {
+    /// Why its journal refuses every append until reopened, if it does.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.journal.poisoned()
+    }
+
     /// Opens `venues.log` in `dir`, replaying every intact frame. Returns the registry and a
     /// description of a dropped damaged tail, if any.
     pub(crate) fn open(dir: &Path, fsync: bool) -> Result<(Registry, Option<(u64, String)>)> {

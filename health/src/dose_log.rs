@@ -252,6 +252,11 @@ impl DoseLog {
         Ok(())
     }
 
+    /// Whether an earlier write failed, so that no more doses are stored until a restart.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed
+    }
+
     /// Durably writes the frame [`DoseLog::encode`] built (nothing if it holds no dose).
     pub(crate) fn commit(&mut self) -> Result<()> {
         if self.failed {

@@ -721,6 +721,16 @@ impl Health {
             .collect()
     }
 
+    /// Why this domain cannot store changes until the server restarts, if so: the health
+    /// database's last write failed (after an I/O error redb refuses every later one until it is
+    /// reopened), or the dose log's did. `/healthz` and `/readyz` answer `503` with it.
+    pub fn write_failure(&self) -> Option<String> {
+        if let Some(e) = self.inner.store.write_failure() {
+            return Some(format!("the health database's last write failed ({e})"));
+        }
+        self.inner.vaccinations.write_failure()
+    }
+
     /// Stops the health thread. Idempotent; every case change was already durable.
     pub fn shutdown(&self) {
         self.inner.stop();

@@ -24,6 +24,8 @@ const PURGED_DAY: &str = "purged_day";
 /// The open health database.
 pub(crate) struct Store {
     db: Database,
+    /// Why the last write failed, until one succeeds ([`Store::write_failure`]).
+    failed: parking_lot::Mutex<Option<String>>,
 }
 
 impl Store {
@@ -42,7 +44,23 @@ impl Store {
         }
         txn.commit()
             .map_err(|e| Error::store("committing the tables", e))?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            failed: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// Runs a write, noting whether it failed: after an I/O error redb refuses every later
+    /// transaction until the database is reopened, which only a restart does.
+    fn recorded<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let r = write();
+        *self.failed.lock() = r.as_ref().err().map(ToString::to_string);
+        r
+    }
+
+    /// Why the last write failed, if it did and none has succeeded since.
+    pub(crate) fn write_failure(&self) -> Option<String> {
+        self.failed.lock().clone()
     }
 
     /// The database, for modules that keep tables of their own (each opens its tables in its
@@ -86,23 +104,25 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         rows: impl IntoIterator<Item = (&'k str, &'k T)>,
     ) -> Result<()> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| Error::store("starting a transaction", e))?;
-        {
-            let mut t = txn
-                .open_table(table)
-                .map_err(|e| Error::store("opening a table", e))?;
-            for (key, value) in rows {
-                let bytes = postcard::to_allocvec(value)
-                    .map_err(|e| Error::store("encoding a record", e))?;
-                t.insert(key, bytes.as_slice())
-                    .map_err(|e| Error::store("writing a record", e))?;
+        self.recorded(|| {
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| Error::store("starting a transaction", e))?;
+            {
+                let mut t = txn
+                    .open_table(table)
+                    .map_err(|e| Error::store("opening a table", e))?;
+                for (key, value) in rows {
+                    let bytes = postcard::to_allocvec(value)
+                        .map_err(|e| Error::store("encoding a record", e))?;
+                    t.insert(key, bytes.as_slice())
+                        .map_err(|e| Error::store("writing a record", e))?;
+                }
             }
-        }
-        txn.commit()
-            .map_err(|e| Error::store("committing records", e))
+            txn.commit()
+                .map_err(|e| Error::store("committing records", e))
+        })
     }
 
     /// Durably writes `value` under `key` in `table`, and `key` (with no value) in `marks`, in one
@@ -114,26 +134,28 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<()> {
-        let bytes =
-            postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| Error::store("starting a transaction", e))?;
-        {
-            let mut t = txn
-                .open_table(table)
-                .map_err(|e| Error::store("opening a table", e))?;
-            t.insert(key, bytes.as_slice())
-                .map_err(|e| Error::store("writing a record", e))?;
-            let mut m = txn
-                .open_table(marks)
-                .map_err(|e| Error::store("opening a table", e))?;
-            m.insert(key, [].as_slice())
-                .map_err(|e| Error::store("writing a mark", e))?;
-        }
-        txn.commit()
-            .map_err(|e| Error::store("committing a record", e))
+        self.recorded(|| {
+            let bytes =
+                postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| Error::store("starting a transaction", e))?;
+            {
+                let mut t = txn
+                    .open_table(table)
+                    .map_err(|e| Error::store("opening a table", e))?;
+                t.insert(key, bytes.as_slice())
+                    .map_err(|e| Error::store("writing a record", e))?;
+                let mut m = txn
+                    .open_table(marks)
+                    .map_err(|e| Error::store("opening a table", e))?;
+                m.insert(key, [].as_slice())
+                    .map_err(|e| Error::store("writing a mark", e))?;
+            }
+            txn.commit()
+                .map_err(|e| Error::store("committing a record", e))
+        })
     }
 
     /// Whether `key` is in `table`.
@@ -181,21 +203,23 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         keys: impl IntoIterator<Item = &'k str>,
     ) -> Result<()> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| Error::store("starting a transaction", e))?;
-        {
-            let mut t = txn
-                .open_table(table)
-                .map_err(|e| Error::store("opening a table", e))?;
-            for key in keys {
-                t.remove(key)
-                    .map_err(|e| Error::store("removing a record", e))?;
+        self.recorded(|| {
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| Error::store("starting a transaction", e))?;
+            {
+                let mut t = txn
+                    .open_table(table)
+                    .map_err(|e| Error::store("opening a table", e))?;
+                for key in keys {
+                    t.remove(key)
+                        .map_err(|e| Error::store("removing a record", e))?;
+                }
             }
-        }
-        txn.commit()
-            .map_err(|e| Error::store("committing a removal", e))
+            txn.commit()
+                .map_err(|e| Error::store("committing a removal", e))
+        })
     }
 
     /// Every stored case.
@@ -220,28 +244,31 @@ impl Store {
     /// Durably writes (inserts or replaces) `case`; with `next_case`, also the counter of
     /// server-made ids, in the same transaction.
     pub(crate) fn put_case(&self, case: &Case, next_case: Option<u64>) -> Result<()> {
-        let bytes = postcard::to_allocvec(case).map_err(|e| Error::store("encoding a case", e))?;
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| Error::store("starting a transaction", e))?;
-        {
-            let mut table = txn
-                .open_table(CASES)
-                .map_err(|e| Error::store("opening the cases table", e))?;
-            table
-                .insert(case.id.as_str(), bytes.as_slice())
-                .map_err(|e| Error::store("writing a case", e))?;
-            if let Some(n) = next_case {
-                let mut meta = txn
-                    .open_table(META)
-                    .map_err(|e| Error::store("opening the meta table", e))?;
-                meta.insert(NEXT_CASE, n)
-                    .map_err(|e| Error::store("writing the case counter", e))?;
+        self.recorded(|| {
+            let bytes =
+                postcard::to_allocvec(case).map_err(|e| Error::store("encoding a case", e))?;
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| Error::store("starting a transaction", e))?;
+            {
+                let mut table = txn
+                    .open_table(CASES)
+                    .map_err(|e| Error::store("opening the cases table", e))?;
+                table
+                    .insert(case.id.as_str(), bytes.as_slice())
+                    .map_err(|e| Error::store("writing a case", e))?;
+                if let Some(n) = next_case {
+                    let mut meta = txn
+                        .open_table(META)
+                        .map_err(|e| Error::store("opening the meta table", e))?;
+                    meta.insert(NEXT_CASE, n)
+                        .map_err(|e| Error::store("writing the case counter", e))?;
+                }
             }
-        }
-        txn.commit()
-            .map_err(|e| Error::store("committing a case", e))
+            txn.commit()
+                .map_err(|e| Error::store("committing a case", e))
+        })
     }
 
     /// The last day expired records were purged on (0 before the first purge).
@@ -250,19 +277,21 @@ impl Store {
     }
 
     pub(crate) fn set_purged_day(&self, day: u64) -> Result<()> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| Error::store("starting a transaction", e))?;
-        {
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| Error::store("opening the meta table", e))?;
-            meta.insert(PURGED_DAY, day)
-                .map_err(|e| Error::store("writing the purge day", e))?;
-        }
-        txn.commit()
-            .map_err(|e| Error::store("committing the purge day", e))
+        self.recorded(|| {
+            let txn = self
+                .db
+                .begin_write()
+                .map_err(|e| Error::store("starting a transaction", e))?;
+            {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| Error::store("opening the meta table", e))?;
+                meta.insert(PURGED_DAY, day)
+                    .map_err(|e| Error::store("writing the purge day", e))?;
+            }
+            txn.commit()
+                .map_err(|e| Error::store("committing the purge day", e))
+        })
     }
 
     /// The next number for a server-made case id (1 on a new database).

@@ -470,6 +470,15 @@ pub(crate) struct Vaccinations {
 const MIGRATE_FRAME: usize = 100_000;
 
 impl Vaccinations {
+    /// Why doses cannot be stored until a restart, if that is so (a write of the dose log
+    /// failed). A write in progress holds the log: it is not looked at then.
+    pub(crate) fn write_failure(&self) -> Option<String> {
+        let log = self.writes.try_lock()?;
+        log.has_failed().then(|| {
+            "a write of the dose log failed; doses are refused until a restart".to_string()
+        })
+    }
+
     /// Loads the stored doses: those of the log at `log_path` (created if absent), then those
     /// of the old `vaccination_doses` table of `db`, if a store written before the log has one;
     /// those are appended to the log (synced) before the table is dropped.

@@ -512,3 +512,77 @@ fn read_only_data_directory_stops_the_server_at_start_with_a_message() {
         "unclear message: {text}"
     );
 }
+
+/// After a failed write the health database refuses every later one until it is reopened
+/// (redb's latch): `/healthz` and `/readyz` say so (`503`) instead of `200` while every change
+/// answers `503`, so a supervisor restarts the server; restarted with space, it takes changes.
+#[test]
+fn a_health_database_that_failed_a_write_fails_healthz_until_a_restart() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let Some(_fs) = Tmpfs::mount(&mnt, "8m") else {
+        return;
+    };
+    let data = mnt.join("data");
+    let target = Target::start(&data);
+    let addr = target.addr();
+    assert_eq!(get(addr, "/healthz").status, 200);
+    let case = |i: usize| {
+        format!(
+            r#"{{"id":"full-{i}","person":"full-{i}","sampled_at":{}}}"#,
+            now() - 3600
+        )
+    };
+    let post_case = |i: usize| {
+        http::request(
+            addr,
+            "POST",
+            "/v1/cases",
+            &[("content-type", "application/json")],
+            case(i).as_bytes(),
+        )
+        .unwrap()
+    };
+    assert_eq!(post_case(0).status, 201);
+    // Fill the disk, then register cases until one is refused.
+    let filler = mnt.join("filler");
+    {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5au8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.write_all(&[0]);
+    }
+    let started = Instant::now();
+    let refused = (1..200).find(|&i| post_case(i).status == 503);
+    eprintln!("refused at case {refused:?} after {:?}", started.elapsed());
+    assert!(refused.is_some(), "every case fit on a full disk");
+    fs::remove_file(&filler).unwrap();
+    let r = post_case(1_000);
+    assert_eq!(r.status, 503, "redb refuses until reopened: {}", r.text());
+    for path in ["/healthz", "/readyz"] {
+        let r = get(addr, path);
+        assert_eq!(
+            r.status,
+            503,
+            "{path} while no change can be stored: {}",
+            r.text()
+        );
+    }
+    let started = Instant::now();
+    target.stop();
+    eprintln!("stopped in {:?}", started.elapsed());
+    let target = Target::start(&data);
+    let addr = target.addr();
+    assert_eq!(get(addr, "/healthz").status, 200);
+    let r = http::request(
+        addr,
+        "POST",
+        "/v1/cases",
+        &[("content-type", "application/json")],
+        case(2_000).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    target.stop();
+}
