@@ -198,6 +198,10 @@ pub(crate) async fn metrics(app: &App) -> Answer {
             .metrics
             .set_replica(replica.applied(), replica.is_caught_up(), replica.behind());
     }
+    app.inner.metrics.set_store_write_failed(
+        app.engine().health().is_err(),
+        app.health().write_failure().is_some(),
+    );
     let text = app
         .inner
         .metrics

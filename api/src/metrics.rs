@@ -47,6 +47,9 @@ pub struct Metrics {
     replica_caught_up: IntGauge,
     replica_behind: IntGauge,
     replica_commands_deferred: IntCounter,
+    /// `checkin_store_write_failed{store}`: `log` (scans, `audit.log`, `venues.log`) and
+    /// `health` (the health database, the dose log), in that order.
+    store_write_failed: [IntGauge; 2],
     /// `checkin_certificate_verifications_total{result}`: `valid`, then one per
     /// [`VERIFY_REASONS`] entry, in that order.
     certificate_verifications: Vec<IntCounter>,
@@ -249,6 +252,20 @@ impl Metrics {
              did not answer within 2 s.",
         )?;
         registry.register(Box::new(cluster_stats_failures.clone()))?;
+        let store_write_failed_vec = IntGaugeVec::new(
+            Opts::new(
+                "checkin_store_write_failed",
+                "1 while a store refuses every write until the server is restarted (after a \
+                 failed write or sync): store=log (scans, audit.log, venues.log) or \
+                 health (the health database, the dose log); /healthz answers 503 meanwhile.",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(store_write_failed_vec.clone()))?;
+        let store_write_failed = [
+            store_write_failed_vec.with_label_values(&["log"]),
+            store_write_failed_vec.with_label_values(&["health"]),
+        ];
         let cluster_continued_answers = IntCounter::new(
             "checkin_cluster_continued_answers_total",
             "Cluster mode: pages after the first of shard answers too large for one message (a \
@@ -350,6 +367,7 @@ impl Metrics {
             cluster_continued_answers,
             last_continued_answers: std::sync::Arc::default(),
             replica_commands_deferred,
+            store_write_failed,
             replica_caught_up,
             replica_behind,
             certificate_verifications,
@@ -463,6 +481,13 @@ impl Metrics {
         self.cluster_continued_answers
             .inc_by(total.saturating_sub(*last));
         *last = total.max(*last);
+    }
+
+    /// Whether the scan log's stores (`log`) and the health domain's (`health`) refuse every
+    /// write until a restart.
+    pub fn set_store_write_failed(&self, log: bool, health: bool) {
+        self.store_write_failed[0].set(i64::from(log));
+        self.store_write_failed[1].set(i64::from(health));
     }
 
     /// Cluster mode: a health command the replica must apply again (`cluster_replica`).

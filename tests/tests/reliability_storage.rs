@@ -569,12 +569,21 @@ fn a_health_database_that_failed_a_write_fails_healthz_until_a_restart() {
             r.text()
         );
     }
+    let metrics = get(addr, "/metrics").text();
+    assert!(
+        metrics.contains("checkin_store_write_failed{store=\"health\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("checkin_store_write_failed{store=\"log\"} 0"));
     let started = Instant::now();
     target.stop();
     eprintln!("stopped in {:?}", started.elapsed());
     let target = Target::start(&data);
     let addr = target.addr();
     assert_eq!(get(addr, "/healthz").status, 200);
+    assert!(get(addr, "/metrics")
+        .text()
+        .contains("checkin_store_write_failed{store=\"health\"} 0"));
     let r = http::request(
         addr,
         "POST",
