@@ -612,6 +612,18 @@ pub(crate) struct CommandDeferred {
     why: String,
 }
 
+impl CommandDeferred {
+    /// `command` deferred for `why`, counted in the metric.
+    fn counted(app: &App, command: HealthCommand, why: String) -> CommandDeferred {
+        app.inner.metrics.note_replica_command_deferred();
+        CommandDeferred {
+            method: command.method,
+            target: command.target,
+            why,
+        }
+    }
+}
+
 /// Runs a command's handler with the clock pinned to its stamp, and hands the outcome to the
 /// request waiting for it on this node (`node_id`), if any.
 ///
@@ -650,24 +662,18 @@ async fn apply_command(
         };
         if let Some(why) = failed {
             replica.clock.unpin();
-            app.inner.metrics.note_replica_command_deferred();
-            return Err(CommandDeferred {
-                method: command.method,
-                target: command.target,
-                why,
-            });
+            return Err(CommandDeferred::counted(app, command, why));
         }
     }
     let resp = run_command(app, &command, taken_here).await;
     let outcome = collect(resp).await;
     replica.clock.unpin();
     if outcome.status == StatusCode::SERVICE_UNAVAILABLE {
-        app.inner.metrics.note_replica_command_deferred();
-        return Err(CommandDeferred {
-            method: command.method,
-            target: command.target,
-            why: "its handler answered 503".into(),
-        });
+        return Err(CommandDeferred::counted(
+            app,
+            command,
+            "its handler answered 503".into(),
+        ));
     }
     if outcome.status.is_server_error() {
         // Not this node's state: the command itself cannot be applied (no such route, an

@@ -125,7 +125,7 @@ pub fn restore(db_path: &Path, checkpoint: &HealthCheckpoint) -> Result<()> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use engine::{Config, Durability, Engine, ManualClock};
@@ -133,9 +133,10 @@ mod tests {
     use super::*;
     use crate::{DoseInput, HealthConfig, NewCase};
 
-    const T0: i64 = 1_800_000_000;
+    pub(crate) const T0: i64 = 1_800_000_000;
 
-    fn open(dir: &Path) -> Health {
+    /// A domain over a fresh engine in `dir` (the clock at [`T0`]).
+    pub(crate) fn open(dir: &Path) -> Health {
         let mut c = Config::new(dir);
         c.durability = Durability::Os;
         c.clock = Arc::new(ManualClock::new(T0));
@@ -144,7 +145,7 @@ mod tests {
         Health::open(engine, HealthConfig::new(dir)).unwrap()
     }
 
-    fn close(health: Health) {
+    pub(crate) fn close(health: Health) {
         health.shutdown();
         health.engine().shutdown().unwrap();
     }

@@ -530,27 +530,21 @@ impl Health {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use engine::{Config, Durability, Engine, ManualClock};
-
     use super::*;
-    use crate::HealthConfig;
+    use crate::checkpoint::tests::{close, open, T0};
 
-    const T0: i64 = 1_800_000_000;
-
-    fn open(dir: &Path) -> Health {
-        let mut c = Config::new(dir);
-        c.durability = Durability::Os;
-        c.clock = Arc::new(ManualClock::new(T0));
-        let engine = Engine::open(c).unwrap();
-        Health::open(engine, HealthConfig::new(dir)).unwrap()
-    }
-
-    fn close(health: Health) {
-        health.shutdown();
-        health.engine().shutdown().unwrap();
+    /// Sample `id`'s positive stored with its mark, its case not settled: what a request that
+    /// failed (or a process that died) between the two leaves.
+    fn stored_unsettled(health: &Health, id: &str) -> Sample {
+        let mut s = health.sample(id).unwrap();
+        s.result = Some(LabResult::Positive);
+        s.resulted_at = Some(T0 - 60);
+        health
+            .inner
+            .store
+            .put_marked(SAMPLES, UNSETTLED, id, &s)
+            .unwrap();
+        s
     }
 
     fn one_person(id: &str, person: &str) -> NewSample {
@@ -569,14 +563,7 @@ mod tests {
         let health = open(dir.path());
         health.register_sample(one_person("S", "p")).unwrap();
         // The crash: the result is stored with its mark, the case is not.
-        let mut s = health.sample("S").unwrap();
-        s.result = Some(LabResult::Positive);
-        s.resulted_at = Some(T0 - 60);
-        health
-            .inner
-            .store
-            .put_marked(SAMPLES, UNSETTLED, "S", &s)
-            .unwrap();
+        stored_unsettled(&health, "S");
         assert!(health.case("sample:S").is_none());
         close(health);
 
@@ -592,14 +579,7 @@ mod tests {
         let health = open(dir.path());
         health.register_sample(one_person("S", "p")).unwrap();
         // The first request stored the result and failed before its case (a full disk).
-        let mut s = health.sample("S").unwrap();
-        s.result = Some(LabResult::Positive);
-        s.resulted_at = Some(T0 - 60);
-        health
-            .inner
-            .store
-            .put_marked(SAMPLES, UNSETTLED, "S", &s)
-            .unwrap();
+        let s = stored_unsettled(&health, "S");
         health.inner.samples.inner.lock().insert(s);
         // The lab's retry: the case is registered, and the answer says it changed (so the
         // change is audited); a second retry is no change.

@@ -75,27 +75,36 @@ impl Store {
         &self,
         table: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>> {
+        self.read(table, Vec::new(), |t| {
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| Error::store("reading a table", e))? {
+                let (key, value) = row.map_err(|e| Error::store("reading a row", e))?;
+                out.push(
+                    postcard::from_bytes(value.value()).map_err(|e| {
+                        Error::store(&format!("decoding record {}", key.value()), e)
+                    })?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` over `table` in a read transaction; `absent` when the table was never written.
+    fn read<R>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        absent: R,
+        f: impl FnOnce(redb::ReadOnlyTable<&str, &[u8]>) -> Result<R>,
+    ) -> Result<R> {
         let txn = self
             .db
             .begin_read()
             .map_err(|e| Error::store("starting a read", e))?;
-        let table = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::store("opening a table", e)),
-        };
-        let mut out = Vec::new();
-        for row in table
-            .iter()
-            .map_err(|e| Error::store("reading a table", e))?
-        {
-            let (key, value) = row.map_err(|e| Error::store("reading a row", e))?;
-            out.push(
-                postcard::from_bytes(value.value())
-                    .map_err(|e| Error::store(&format!("decoding record {}", key.value()), e))?,
-            );
+        match txn.open_table(table) {
+            Ok(t) => f(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(absent),
+            Err(e) => Err(Error::store("opening a table", e)),
         }
-        Ok(out)
     }
 
     /// Durably writes `(key, value)` rows into a `&str -> postcard` table, in one transaction.
@@ -160,41 +169,23 @@ impl Store {
 
     /// Whether `key` is in `table`.
     pub(crate) fn contains(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("starting a read", e))?;
-        let table = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-            Err(e) => return Err(Error::store("opening a table", e)),
-        };
-        Ok(table
-            .get(key)
-            .map_err(|e| Error::store("reading a row", e))?
-            .is_some())
+        self.read(table, false, |t| {
+            Ok(t.get(key)
+                .map_err(|e| Error::store("reading a row", e))?
+                .is_some())
+        })
     }
 
     /// The keys of a table (none when it does not exist yet).
     pub(crate) fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<String>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| Error::store("starting a read", e))?;
-        let table = match txn.open_table(table) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::store("opening a table", e)),
-        };
-        let mut out = Vec::new();
-        for row in table
-            .iter()
-            .map_err(|e| Error::store("reading a table", e))?
-        {
-            let (key, _) = row.map_err(|e| Error::store("reading a row", e))?;
-            out.push(key.value().to_string());
-        }
-        Ok(out)
+        self.read(table, Vec::new(), |t| {
+            let mut out = Vec::new();
+            for row in t.iter().map_err(|e| Error::store("reading a table", e))? {
+                let (key, _) = row.map_err(|e| Error::store("reading a row", e))?;
+                out.push(key.value().to_string());
+            }
+            Ok(out)
+        })
     }
 
     /// Durably removes `keys` from a `&str -> postcard` table, in one transaction.
