@@ -396,7 +396,7 @@ impl App {
             RouteId::RegisterAreas => records::register_areas(self, req).await,
             RouteId::Areas => records::areas(self).await,
             RouteId::Summary => records::summary(self).await,
-            RouteId::PublishNotice => records::publish_notice(self, req).await,
+            RouteId::PublishNotice => records::publish_notice(self, &ctx, req).await,
             RouteId::Notices => records::notices(self).await,
         }
     }

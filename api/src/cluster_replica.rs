@@ -790,15 +790,19 @@ pub(crate) async fn write(
             cluster::MAX_COMMAND_BODY >> 20
         )));
     }
-    let headers = [CONTENT_TYPE, CONTENT_ENCODING]
-        .iter()
-        .filter_map(|h| {
-            parts
-                .headers
-                .get(h)
-                .map(|v| (h.as_str().to_string(), v.as_bytes().to_vec()))
-        })
-        .collect();
+    let headers = [
+        CONTENT_TYPE,
+        CONTENT_ENCODING,
+        HeaderName::from_static(crate::records::IDEMPOTENCY_KEY),
+    ]
+    .iter()
+    .filter_map(|h| {
+        parts
+            .headers
+            .get(h)
+            .map(|v| (h.as_str().to_string(), v.as_bytes().to_vec()))
+    })
+    .collect();
     let request = replica.next_request.fetch_add(1, Ordering::Relaxed);
     let command = HealthCommand {
         origin: node.node_id().to_string(),

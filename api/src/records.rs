@@ -8,8 +8,8 @@
 use crate::body::Req;
 use bytes::Bytes;
 use health::{
-    AreaInput, AreaView, Declaration, LabResult, NewDeclaration, NewSample, Notice, NoticeKind,
-    Sample, SampleKind, Travel,
+    AreaInput, AreaView, ClientKey, Declaration, LabResult, NewDeclaration, NewSample, Notice,
+    NoticeKind, Sample, SampleKind, Travel,
 };
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,12 @@ use crate::body::{body_format, read_body};
 use crate::handlers::{audit_change, audit_entry, audited, blocking, json, raw, Answer, Ctx};
 use crate::outbreak::health_err;
 use crate::problem::ApiError;
+
+/// The request header that carries a client's idempotency key (IETF
+/// draft-ietf-httpapi-idempotency-key-header): on `POST /v1/declarations` and `POST /v1/notices`.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header that says a keyed request was answered with the record stored before.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// A JSON request body as a generic value (for bodies that are "one object or an array").
 async fn body_value(app: &App, req: Req) -> Result<serde_json::Value, ApiError> {
@@ -231,7 +237,41 @@ fn declaration_out(d: &Declaration) -> DeclarationOut<'_> {
     }
 }
 
+/// The `Idempotency-Key` header of a request, as the caller's [`ClientKey`] (none without the
+/// header). The key may be sent bare (`Idempotency-Key: 8e03978e-…`) or as the structured-field
+/// string the IETF draft writes (`Idempotency-Key: "8e03978e-…"`).
+fn client_key(ctx: &Ctx, req: &Req) -> Result<Option<ClientKey>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::BadRequest("the Idempotency-Key header is not visible ASCII".into())
+    })?;
+    let key = text
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(text);
+    ClientKey::new(&ctx.principal.name, key)
+        .map(Some)
+        .map_err(health_err)
+}
+
+/// The status of a keyed request's answer: `201` when it stored the record, `200` when its key
+/// gave back the one stored before (with `Idempotent-Replayed: true`).
+fn stored_answer<T: Serialize>(stored_now: bool, value: &T) -> Answer {
+    if stored_now {
+        return json(StatusCode::CREATED, value);
+    }
+    let mut resp = json(StatusCode::OK, value)?;
+    resp.headers_mut().insert(
+        IDEMPOTENT_REPLAYED,
+        hyper::header::HeaderValue::from_static("true"),
+    );
+    Ok(resp)
+}
+
 pub(crate) async fn declare(app: &App, ctx: &Ctx, req: Req) -> Answer {
+    let key = client_key(ctx, &req)?;
     let b: DeclarationBody = from_value(body_value(app, req).await?)?;
     let request = NewDeclaration {
         person: b.person,
@@ -250,13 +290,13 @@ pub(crate) async fn declare(app: &App, ctx: &Ctx, req: Req) -> Answer {
             .collect(),
     };
     let health = app.health().clone();
-    let d = blocking(move || health.declare(request))
+    let (d, stored_now) = blocking(move || health.declare_once(request, key.as_ref()))
         .await?
         .map_err(health_err)?;
-    if ctx.taken_here {
+    if ctx.taken_here && stored_now {
         app.inner.metrics.observe_declaration();
     }
-    json(StatusCode::CREATED, &declaration_out(&d))
+    stored_answer(stored_now, &declaration_out(&d))
 }
 
 #[derive(Serialize)]
@@ -457,16 +497,19 @@ fn notice_out(n: &Notice) -> NoticeOut<'_> {
     }
 }
 
-pub(crate) async fn publish_notice(app: &App, req: Req) -> Answer {
+pub(crate) async fn publish_notice(app: &App, ctx: &Ctx, req: Req) -> Answer {
+    let key = client_key(ctx, &req)?;
     let b: NoticeBody = from_value(body_value(app, req).await?)?;
     let kind = NoticeKind::parse(&b.kind).ok_or_else(|| {
         ApiError::BadRequest(format!("kind must be directive or news, got '{}'", b.kind))
     })?;
     let health = app.health().clone();
-    let n = blocking(move || health.publish_notice(kind, b.title, b.body, b.published_at))
-        .await?
-        .map_err(health_err)?;
-    json(StatusCode::CREATED, &notice_out(&n))
+    let (n, stored_now) = blocking(move || {
+        health.publish_notice_once(kind, b.title, b.body, b.published_at, key.as_ref())
+    })
+    .await?
+    .map_err(health_err)?;
+    stored_answer(stored_now, &notice_out(&n))
 }
 
 #[derive(Serialize)]

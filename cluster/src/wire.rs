@@ -31,7 +31,8 @@ pub struct HealthCommand {
     pub principal: String,
     pub role: Option<String>,
     pub venues: Vec<String>,
-    /// The request headers the handlers read (`content-type`, `content-encoding`).
+    /// The request headers the handlers read (`content-type`, `content-encoding`,
+    /// `idempotency-key`).
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
 }

@@ -630,6 +630,47 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
             assert_eq!(s.status, 201, "{}", s.body);
             eprintln!("case c-e published straight to the stream (sequence {seq})");
         }
+        if b == 25 {
+            // A declaration with an idempotency key, sent again through the other node (a phone
+            // whose answer was lost): one declaration on every node, as on the single server.
+            let decl =
+                json!({"person": "p31", "ts": now - 90, "symptoms": ["cough"], "exposure": true});
+            let key = [("Idempotency-Key", "decl-p31-1")];
+            let keyed = |base: &str| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    match support::request_with(
+                        base,
+                        "POST",
+                        "/v1/declarations",
+                        None,
+                        &key,
+                        Some(&decl),
+                    ) {
+                        Ok(r) if r.status != 503 => break r,
+                        _ => {
+                            assert!(
+                                Instant::now() < deadline,
+                                "{base}: no answer to the keyed declaration"
+                            );
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            };
+            let single_first = keyed(&single_base);
+            assert_eq!(single_first.status, 201, "{}", single_first.body);
+            assert_eq!(keyed(&single_base).status, 200);
+            let first = keyed(&urls[0]);
+            assert!(matches!(first.status, 200 | 201), "{}", first.body);
+            let again = keyed(&urls[1]);
+            assert_eq!(
+                again.status, 200,
+                "the retry through http-2: {}",
+                again.body
+            );
+            assert_eq!(again.json()["id"], first.json()["id"]);
+        }
         if b == 10 {
             // Lookups while nats-2 is down: their audit entries must be in the stream at the end.
             for p in 0..5 {

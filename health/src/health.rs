@@ -374,6 +374,7 @@ impl Health {
         }
         let day = self.today();
         let n = self.purge_samples()? + self.purge_declarations()?;
+        crate::client_keys::purge(&self.inner.store, self.inner.now())?;
         self.inner.store.set_purged_day(day)?;
         self.inner.purged_day.store(day, Ordering::Release);
         Ok(n)

@@ -13,6 +13,7 @@
 mod areas;
 mod case;
 pub mod checkpoint;
+mod client_keys;
 mod dose_log;
 mod error;
 mod exposure;
@@ -29,6 +30,7 @@ mod vaccinations;
 
 pub use areas::{risk_level, Area, AreaInput, AreaView, MAX_AREA_NAME_BYTES};
 pub use case::{is_valid_case_id, Case, CaseChange, CaseStatus, CaseView, NewCase, MAX_NOTE_BYTES};
+pub use client_keys::{ClientKey, CLIENT_KEY_KEEP_S, MAX_CLIENT_KEY_BYTES};
 pub use error::{Error, Result};
 pub use health::{Health, HealthConfig, HealthStats, TierListener, UpdateObserver};
 pub use policy::Policy;

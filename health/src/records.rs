@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::case::CaseStatus;
+use crate::client_keys::{ClientKey, Keyed, RecordKind, CLIENT_KEYS};
 use crate::error::{Error, Result};
 use crate::exposure::Slot;
 use crate::health::{tier_slot, CaseEntry, Health};
@@ -88,7 +89,7 @@ pub struct Declaration {
 }
 
 /// A declaration as sent (`POST /v1/declarations`); symptom codes are checked here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewDeclaration {
     pub person: String,
     pub ts: Option<i64>,
@@ -336,7 +337,21 @@ fn is_date(date: &str) -> bool {
 impl Health {
     /// Stores a health declaration (`POST /v1/declarations`), durably.
     pub fn declare(&self, request: NewDeclaration) -> Result<Declaration> {
+        self.declare_once(request, None).map(|(d, _)| d)
+    }
+
+    /// [`Health::declare`] with the client's idempotency key, if it sent one: a key already
+    /// stored with the same request gives back the declaration it stored, and `false` (nothing
+    /// stored now); with another request it is a `Conflict`.
+    pub fn declare_once(
+        &self,
+        request: NewDeclaration,
+        key: Option<&ClientKey>,
+    ) -> Result<(Declaration, bool)> {
         let inner = &self.inner;
+        let keyed = key
+            .map(|k| Keyed::new(k, RecordKind::Declaration, &request))
+            .transpose()?;
         let now = inner.now();
         if !engine::is_valid_person_id(&request.person) {
             return Err(Error::Invalid(
@@ -384,6 +399,15 @@ impl Health {
             }
         }
         let mut st = inner.records.inner.lock();
+        if let Some(keyed) = &keyed {
+            // a declaration the purge has dropped since is stored again, as a new one
+            if let Some(d) = keyed
+                .stored(&inner.store)?
+                .and_then(|id| st.declarations.get(&id))
+            {
+                return Ok((d.clone(), false));
+            }
+        }
         let n = st.next_declaration + 1;
         let d = Declaration {
             id: format!("D{n:09}"),
@@ -393,10 +417,19 @@ impl Health {
             exposure: request.exposure,
             travel: request.travel,
         };
-        inner.store.put_all(DECLARATIONS, [(d.id.as_str(), &d)])?;
+        match keyed {
+            None => inner.store.put_all(DECLARATIONS, [(d.id.as_str(), &d)])?,
+            Some(keyed) => {
+                let row = keyed.row.clone();
+                inner.store.put_beside(
+                    (DECLARATIONS, &d.id, &d),
+                    (CLIENT_KEYS, &row, &keyed.record(&d.id, now)),
+                )?;
+            }
+        }
         st.next_declaration = n;
         st.insert_declaration(d.clone());
-        Ok(d)
+        Ok((d, true))
     }
 
     /// Drops declarations older than the scan retention.
@@ -613,7 +646,30 @@ impl Health {
         body: String,
         published_at: Option<i64>,
     ) -> Result<Notice> {
+        self.publish_notice_once(kind, title, body, published_at, None)
+            .map(|(n, _)| n)
+    }
+
+    /// [`Health::publish_notice`] with the client's idempotency key, if it sent one (as
+    /// [`Health::declare_once`]).
+    pub fn publish_notice_once(
+        &self,
+        kind: NoticeKind,
+        title: String,
+        body: String,
+        published_at: Option<i64>,
+        key: Option<&ClientKey>,
+    ) -> Result<(Notice, bool)> {
         let inner = &self.inner;
+        let keyed = key
+            .map(|k| {
+                Keyed::new(
+                    k,
+                    RecordKind::Notice,
+                    &(kind.as_str(), &title, &body, published_at),
+                )
+            })
+            .transpose()?;
         if title.trim().is_empty() || title.len() > MAX_NOTICE_TITLE_BYTES {
             return Err(Error::Invalid(format!(
                 "title must be 1-{MAX_NOTICE_TITLE_BYTES} bytes of text"
@@ -625,20 +681,38 @@ impl Health {
             )));
         }
         let mut st = inner.records.inner.lock();
+        if let Some(keyed) = &keyed {
+            if let Some(n) = keyed
+                .stored(&inner.store)?
+                .and_then(|id| st.notices.get(&id))
+            {
+                return Ok((n.clone(), false));
+            }
+        }
+        let now = inner.now();
         let n = st.next_notice + 1;
         let notice = Notice {
             id: format!("N{n:06}"),
             kind,
             title,
             body,
-            published_at: published_at.unwrap_or_else(|| inner.now()),
+            published_at: published_at.unwrap_or(now),
         };
-        inner
-            .store
-            .put_all(NOTICES, [(notice.id.as_str(), &notice)])?;
+        match keyed {
+            None => inner
+                .store
+                .put_all(NOTICES, [(notice.id.as_str(), &notice)])?,
+            Some(keyed) => {
+                let row = keyed.row.clone();
+                inner.store.put_beside(
+                    (NOTICES, &notice.id, &notice),
+                    (CLIENT_KEYS, &row, &keyed.record(&notice.id, now)),
+                )?;
+            }
+        }
         st.next_notice = n;
         st.notices.insert(notice.id.clone(), notice.clone());
-        Ok(notice)
+        Ok((notice, true))
     }
 
     /// Notices published by now, newest first, ties by id.

@@ -21,6 +21,13 @@ const NEXT_CASE: &str = "next_case";
 /// The last UTC day (unix day number) expired records were purged on (`Health::purge_expired_on_a_new_day`).
 const PURGED_DAY: &str = "purged_day";
 
+/// A raw row to write: its table, key and value.
+type Row<'a> = (
+    TableDefinition<'a, &'static str, &'static [u8]>,
+    &'a str,
+    &'a [u8],
+);
+
 /// The open health database.
 pub(crate) struct Store {
     db: Database,
@@ -75,17 +82,41 @@ impl Store {
         &self,
         table: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>> {
+        Ok(self.rows(table)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Every row of a `&str -> postcard` table with its key, in key order (empty if the table was
+    /// never written).
+    pub(crate) fn rows<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>> {
         self.read(table, Vec::new(), |t| {
             let mut out = Vec::new();
             for row in t.iter().map_err(|e| Error::store("reading a table", e))? {
                 let (key, value) = row.map_err(|e| Error::store("reading a row", e))?;
-                out.push(
-                    postcard::from_bytes(value.value()).map_err(|e| {
-                        Error::store(&format!("decoding record {}", key.value()), e)
-                    })?,
-                );
+                let key = key.value().to_string();
+                let value = postcard::from_bytes(value.value())
+                    .map_err(|e| Error::store(&format!("decoding record {key}"), e))?;
+                out.push((key, value));
             }
             Ok(out)
+        })
+    }
+
+    /// The value under `key` in a `&str -> postcard` table, if any.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>> {
+        self.read(table, None, |t| {
+            let Some(value) = t.get(key).map_err(|e| Error::store("reading a row", e))? else {
+                return Ok(None);
+            };
+            postcard::from_bytes(value.value())
+                .map(Some)
+                .map_err(|e| Error::store(&format!("decoding record {key}"), e))
         })
     }
 
@@ -143,27 +174,41 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<()> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
+        self.put_rows(&[(table, key, &bytes), (marks, key, &[])])
+    }
+
+    /// Durably writes `value` under `key` in `table` and `beside` under `beside_key` in
+    /// `beside_table`, in one transaction: both or neither are stored.
+    pub(crate) fn put_beside<T: Serialize, U: Serialize>(
+        &self,
+        (table, key, value): (TableDefinition<&str, &[u8]>, &str, &T),
+        (beside_table, beside_key, beside): (TableDefinition<&str, &[u8]>, &str, &U),
+    ) -> Result<()> {
+        let first =
+            postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
+        let second =
+            postcard::to_allocvec(beside).map_err(|e| Error::store("encoding a record", e))?;
+        self.put_rows(&[(table, key, &first), (beside_table, beside_key, &second)])
+    }
+
+    /// Durably writes raw `(table, key, value)` rows in one transaction.
+    fn put_rows(&self, rows: &[Row<'_>]) -> Result<()> {
         self.recorded(|| {
-            let bytes =
-                postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
             let txn = self
                 .db
                 .begin_write()
                 .map_err(|e| Error::store("starting a transaction", e))?;
-            {
+            for &(table, key, value) in rows {
                 let mut t = txn
                     .open_table(table)
                     .map_err(|e| Error::store("opening a table", e))?;
-                t.insert(key, bytes.as_slice())
+                t.insert(key, value)
                     .map_err(|e| Error::store("writing a record", e))?;
-                let mut m = txn
-                    .open_table(marks)
-                    .map_err(|e| Error::store("opening a table", e))?;
-                m.insert(key, [].as_slice())
-                    .map_err(|e| Error::store("writing a mark", e))?;
             }
             txn.commit()
-                .map_err(|e| Error::store("committing a record", e))
+                .map_err(|e| Error::store("committing records", e))
         })
     }
 

@@ -949,3 +949,61 @@ fn reopened_after_a_refused_sample_case(reconcile_at_open: bool) {
     assert!(health.case("sample:S").is_none());
     health.shutdown();
 }
+
+#[test]
+fn a_client_key_gives_back_its_record_until_the_purge_after_a_day() {
+    let w = world();
+    let request = || NewDeclaration {
+        person: "k".into(),
+        ts: None,
+        symptoms: vec!["fever".into()],
+        exposure: false,
+        travel: vec![],
+    };
+    let key = ClientKey::new("app", "K-1").unwrap();
+    let (d, stored) = w.health.declare_once(request(), Some(&key)).unwrap();
+    assert!(stored);
+    let (again, stored) = w.health.declare_once(request(), Some(&key)).unwrap();
+    assert!(!stored);
+    assert_eq!(again, d);
+    // another caller's same key is its own
+    let theirs = ClientKey::new("admin", "K-1").unwrap();
+    let (other, stored) = w.health.declare_once(request(), Some(&theirs)).unwrap();
+    assert!(stored);
+    assert_ne!(other.id, d.id);
+    // the same key for another request
+    let changed = NewDeclaration {
+        exposure: true,
+        ..request()
+    };
+    assert!(matches!(
+        w.health.declare_once(changed, Some(&key)),
+        Err(Error::Conflict(_))
+    ));
+    // a notice's keys are apart from the declarations'
+    let (n, stored) = w
+        .health
+        .publish_notice_once(NoticeKind::News, "t".into(), "b".into(), None, Some(&key))
+        .unwrap();
+    assert!(stored);
+    let (n2, stored) = w
+        .health
+        .publish_notice_once(NoticeKind::News, "t".into(), "b".into(), None, Some(&key))
+        .unwrap();
+    assert!(!stored);
+    assert_eq!(n2, n);
+    assert_eq!(w.health.notices().len(), 1);
+    // kept through the next day's purge (less than CLIENT_KEY_KEEP_S old) ...
+    w.h.clock.advance(CLIENT_KEY_KEEP_S / 2 + DAY / 2);
+    w.health.purge_expired_on_a_new_day().unwrap();
+    assert!(!w.health.declare_once(request(), Some(&key)).unwrap().1);
+    // ... and dropped by the purge of the day after: the key then stores a new declaration
+    w.h.clock.advance(DAY);
+    w.health.purge_expired_on_a_new_day().unwrap();
+    let (later, stored) = w.health.declare_once(request(), Some(&key)).unwrap();
+    assert!(stored);
+    assert_ne!(later.id, d.id);
+    for bad in ["", "with space", "é", &"x".repeat(MAX_CLIENT_KEY_BYTES + 1)] {
+        assert!(matches!(ClientKey::new("app", bad), Err(Error::Invalid(_))));
+    }
+}

@@ -469,3 +469,92 @@ async fn a_running_server_purges_expired_samples_on_a_new_day() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `POST` with an `Idempotency-Key` header, as `token`.
+async fn post_keyed(s: &Server, path: &str, token: &str, key: &str, body: &Value) -> Response {
+    s.send(
+        "POST",
+        path,
+        Some(token),
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_declaration_or_notice_sent_again_with_its_idempotency_key_is_stored_once() {
+    let s = Server::start_with_tokens().await;
+    let decl = json!({"person": "k1", "symptoms": ["fever"], "exposure": false});
+    let key = "8e03978e-40d5-43e8-bc93-6894a57f9324";
+    let first = post_keyed(&s, "/v1/declarations", APP, key, &decl).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let stored = first.json();
+    // The retry (bare or as the draft's quoted string) gets the same declaration back.
+    for sent in [key.to_string(), format!("\"{key}\"")] {
+        let again = post_keyed(&s, "/v1/declarations", APP, &sent, &decl).await;
+        assert_eq!(again.status, 200, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.json(), stored);
+    }
+    // The same key with another request is refused and stores nothing.
+    let other = json!({"person": "k1", "symptoms": ["cough"], "exposure": false});
+    post_keyed(&s, "/v1/declarations", APP, key, &other)
+        .await
+        .assert_problem(409);
+    // Keys are the caller's own: another token's same key is another request.
+    let admin = post_keyed(&s, "/v1/declarations", ADMIN, key, &decl).await;
+    assert_eq!(admin.status, 201, "{}", admin.text());
+    assert_ne!(admin.json()["id"], stored["id"]);
+    // Without a key every request is a declaration of its own, as before.
+    for _ in 0..2 {
+        assert_eq!(
+            post(&s, "/v1/declarations", APP, decl.clone()).await.status,
+            201
+        );
+    }
+    for bad in ["", "\"\"", &"x".repeat(256), "has space"] {
+        post_keyed(&s, "/v1/declarations", APP, bad, &decl)
+            .await
+            .assert_problem(400);
+    }
+    let stored_total = s.get_as("/metrics", ADMIN).await.text();
+    assert!(
+        stored_total.contains("checkin_declarations_total 4"),
+        "the retries are not counted as declarations:\n{stored_total}"
+    );
+
+    let notice = json!({"kind": "news", "title": "Testing sites open", "body": "All week."});
+    let n = post_keyed(&s, "/v1/notices", ADMIN, "notice-1", &notice).await;
+    assert_eq!(n.status, 201, "{}", n.text());
+    let n = n.json();
+    let again = post_keyed(&s, "/v1/notices", ADMIN, "notice-1", &notice).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json(), n);
+    let listed = s.get("/v1/notices").await.json();
+    assert_eq!(listed["notices"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The key is durable with its record: a retry after a restart still finds it.
+    let clock = s.clock.clone();
+    let (stopped, dir) = s.stop().await;
+    stopped.unwrap();
+    let s = Server::start_in(
+        dir,
+        clock,
+        Opts {
+            tokens: true,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let after = post_keyed(&s, "/v1/declarations", APP, key, &decl).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.json(), stored);
+    let after = post_keyed(&s, "/v1/notices", ADMIN, "notice-1", &notice).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(after.json(), n);
+}

@@ -173,14 +173,30 @@ pub fn request(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<Resp> {
+    request_with(base, method, path, token, &[], body)
+}
+
+/// [`request`] with more request headers.
+#[allow(dead_code)]
+pub fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> std::io::Result<Resp> {
     let addr = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr)?;
     // Longer than a health change may wait for its outcome (30 s, then 503).
     s.set_read_timeout(Some(Duration::from_secs(40)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
+    let mut auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        auth.push_str(&format!("{name}: {value}\r\n"));
+    }
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
