@@ -484,14 +484,24 @@ pub(crate) fn audit_change<'a>(app: &'a App, ctx: &Ctx, subject: &str) -> AuditC
                 entry: again,
             }
         }
-        None => AuditChange::Alone(audit_outcome(|done| engine.audit_submit(entry, done))),
+        None => AuditChange::Alone {
+            app,
+            first: audit_outcome(|done| engine.audit_submit(entry.clone(), done)),
+            entry,
+        },
     }
 }
 
 /// The audit entry of a change, on its way to the log ([`audit_change`]).
 pub(crate) enum AuditChange<'a> {
-    /// Single node: a failure refuses the request (`503`), and the client retries it.
-    Alone(AuditPending),
+    /// Single node: a failure refuses the request (`503`). The change is made all the same (its
+    /// retry finds it made and writes no entry), so the entry is owed: kept in
+    /// `audit-owed.log`, which the next start moves into `audit.log` ([`owe`]).
+    Alone {
+        app: &'a App,
+        first: AuditPending,
+        entry: AuditEntry,
+    },
     /// A cluster replica applying a command, whose change is already made when its entry is
     /// written: a failure to write it is tried again (every second) rather than answered, since
     /// the command applied again would find the change made and write no entry. A failure that
@@ -508,7 +518,13 @@ impl AuditChange<'_> {
     /// `Ok` once the entry is durable, else why it was not stored (`503`).
     pub(crate) async fn stored(self) -> Result<(), ApiError> {
         let (app, first, entry) = match self {
-            AuditChange::Alone(pending) => return pending.stored().await,
+            AuditChange::Alone { app, first, entry } => {
+                let refused = first.stored().await;
+                if refused.is_err() {
+                    owe(app, entry).await;
+                }
+                return refused;
+            }
             AuditChange::Replica { app, first, entry } => (app, first, entry),
         };
         let started = Instant::now();
@@ -539,6 +555,60 @@ impl AuditChange<'_> {
             let engine = app.engine();
             let entry = entry.clone();
             attempt = audit_outcome(|done| engine.audit_submit_local(entry, done));
+        }
+    }
+}
+
+/// Keeps the entry of a change that `audit.log` refused in `audit-owed.log`
+/// ([`Engine::audit_owe`]), trying again every second while that fails too (the same full
+/// disk), until it is stored or the server stops; the entry is logged whole either way, so that
+/// an operator has it even if it never reaches a disk.
+async fn owe(app: &App, entry: AuditEntry) {
+    tracing::error!(ts = entry.ts, who = %entry.who, action = %entry.action, subject = %entry.subject,
+        "audit.log refused the entry of a change that was made; keeping it in audit-owed.log");
+    let app = app.clone();
+    let keep = async move {
+        loop {
+            let engine = app.engine().clone();
+            let owed = entry.clone();
+            match tokio::task::spawn_blocking(move || engine.audit_owe(owed)).await {
+                Ok(Ok(())) => {
+                    tokio::spawn(settle_owed(app));
+                    return;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, subject = %entry.subject,
+                    "could not keep an owed audit entry; trying again in 1 s"),
+                Err(e) => tracing::error!(error = %e, "the owed audit entry's task failed"),
+            }
+            if app.is_shutting_down() {
+                tracing::error!(ts = entry.ts, who = %entry.who, action = %entry.action,
+                    subject = %entry.subject, "an owed audit entry is lost with the shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    // The first attempt is waited for (so the usual case is kept before the 503 is answered);
+    // retries run on after it.
+    let first = tokio::spawn(keep);
+    let _ = tokio::time::timeout(Duration::from_secs(2), first).await;
+}
+
+/// Moves the owed audit entries into `audit.log` once it takes appends again (a full disk
+/// that has room again), trying every 5 s while the server runs; a restart moves them otherwise.
+async fn settle_owed(app: App) {
+    while !app.is_shutting_down() {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let engine = app.engine().clone();
+        match tokio::task::spawn_blocking(move || engine.audit_settle_owed()).await {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => {
+                tracing::warn!(entries = n, "moved the owed audit entries into audit.log");
+                return;
+            }
+            Ok(Err(engine::Error::Poisoned(_))) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, "the owed audit entries stay owed for now"),
+            Err(e) => tracing::error!(error = %e, "the owed audit entries' task failed"),
         }
     }
 }

@@ -11,8 +11,15 @@
 //! (the cluster's replicated audit stream), with the same "durable before `done`" promise.
 //! The local `audit.log` then holds only what the server puts there itself
 //! ([`crate::Engine::audit_submit_local`]: the entries it derives from the cluster's stream).
+//!
+//! An entry whose change was made but which `audit.log` refused (a full disk: the journal then
+//! refuses every later append until a restart) is owed: [`AuditLog::owe`] keeps it in
+//! `audit-owed.log` beside it, a file of its own opened for each such entry, and the next open
+//! moves every owed entry into `audit.log` (skipping one that the failed write had stored after
+//! all) and removes the file. So a change is never left without its entry once space returns.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -52,6 +59,9 @@ struct Job {
 /// Most entries one write carries.
 const MAX_BATCH: usize = 4096;
 
+/// The file of entries owed to `audit.log` ([`AuditLog::owe`]).
+pub(crate) const OWED_FILE: &str = "audit-owed.log";
+
 /// The audit log of a data directory.
 pub(crate) struct AuditLog {
     journal: Arc<Journal>,
@@ -60,6 +70,9 @@ pub(crate) struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Set once, in cluster mode: every later entry but the local ones goes there instead.
     forward: OnceLock<Arc<dyn AuditForward>>,
+    /// `audit-owed.log`, written by one [`AuditLog::owe`] at a time.
+    owed: Mutex<PathBuf>,
+    fsync: bool,
 }
 
 fn decode(payload: &[u8]) -> std::result::Result<AuditEntry, String> {
@@ -84,6 +97,20 @@ impl AuditLog {
         let (journal, content) = Journal::open(&dir.join("audit.log"), fsync)?;
         let (end, damage) = journal::read_frames(&content, |p| decode(p).map(|_| ()));
         let dropped = journal.settle(content.len(), end, damage)?;
+        drop(content);
+        let owed = dir.join(OWED_FILE);
+        match move_owed(&journal, &owed, fsync, Leftovers::Matched) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                entries = n,
+                "moved audit entries owed since a failed write into audit.log"
+            ),
+            // The journal refuses appends now, so audited requests answer 503 until a restart
+            // that can move them; the file stays.
+            Err(e) => {
+                tracing::error!(error = %e, "could not move the owed audit entries into audit.log")
+            }
+        }
         let journal = Arc::new(journal);
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer_journal = journal.clone();
@@ -97,6 +124,8 @@ impl AuditLog {
                 queue: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 forward: OnceLock::new(),
+                owed: Mutex::new(owed),
+                fsync,
             },
             dropped,
         ))
@@ -130,6 +159,38 @@ impl AuditLog {
         if let Some(job) = refused {
             (job.done)(Err(Error::ShuttingDown));
         }
+    }
+
+    /// Durably keeps `entry`, which `audit.log` refused although its change was made, in
+    /// `audit-owed.log`; the next open moves it into `audit.log`. A file of its own, opened for
+    /// this entry, so that it can succeed once space returns while `audit.log` still refuses.
+    pub(crate) fn owe(&self, entry: AuditEntry) -> Result<()> {
+        let frame = encode(entry)?;
+        let path = self.owed.lock();
+        let created = !path.exists();
+        let (journal, content) = Journal::open(&path, self.fsync)?;
+        let (end, damage) = journal::read_frames(&content, |p| decode(p).map(|_| ()));
+        journal.settle(content.len(), end, damage)?;
+        journal.append(&frame)?;
+        if created && self.fsync {
+            if let Some(dir) = path.parent() {
+                crate::log::sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the owed entries into `audit.log` now (while the server runs, once `audit.log`
+    /// takes appends again); returns how many. A refused append left nothing that counts in
+    /// `audit.log` (its logical end did not move, and the next append overwrote whatever reached
+    /// the file), so every owed entry is appended; one refused by a failed sync poisons the
+    /// journal, and its entries wait for the next open.
+    pub(crate) fn settle_owed(&self) -> Result<usize> {
+        let path = self.owed.lock();
+        if let Some(p) = self.journal.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        move_owed(&self.journal, &path, self.fsync, Leftovers::None)
     }
 
     /// Sends every later entry to `forward` instead of `audit.log` (but those of
@@ -172,6 +233,68 @@ impl Drop for AuditLog {
     }
 }
 
+/// Whether `audit.log` can hold frames of the writes that were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftovers {
+    /// At open: frames a refused write put in the file before it failed are read back with the
+    /// rest, so each owed entry is matched against one identical entry at or after its time.
+    Matched,
+    /// While running: they are past the logical end, overwritten by the next append.
+    None,
+}
+
+/// Moves the entries of `owed` (if the file exists) into `journal` and removes the file; returns
+/// how many were appended (see [`Leftovers`] for the ones that are not).
+fn move_owed(journal: &Journal, owed: &Path, fsync: bool, leftovers: Leftovers) -> Result<usize> {
+    if !owed.exists() {
+        return Ok(0);
+    }
+    let entries = {
+        let (_, content) = Journal::open(owed, fsync)?;
+        let mut entries = Vec::new();
+        // a torn last frame was never durable, so no request waited on it
+        journal::read_frames(&content, |p| {
+            entries.push(decode(p)?);
+            Ok(())
+        });
+        entries
+    };
+    let mut appended = 0;
+    if let Some(oldest) = entries.iter().map(|e| e.ts).min() {
+        let mut held: HashMap<AuditEntry, usize> = HashMap::new();
+        if leftovers == Leftovers::Matched {
+            let content = journal.read_all()?;
+            journal::read_frames(&content, |p| {
+                let e = decode(p)?;
+                if e.ts >= oldest {
+                    *held.entry(e).or_default() += 1;
+                }
+                Ok(())
+            });
+        }
+        let mut frames = Vec::new();
+        for e in entries {
+            match held.get_mut(&e) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => {
+                    frames.extend_from_slice(&encode(e)?);
+                    appended += 1;
+                }
+            }
+        }
+        if !frames.is_empty() {
+            journal.append(&frames)?;
+        }
+    }
+    std::fs::remove_file(owed).map_err(|e| Error::io(format!("removing {}", owed.display()), e))?;
+    if fsync {
+        if let Some(dir) = owed.parent() {
+            crate::log::sync_dir(dir)?;
+        }
+    }
+    Ok(appended)
+}
+
 /// The writer thread: one write and one flush for everything queued, until the queue closes.
 fn write_loop(journal: &Journal, rx: &Receiver<Job>) {
     let mut frames = Vec::new();
@@ -212,4 +335,53 @@ fn encode(entry: AuditEntry) -> Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(bytes.len() + 32);
     journal::encode_frame(&bytes, &mut frame);
     Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(ts: i64, subject: &str) -> AuditEntry {
+        AuditEntry {
+            ts,
+            who: "lab".into(),
+            action: "/v1/cases".into(),
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn owed_entries_are_moved_into_the_log_at_open_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(dir.path(), true).unwrap();
+        log.append(entry(10, "a")).unwrap();
+        // "a" was stored by the write that failed; "b" was not; "b" twice: two changes
+        log.owe(entry(10, "a")).unwrap();
+        log.owe(entry(11, "b")).unwrap();
+        log.owe(entry(11, "b")).unwrap();
+        assert!(dir.path().join(OWED_FILE).exists());
+        assert_eq!(log.since(0).unwrap(), [entry(10, "a")]);
+        log.stop();
+        drop(log);
+
+        let (log, _) = AuditLog::open(dir.path(), true).unwrap();
+        assert_eq!(
+            log.since(0).unwrap(),
+            [entry(10, "a"), entry(11, "b"), entry(11, "b")]
+        );
+        assert!(!dir.path().join(OWED_FILE).exists());
+        log.append(entry(12, "c")).unwrap();
+        log.stop();
+        drop(log);
+        // nothing is moved twice
+        let (log, _) = AuditLog::open(dir.path(), true).unwrap();
+        assert_eq!(log.since(11).unwrap().len(), 3);
+        // while running: every owed entry is appended (a refused write left nothing that counts)
+        assert_eq!(log.settle_owed().unwrap(), 0);
+        log.owe(entry(13, "d")).unwrap();
+        assert_eq!(log.settle_owed().unwrap(), 1);
+        assert!(!dir.path().join(OWED_FILE).exists());
+        assert_eq!(log.since(13).unwrap(), [entry(13, "d")]);
+    }
 }

@@ -600,6 +600,20 @@ impl Engine {
         self.shared().audit.append(entry)
     }
 
+    /// Durably keeps an entry that `audit.log` refused although the change it records was made
+    /// (`audit-owed.log`, a file of its own); the next open moves it into `audit.log`. Blocks
+    /// for the write and its sync.
+    pub fn audit_owe(&self, entry: AuditEntry) -> Result<()> {
+        self.shared().audit.owe(entry)
+    }
+
+    /// Moves the entries [`Engine::audit_owe`] kept into `audit.log` now; returns how many (`0`
+    /// when none is owed). Fails while `audit.log` refuses appends; the entries then stay owed
+    /// (and the next open moves them).
+    pub fn audit_settle_owed(&self) -> Result<usize> {
+        self.shared().audit.settle_owed()
+    }
+
     /// Queues an audit entry without blocking; `done` is called once it is durable, or with why
     /// it was not stored (then possibly at once, on this thread). Entries queued together share
     /// one write and one flush.

@@ -416,7 +416,7 @@ pub struct ExitEvent {
 }
 
 /// One audit entry: who looked up whom, when, through which route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuditEntry {
     pub ts: i64,
     pub who: String,

@@ -595,3 +595,109 @@ fn a_health_database_that_failed_a_write_fails_healthz_until_a_restart() {
     assert_eq!(r.status, 201, "{}", r.text());
     target.stop();
 }
+
+/// A change whose audit entry `audit.log` refused (its disk full, the health database's not) is
+/// made and answered `503`; its entry is kept in `audit-owed.log` and moved into `audit.log` once
+/// that takes appends again, while the server runs or at its next start, so every registered
+/// case has its entry, exactly once, and a retry of the change (`200`, no change) writes none.
+#[test]
+fn a_change_whose_audit_entry_was_refused_is_audited_once_space_returns() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("audit-disk");
+    let Some(_fs) = Tmpfs::mount(&mnt, "1m") else {
+        return;
+    };
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    // audit.log alone on the small disk
+    std::os::unix::fs::symlink(mnt.join("audit.log"), data.join("audit.log")).unwrap();
+    let filler = mnt.join("filler");
+    let fill = || {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5au8; 16 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+    };
+    let case = |i: usize| {
+        format!(
+            r#"{{"id":"owed-{i}","person":"owed-{i}","sampled_at":{}}}"#,
+            now() - 3600
+        )
+    };
+    let post_case = |addr, i: usize| {
+        http::request(
+            addr,
+            "POST",
+            "/v1/cases",
+            &[("content-type", "application/json")],
+            case(i).as_bytes(),
+        )
+        .unwrap()
+    };
+    let refused = |addr, i: usize| {
+        let r = post_case(addr, i);
+        assert_eq!(r.status, 503, "audit.log has no room: {}", r.text());
+        // made all the same (the health database has room)
+        let r = get(addr, &format!("/v1/cases/owed-{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let audited = |addr| -> Vec<String> {
+        let r = get(addr, "/v1/audit?since=0");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "/v1/cases")
+            .map(|e| e["subject"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // While the server runs: moved once audit.log takes appends again.
+    let owed_file = data.join("audit-owed.log");
+    let target = Target::start(&data);
+    let addr = target.addr();
+    fill();
+    refused(addr, 0);
+    refused(addr, 1);
+    assert!(owed_file.exists(), "the entries are not kept");
+    assert_eq!(audited(addr), Vec::<String>::new());
+    fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while audited(addr).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the owed entries are not in audit.log 20 s after space returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(audited(addr), ["owed-0", "owed-1"]);
+    assert!(!owed_file.exists());
+    target.stop();
+
+    // Stopped while the disk is full (another store, whose audit.log has no room yet): moved
+    // at the next start.
+    let data = dir.path().join("data-2");
+    fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(mnt.join("audit-2.log"), data.join("audit.log")).unwrap();
+    let owed_file = data.join("audit-owed.log");
+    let target = Target::start(&data);
+    let addr = target.addr();
+    fill();
+    refused(addr, 0);
+    refused(addr, 1);
+    target.stop();
+    assert!(owed_file.exists(), "the entries are not kept");
+    fs::remove_file(&filler).unwrap();
+    let target = Target::start(&data);
+    let addr = target.addr();
+    assert!(!owed_file.exists(), "not moved at start");
+    assert_eq!(audited(addr), ["owed-0", "owed-1"]);
+    // the retries find the cases made: no change, no entry
+    for i in 0..2 {
+        assert_eq!(post_case(addr, i).status, 200);
+    }
+    assert_eq!(post_case(addr, 2).status, 201);
+    assert_eq!(audited(addr), ["owed-0", "owed-1", "owed-2"]);
+    target.stop();
+}
