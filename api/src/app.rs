@@ -387,7 +387,7 @@ impl App {
             RouteId::TierEvents => outbreak::tier_events(self),
             RouteId::ExposureSites => outbreak::exposure_sites(self, &ctx).await,
             RouteId::RegisterSample => records::register_sample(self, &ctx, req).await,
-            RouteId::Sample => records::get_sample(self, &ctx),
+            RouteId::Sample => records::get_sample(self, &ctx).await,
             RouteId::SampleResult => records::enter_result(self, &ctx, req).await,
             RouteId::PersonResults => records::person_results(self, &ctx).await,
             RouteId::Declarations => records::declare(self, &ctx, req).await,

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::body::{body_format, read_body};
-use crate::handlers::{audit_change, audit_entry, audited, blocking, json, raw, Answer, Ctx};
+use crate::handlers::{
+    audit_change, audit_entry, audit_outcome, audited, blocking, json, raw, Answer, Ctx,
+};
 use crate::outbreak::health_err;
 use crate::problem::ApiError;
 
@@ -101,11 +103,24 @@ pub(crate) async fn register_sample(app: &App, ctx: &Ctx, req: Req) -> Answer {
     json(status, &sample_out(&sample))
 }
 
-pub(crate) fn get_sample(app: &App, ctx: &Ctx) -> Answer {
+/// A sample with its result is a read of each member's results (contract section 8): one audit
+/// entry per member, durable before the answer.
+pub(crate) async fn get_sample(app: &App, ctx: &Ctx) -> Answer {
     let s = app
         .health()
         .sample(&ctx.param)
         .ok_or_else(|| ApiError::NotFound(format!("no sample '{}'", ctx.param)))?;
+    let engine = app.engine();
+    // Every member's entry is submitted before any is waited for: they share one write.
+    let entries: Vec<_> = s
+        .persons
+        .iter()
+        .map(|person| {
+            let entry = audit_entry(engine, ctx, person);
+            audit_outcome(|done| engine.audit_submit(entry, done)).stored()
+        })
+        .collect();
+    futures_util::future::try_join_all(entries).await?;
     json(StatusCode::OK, &sample_out(&s))
 }
 

@@ -83,7 +83,7 @@ pub(crate) struct KeyedRecord {
 
 /// A request that carries a key, ready to be looked up and stored.
 pub(crate) struct Keyed {
-    pub(crate) row: String,
+    row: String,
     request: Vec<u8>,
 }
 
@@ -116,13 +116,15 @@ impl Keyed {
         }
     }
 
-    /// The row to store beside the record `id`.
-    pub(crate) fn record(self, id: &str, now: i64) -> KeyedRecord {
-        KeyedRecord {
+    /// The row (key, encoded value) to store beside the record `id`.
+    pub(crate) fn into_row(self, id: &str, now: i64) -> Result<(String, Vec<u8>)> {
+        let value = postcard::to_allocvec(&KeyedRecord {
             id: id.to_string(),
             request: self.request,
             stored_at: now,
-        }
+        })
+        .map_err(|e| Error::store("encoding a key", e))?;
+        Ok((self.row, value))
     }
 }
 

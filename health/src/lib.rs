@@ -36,7 +36,7 @@ pub use health::{Health, HealthConfig, HealthStats, TierListener, UpdateObserver
 pub use policy::Policy;
 pub use records::{
     Declaration, Followup, NewDeclaration, Notice, NoticeKind, Pass, PassBasis, PassColor, Summary,
-    Symptom, Travel, MAX_NOTICE_BODY_BYTES, MAX_NOTICE_TITLE_BYTES,
+    Symptom, Travel, MAX_NOTICE_BODY_BYTES, MAX_NOTICE_TITLE_BYTES, MAX_SYMPTOM_CODES,
 };
 pub use samples::{
     LabResult, MemberResult, NewSample, PersonResult, Sample, SampleKind, DEFAULT_MAX_POOL,

@@ -18,6 +18,7 @@ use crate::client_keys::{ClientKey, Keyed, RecordKind, CLIENT_KEYS};
 use crate::error::{Error, Result};
 use crate::exposure::Slot;
 use crate::health::{tier_slot, CaseEntry, Health};
+use crate::store::{LAST_DECLARATION, LAST_NOTICE};
 use crate::tiers::Tier;
 
 const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("declarations");
@@ -29,6 +30,8 @@ pub const MAX_NOTICE_BODY_BYTES: usize = 20_000;
 pub const MAX_PLACE_BYTES: usize = 100;
 /// Most travel entries in one declaration.
 pub const MAX_TRAVEL: usize = 50;
+/// The most symptom codes a declaration may list (there are six; repeats are kept once).
+pub const MAX_SYMPTOM_CODES: usize = 32;
 
 /// A symptom code of a declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -291,7 +294,12 @@ fn number_of(id: &str, prefix: &str) -> u64 {
 
 impl Records {
     pub(crate) fn load(store: &crate::store::Store) -> Result<Records> {
-        let mut st = RecordsState::default();
+        // Stores written before the counters were kept have them as their highest ids.
+        let mut st = RecordsState {
+            next_declaration: store.counter(LAST_DECLARATION)?,
+            next_notice: store.counter(LAST_NOTICE)?,
+            ..RecordsState::default()
+        };
         for d in store.all::<Declaration>(DECLARATIONS)? {
             st.next_declaration = st.next_declaration.max(number_of(&d.id, "D"));
             st.insert_declaration(d);
@@ -353,6 +361,23 @@ impl Health {
             .map(|k| Keyed::new(k, RecordKind::Declaration, &request))
             .transpose()?;
         let now = inner.now();
+        // The key first (under the lock the store takes too): a retry gets its declaration even
+        // when a check that depends on the time would refuse the request by now.
+        let mut st = inner.records.inner.lock();
+        if let Some(keyed) = &keyed {
+            // a declaration the purge has dropped since is stored again, as a new one
+            if let Some(d) = keyed
+                .stored(&inner.store)?
+                .and_then(|id| st.declarations.get(&id))
+            {
+                return Ok((d.clone(), false));
+            }
+        }
+        if request.symptoms.len() > MAX_SYMPTOM_CODES {
+            return Err(Error::Invalid(format!(
+                "at most {MAX_SYMPTOM_CODES} symptom codes"
+            )));
+        }
         if !engine::is_valid_person_id(&request.person) {
             return Err(Error::Invalid(
                 "person must be 1-64 bytes of [A-Za-z0-9._:+-]".into(),
@@ -398,16 +423,6 @@ impl Health {
                 )));
             }
         }
-        let mut st = inner.records.inner.lock();
-        if let Some(keyed) = &keyed {
-            // a declaration the purge has dropped since is stored again, as a new one
-            if let Some(d) = keyed
-                .stored(&inner.store)?
-                .and_then(|id| st.declarations.get(&id))
-            {
-                return Ok((d.clone(), false));
-            }
-        }
         let n = st.next_declaration + 1;
         let d = Declaration {
             id: format!("D{n:09}"),
@@ -417,16 +432,14 @@ impl Health {
             exposure: request.exposure,
             travel: request.travel,
         };
-        match keyed {
-            None => inner.store.put_all(DECLARATIONS, [(d.id.as_str(), &d)])?,
-            Some(keyed) => {
-                let row = keyed.row.clone();
-                inner.store.put_beside(
-                    (DECLARATIONS, &d.id, &d),
-                    (CLIENT_KEYS, &row, &keyed.record(&d.id, now)),
-                )?;
-            }
-        }
+        let key_row = keyed.map(|k| k.into_row(&d.id, now)).transpose()?;
+        inner.store.put_numbered(
+            (DECLARATIONS, &d.id, &d),
+            (LAST_DECLARATION, n),
+            key_row
+                .as_ref()
+                .map(|(row, value)| (CLIENT_KEYS, row.as_str(), value.as_slice())),
+        )?;
         st.next_declaration = n;
         st.insert_declaration(d.clone());
         Ok((d, true))
@@ -698,18 +711,14 @@ impl Health {
             body,
             published_at: published_at.unwrap_or(now),
         };
-        match keyed {
-            None => inner
-                .store
-                .put_all(NOTICES, [(notice.id.as_str(), &notice)])?,
-            Some(keyed) => {
-                let row = keyed.row.clone();
-                inner.store.put_beside(
-                    (NOTICES, &notice.id, &notice),
-                    (CLIENT_KEYS, &row, &keyed.record(&notice.id, now)),
-                )?;
-            }
-        }
+        let key_row = keyed.map(|k| k.into_row(&notice.id, now)).transpose()?;
+        inner.store.put_numbered(
+            (NOTICES, &notice.id, &notice),
+            (LAST_NOTICE, n),
+            key_row
+                .as_ref()
+                .map(|(row, value)| (CLIENT_KEYS, row.as_str(), value.as_slice())),
+        )?;
         st.next_notice = n;
         st.notices.insert(notice.id.clone(), notice.clone());
         Ok((notice, true))

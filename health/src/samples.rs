@@ -273,7 +273,29 @@ impl Health {
                 )));
             }
         }
+        // A sample's case outlives the sample (cases are kept, samples 180 days): an id whose
+        // case is still there was another tube's, and a result for this one would find that
+        // person's case (and a correction discard it).
+        let earlier_case = self
+            .case(&format!(
+                "{}{}",
+                crate::case::SAMPLE_CASE_PREFIX,
+                request.id
+            ))
+            .map(|c| c.case.person);
         let mut st = inner.samples.inner.lock();
+        if let (None, Some(person)) = (st.by_id.get(&request.id), &earlier_case) {
+            let whose = if request.persons.contains(person) {
+                "an earlier sample of the same person"
+            } else {
+                "another person's earlier sample"
+            };
+            return Err(Error::Conflict(format!(
+                "sample id {} was used before ({whose}, since purged, whose case sample:{} is \
+                 kept); give this sample a new id",
+                request.id, request.id
+            )));
+        }
         if let Some(existing) = st.by_id.get(&request.id) {
             let same_persons = {
                 let mut a = existing.persons.clone();

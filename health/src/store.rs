@@ -18,6 +18,10 @@ const CASES: TableDefinition<&str, &[u8]> = TableDefinition::new("cases");
 pub(crate) const AREAS: TableDefinition<&str, &[u8]> = TableDefinition::new("areas");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_CASE: &str = "next_case";
+/// The number of the last declaration stored (ids are never given twice, even once purged).
+pub(crate) const LAST_DECLARATION: &str = "last_declaration";
+/// The number of the last notice stored.
+pub(crate) const LAST_NOTICE: &str = "last_notice";
 /// The last UTC day (unix day number) expired records were purged on (`Health::purge_expired_on_a_new_day`).
 const PURGED_DAY: &str = "purged_day";
 
@@ -179,22 +183,29 @@ impl Store {
         self.put_rows(&[(table, key, &bytes), (marks, key, &[])])
     }
 
-    /// Durably writes `value` under `key` in `table` and `beside` under `beside_key` in
-    /// `beside_table`, in one transaction: both or neither are stored.
-    pub(crate) fn put_beside<T: Serialize, U: Serialize>(
+    /// Durably writes `value` under `key` in `table`, the meta counter `counter` set to its
+    /// number, and `beside` (an encoded row of another table) if any, in one transaction: all or
+    /// nothing is stored.
+    pub(crate) fn put_numbered<T: Serialize>(
         &self,
         (table, key, value): (TableDefinition<&str, &[u8]>, &str, &T),
-        (beside_table, beside_key, beside): (TableDefinition<&str, &[u8]>, &str, &U),
+        counter: (&'static str, u64),
+        beside: Option<Row<'_>>,
     ) -> Result<()> {
-        let first =
+        let bytes =
             postcard::to_allocvec(value).map_err(|e| Error::store("encoding a record", e))?;
-        let second =
-            postcard::to_allocvec(beside).map_err(|e| Error::store("encoding a record", e))?;
-        self.put_rows(&[(table, key, &first), (beside_table, beside_key, &second)])
+        let mut rows = vec![(table, key, bytes.as_slice())];
+        rows.extend(beside);
+        self.put_rows_counted(&rows, Some(counter))
     }
 
     /// Durably writes raw `(table, key, value)` rows in one transaction.
     fn put_rows(&self, rows: &[Row<'_>]) -> Result<()> {
+        self.put_rows_counted(rows, None)
+    }
+
+    /// [`Store::put_rows`], and a meta counter set in the same transaction.
+    fn put_rows_counted(&self, rows: &[Row<'_>], counter: Option<(&str, u64)>) -> Result<()> {
         self.recorded(|| {
             let txn = self
                 .db
@@ -207,9 +218,21 @@ impl Store {
                 t.insert(key, value)
                     .map_err(|e| Error::store("writing a record", e))?;
             }
+            if let Some((name, n)) = counter {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| Error::store("opening the meta table", e))?;
+                meta.insert(name, n)
+                    .map_err(|e| Error::store("writing a counter", e))?;
+            }
             txn.commit()
                 .map_err(|e| Error::store("committing records", e))
         })
+    }
+
+    /// A counter of the meta table ([`Store::put_numbered`]); 0 if never written.
+    pub(crate) fn counter(&self, name: &str) -> Result<u64> {
+        Ok(self.meta(name, "reading a counter")?.unwrap_or(0))
     }
 
     /// Whether `key` is in `table`.

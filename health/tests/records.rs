@@ -1007,3 +1007,76 @@ fn a_client_key_gives_back_its_record_until_the_purge_after_a_day() {
         assert!(matches!(ClientKey::new("app", bad), Err(Error::Invalid(_))));
     }
 }
+
+#[test]
+fn declaration_ids_are_never_given_twice_even_once_purged() {
+    let venues = vec![("SITE".to_string(), Some(3600))];
+    let h = Harness::open(&venues, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let health = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    let decl = |ts: i64| NewDeclaration {
+        person: "d".into(),
+        ts: Some(ts),
+        symptoms: vec!["fever".into()],
+        exposure: false,
+        travel: vec![],
+    };
+    let d1 = health.declare(decl(T0)).unwrap();
+    // the newest id, back-dated to the edge of retention: the next day's purge drops it
+    let d2 = health.declare(decl(T0 - 21 * DAY + 3600)).unwrap();
+    h.clock.advance(DAY);
+    assert!(health.purge_expired_on_a_new_day().unwrap() >= 1);
+    let n1 = health
+        .publish_notice(NoticeKind::News, "t".into(), "b".into(), None)
+        .unwrap();
+    health.shutdown();
+    drop(health);
+
+    let health = Health::open(h.engine.clone(), HealthConfig::new(dir.path())).unwrap();
+    let d3 = health.declare(decl(T0 + DAY)).unwrap();
+    assert!(d3.id > d2.id, "{} after {} and {}", d3.id, d1.id, d2.id);
+    let n2 = health
+        .publish_notice(NoticeKind::News, "t2".into(), "b".into(), None)
+        .unwrap();
+    assert!(n2.id > n1.id);
+    let too_many = NewDeclaration {
+        symptoms: vec!["fever".into(); MAX_SYMPTOM_CODES + 1],
+        ..decl(T0 + DAY)
+    };
+    assert!(matches!(health.declare(too_many), Err(Error::Invalid(_))));
+    health.shutdown();
+}
+
+#[test]
+fn a_purged_sample_id_whose_case_is_kept_is_not_given_again() {
+    let w = world();
+    w.health
+        .register_sample(sample("S", &["p"], T0 - 3600))
+        .unwrap();
+    w.health
+        .enter_result("S", LabResult::Positive, Some(T0 - 60))
+        .unwrap();
+    assert_eq!(w.health.case("sample:S").unwrap().case.person, "p");
+    // 181 days on, the sample is purged and its case kept
+    w.h.clock.advance(181 * DAY);
+    w.health.purge_expired_on_a_new_day().unwrap();
+    assert!(w.health.sample("S").is_none());
+    assert!(w.health.case("sample:S").is_some());
+    for persons in [&["q"][..], &["p"][..]] {
+        let again = w
+            .health
+            .register_sample(sample("S", persons, T0 + 181 * DAY - 60));
+        assert!(
+            matches!(again, Err(Error::Conflict(_))),
+            "{persons:?}: {again:?}"
+        );
+    }
+    // a new id is taken, and its positive registers q's own case
+    w.health
+        .register_sample(sample("S2", &["q"], T0 + 181 * DAY - 60))
+        .unwrap();
+    w.health
+        .enter_result("S2", LabResult::Positive, None)
+        .unwrap();
+    assert_eq!(w.health.case("sample:S2").unwrap().case.person, "q");
+}

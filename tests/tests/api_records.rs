@@ -163,7 +163,10 @@ async fn samples_results_and_the_case_a_positive_registers() {
         pass,
         json!({"person": "b", "color": "red", "basis": "pool_positive", "as_of": T0})
     );
-    // Audit: each member of a changed result, then the results and pass reads.
+    // A sample read shows its members' results: audited once per member.
+    let r = s.get_as("/v1/samples/POOL", LAB).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Audit: each member of a changed result, then the results, sample and pass reads.
     let audit = s.get_as("/v1/audit?since=0", ADMIN).await.json();
     let actions: Vec<(String, String)> = audit["entries"]
         .as_array()
@@ -182,6 +185,8 @@ async fn samples_results_and_the_case_a_positive_registers() {
         ("/v1/samples/{id}/result", "a"),
         ("/v1/samples/{id}/result", "b"),
         ("/v1/persons/{id}/pass", "b"),
+        ("/v1/samples/{id}", "a"),
+        ("/v1/samples/{id}", "b"),
     ] {
         assert!(
             actions.contains(&(want.0.to_string(), want.1.to_string())),
