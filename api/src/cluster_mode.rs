@@ -25,9 +25,9 @@ pub use cluster::Node;
 /// The contract's clock-skew allowance for scans from the future.
 const FUTURE_SKEW_S: i64 = 300;
 
-/// Connects an HTTP node to the cluster.
-pub async fn connect(urls: &str, shards: u32) -> Result<Node, cluster::ClusterError> {
-    Node::connect(urls, shards).await
+/// Connects an HTTP node to the cluster, whose layout must be `layout` ([`cluster::Layout`]).
+pub async fn connect(urls: &str, layout: cluster::Layout) -> Result<Node, cluster::ClusterError> {
+    Node::connect(urls, layout).await
 }
 
 /// Sends every audit entry of this node to the cluster's audit stream (the engine's local
@@ -341,6 +341,17 @@ pub(crate) async fn occupancy(app: &App, node: &Node, venue: &str) -> Result<u32
         .unwrap_or(0))
 }
 
+/// `Ok` once this node's venue registry holds every venue of the stream as of its start: its
+/// replica has caught up (a restarted or new node replays the stream first, minutes at national
+/// scale); until then `503` with `Retry-After`, and the other HTTP nodes answer. A venue
+/// registered through another node since is known here milliseconds later.
+pub(crate) fn venues_complete(app: &App) -> Result<(), ApiError> {
+    match app.inner.replica.get() {
+        Some(replica) => crate::cluster_replica::ready(replica),
+        None => Ok(()),
+    }
+}
+
 /// The `n` venues with most persons present, over all shards; venues with nobody present (from
 /// this node's registry) fill the list when fewer have someone, as on the single server.
 pub(crate) async fn top_occupancy(
@@ -348,6 +359,7 @@ pub(crate) async fn top_occupancy(
     node: &Node,
     n: usize,
 ) -> Result<Vec<(Arc<str>, u32)>, ApiError> {
+    venues_complete(app)?;
     let engine = app.engine().clone();
     Ok(node
         .top_occupancy(n, move || {

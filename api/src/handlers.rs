@@ -716,7 +716,9 @@ pub(crate) async fn stats(app: &App) -> Answer {
         log_bytes: s.log_bytes,
     };
     if let Some(node) = app.cluster() {
-        // The scans are the shards': summed over one replica of each; venues are every node's.
+        // The scans are the shards': summed over one replica of each; venues are this node's
+        // registry, complete once its replica has caught up with the stream (503 before).
+        crate::cluster_mode::venues_complete(app)?;
         let t = crate::cluster_mode::shard_totals(node).await?;
         out.scans = t.scans;
         out.persons = t.persons;

@@ -48,7 +48,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let cluster_node = match &cli.cluster {
         Some(urls) => {
-            let node = api::cluster_mode::connect(urls, cli.cluster_shards)
+            let layout = cluster::Layout {
+                shards: cli.cluster_shards,
+                default_stay_s: cli.default_stay,
+                retention_days: cli.retention_days,
+            };
+            let node = api::cluster_mode::connect(urls, layout)
                 .await
                 .context("cannot join the cluster")?;
             if cli.cluster_message_bytes > 0 {

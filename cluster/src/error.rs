@@ -18,6 +18,10 @@ pub enum ClusterError {
     /// A message or reply could not be decoded.
     #[error("undecodable {what}: {reason}")]
     Decode { what: &'static str, reason: String },
+    /// This process's settings differ from the ones the cluster was set up with
+    /// ([`crate::Layout`]).
+    #[error("{0}")]
+    Layout(String),
     /// The local engine failed.
     #[error("engine: {0}")]
     Engine(#[from] engine::Error),

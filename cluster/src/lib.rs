@@ -33,7 +33,7 @@ pub mod status;
 pub mod wire;
 
 pub use error::{ClusterError, Result};
-pub use node::Node;
+pub use node::{Layout, Node};
 
 /// The JetStream stream that holds every scan and venue registration.
 pub const STREAM: &str = "CHECKIN";

@@ -76,24 +76,105 @@ pub async fn connect(urls: &str, name: &str) -> Result<async_nats::Client> {
         .map_err(|e| ClusterError::Connect(e.to_string()))
 }
 
+/// The settings every process of a cluster must share, or its answers are silently wrong: the
+/// number of shards (a person's scans would go to two subjects), the default stay (visits
+/// derived on the shards and on the HTTP nodes would differ) and the retention (a node would
+/// accept scans the shards purge). Kept in the stream's metadata by the process that creates it;
+/// every later process checks its own against them and refuses to start on a difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub shards: u32,
+    pub default_stay_s: u32,
+    pub retention_days: u32,
+}
+
+impl Layout {
+    const KEYS: [&'static str; 3] = [
+        "checkin.shards",
+        "checkin.default_stay_s",
+        "checkin.retention_days",
+    ];
+
+    fn values(&self) -> [u32; 3] {
+        [self.shards, self.default_stay_s, self.retention_days]
+    }
+
+    fn metadata(&self) -> std::collections::HashMap<String, String> {
+        Layout::KEYS
+            .iter()
+            .zip(self.values())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The layout `metadata` records; `None` for a stream created before layouts were kept.
+    fn from_metadata(metadata: &std::collections::HashMap<String, String>) -> Option<Layout> {
+        let get = |k: &str| metadata.get(k).and_then(|v| v.parse::<u32>().ok());
+        Some(Layout {
+            shards: get(Layout::KEYS[0])?,
+            default_stay_s: get(Layout::KEYS[1])?,
+            retention_days: get(Layout::KEYS[2])?,
+        })
+    }
+
+    /// `Ok` when `self` (this process's settings) equals `cluster` (the stream's).
+    fn check(&self, cluster: &Layout) -> Result<()> {
+        if self == cluster {
+            return Ok(());
+        }
+        Err(ClusterError::Layout(format!(
+            "this process's settings differ from the cluster's: the stream {STREAM} was set up \
+             with {} shards, --default-stay {} and --retention-days {}, and this process has {} \
+             shards, --default-stay {} and --retention-days {}; every HTTP node and shard replica \
+             must be started with the cluster's (changing them needs a new stream)",
+            cluster.shards,
+            cluster.default_stay_s,
+            cluster.retention_days,
+            self.shards,
+            self.default_stay_s,
+            self.retention_days
+        )))
+    }
+}
+
 /// Creates the stream if it does not exist (3 replicas, file storage, a 2-minute duplicate
-/// window for `Nats-Msg-Id`).
-pub async fn ensure_stream(js: &jetstream::Context) -> Result<jetstream::stream::Stream> {
+/// window for `Nats-Msg-Id`, `layout` in its metadata), and checks `layout` against the one it
+/// was set up with ([`Layout`]).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<jetstream::stream::Stream> {
     let config = jetstream::stream::Config {
         name: STREAM.to_string(),
         subjects: stream_subjects(),
         num_replicas: REPLICAS,
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        metadata: layout.metadata(),
         ..Default::default()
     };
     let stream = retry_create(|| js.get_or_create_stream(config.clone()), "stream").await?;
-    // A stream created before health commands were in it: add their subject.
     let mut have = stream.cached_info().config.clone();
-    if !have.subjects.iter().any(|s| s == HEALTH_SUBJECT) {
+    if let Some(cluster) = Layout::from_metadata(&have.metadata) {
+        layout.check(&cluster)?;
+    }
+    // A stream created before health commands were in it, or before layouts were kept: add
+    // their subject, and this process's layout (the first to start after the upgrade sets it).
+    let old_subjects = !have.subjects.iter().any(|s| s == HEALTH_SUBJECT);
+    let no_layout = Layout::from_metadata(&have.metadata).is_none();
+    if old_subjects || no_layout {
         have.subjects = stream_subjects();
-        retry_create(|| js.update_stream(have.clone()), "stream's health subject").await?;
-        return retry_create(|| js.get_stream(STREAM), "stream").await;
+        have.metadata.extend(layout.metadata());
+        retry_create(
+            || js.update_stream(have.clone()),
+            "stream's subjects and layout",
+        )
+        .await?;
+        let stream = retry_create(|| js.get_stream(STREAM), "stream").await?;
+        if let Some(cluster) = Layout::from_metadata(&stream.cached_info().config.metadata) {
+            layout.check(&cluster)?;
+        }
+        return Ok(stream);
     }
     Ok(stream)
 }
@@ -130,12 +211,14 @@ pub(crate) async fn retry_create<
 }
 
 impl Node {
-    /// Connects, makes sure the stream exists, and serves `shards` shards.
-    pub async fn connect(urls: &str, shards: u32) -> Result<Node> {
+    /// Connects, makes sure the stream exists with this `layout` ([`Layout`]), and serves its
+    /// shards.
+    pub async fn connect(urls: &str, layout: Layout) -> Result<Node> {
+        let shards = layout.shards;
         let client = connect(urls, "checkin-http").await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
-        let stream = ensure_stream(&js).await?;
+        let stream = ensure_stream(&js, &layout).await?;
         let stream_created_ns = stream.cached_info().created.unix_timestamp_nanos();
         crate::audit::ensure_audit_stream(&js).await?;
         let node_id = format!("{:016x}", rand::random::<u64>());

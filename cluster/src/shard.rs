@@ -59,7 +59,12 @@ pub async fn run(
     let name = format!("shard-{}-{}", config.shard, config.replica);
     let client = crate::node::connect(&config.cluster, &name).await?;
     let js = jetstream::new(client.clone());
-    let stream = crate::node::ensure_stream(&js).await?;
+    let layout = crate::Layout {
+        shards: config.shards,
+        default_stay_s: config.default_stay_s,
+        retention_days: config.retention_days,
+    };
+    let stream = crate::node::ensure_stream(&js, &layout).await?;
     let stream_created_ns = stream.cached_info().created.unix_timestamp_nanos();
 
     // Resume from the checkpoint when it is this shard's, of this stream; else start empty.

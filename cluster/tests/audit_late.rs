@@ -34,7 +34,12 @@ async fn submit(publisher: &AuditPublisher, e: WireAudit) -> cluster::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_refused_while_jetstream_has_no_quorum_is_stored_once_it_has() {
     let (servers, urls) = Servers::start();
-    let node = Node::connect(&urls, 1).await.expect("connect");
+    let layout = cluster::Layout {
+        shards: 1,
+        default_stay_s: 7_200,
+        retention_days: 21,
+    };
+    let node = Node::connect(&urls, layout).await.expect("connect");
     let publisher = AuditPublisher::start(node.clone());
     submit(&publisher, entry("p-before"))
         .await

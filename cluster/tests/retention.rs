@@ -50,7 +50,27 @@ fn venue(id: &str) -> engine::VenueSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_scans_leave_the_stream_and_a_new_replica_rebuilds_without_them() {
     let (_servers, urls) = Servers::start();
-    let node = Node::connect(&urls, SHARDS).await.expect("connect");
+    let layout = cluster::Layout {
+        shards: SHARDS,
+        default_stay_s: 7_200,
+        retention_days: 21,
+    };
+    let node = Node::connect(&urls, layout).await.expect("connect");
+    // A process started with other settings is refused, saying which.
+    let other = cluster::Layout {
+        shards: SHARDS + 1,
+        ..layout
+    };
+    let refused = Node::connect(&urls, other)
+        .await
+        .err()
+        .expect("a node with another shard count joined the cluster");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("set up with {SHARDS} shards")),
+        "{refused}"
+    );
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let ts = now - 3_600;
 

@@ -268,8 +268,16 @@ impl Engine {
             let stay = v.stay.unwrap_or(shared.config.default_stay_s);
             let old = idx.stays.get(n as usize).copied();
             idx.set_venue(n, v.id.clone(), stay);
-            if old.is_some_and(|o| o != stay) {
-                for p in idx.occupancy.persons_open_at(n) {
+            if let Some(old) = old.filter(|&o| o != stay) {
+                // Open visits there may end sooner or later now, and visits there that a
+                // shorter stay had ended may be open again: every in-scan within the longer
+                // of the two stays.
+                let reach = i64::from(old.max(stay));
+                let mut persons = idx.occupancy.persons_open_at(n);
+                persons.extend(idx.persons_in_since(n, now - reach));
+                persons.sort_unstable();
+                persons.dedup();
+                for p in persons {
                     idx.recompute_occupancy(p, now);
                 }
             }

@@ -268,6 +268,22 @@ impl Index {
             ..ins.partition_point(|&k| (k >> 32) <= hi_ts)]
     }
 
+    /// The persons with an in-scan at `venue` stamped `since` or later (future stamps included),
+    /// each once.
+    pub(crate) fn persons_in_since(&self, venue: u32, since: i64) -> Vec<u32> {
+        let Some(ins) = self.venue_ins.get(venue as usize) else {
+            return Vec::new();
+        };
+        let lo = since.max(0) as u64;
+        let mut persons: Vec<u32> = ins[ins.partition_point(|&k| (k >> 32) < lo)..]
+            .iter()
+            .map(|&k| k as u32)
+            .collect();
+        persons.sort_unstable();
+        persons.dedup();
+        persons
+    }
+
     pub(crate) fn venue_name(&self, venue: u32) -> &str {
         self.venue_ids.get(venue as usize).map_or("", |s| s)
     }

@@ -568,3 +568,47 @@ fn times_checked_upstream_are_not_checked_again() {
     assert_eq!(out.rejected[0].reason, RejectReason::UnknownVenue);
     replica.shutdown().unwrap();
 }
+
+/// Occupancy after a venue's stay changes is what the visits say (contract sections 3 and 4),
+/// for the persons whose visit there a shorter stay had ended as much as for those inside, and
+/// the same as a store reopened with the new stay computes.
+#[test]
+fn occupancy_follows_a_changed_stay_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let e = open(dir.path(), &clock);
+    e.register_venues(vec![venue("V", Some(3600)), venue("W", Some(3600))])
+        .unwrap();
+    e.ingest(vec![
+        // ended by the 1 h stay at T0 - 400; then an exit elsewhere, which does not end it
+        scan("p", "V", T0 - 4000, Action::In),
+        scan("p", "W", T0 - 100, Action::Out),
+        // ended by the stay, nothing after
+        scan("q", "V", T0 - 5000, Action::In),
+        // inside for the 1 h stay, out of reach of a 10 min one
+        scan("r", "V", T0 - 1200, Action::In),
+    ])
+    .unwrap();
+    let inside = |e: &Engine| -> u32 {
+        ["p", "q", "r"]
+            .iter()
+            .filter(|p| {
+                e.visits(p, T0 - 86_400, T0 + 86_400)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|v| &*v.venue == "V" && v.start <= T0 && T0 < v.end)
+            })
+            .count() as u32
+    };
+    assert_eq!(e.occupancy("V"), Some(1));
+    assert_eq!(inside(&e), 1);
+    for stay in [7200, 600, 7200] {
+        e.register_venues(vec![venue("V", Some(stay))]).unwrap();
+        let want = inside(&e);
+        assert_eq!(e.occupancy("V"), Some(want), "stay {stay}");
+    }
+    assert_eq!(e.occupancy("V"), Some(3));
+    drop(e);
+    let e = open(dir.path(), &clock);
+    assert_eq!(e.occupancy("V"), Some(3), "reopened");
+}
