@@ -724,20 +724,29 @@ impl Node {
             // Fetch from the earliest first contact; each F1's visits are clipped to its own.
             let earliest = f1.iter().map(|e| e.first_contact).min().unwrap_or(req.from);
             let all = self.visits_many(&persons, earliest, req.to).await?;
-            let sources: Vec<Source> = f1
-                .iter()
-                .zip(all)
-                .map(|(e, v)| Source {
-                    person: e.person.clone(),
-                    visits: clip(
-                        &v.unwrap_or_default(),
-                        req.min_stay_s,
-                        e.first_contact,
-                        req.to,
-                    ),
-                })
-                .filter(|s| !s.visits.is_empty())
-                .collect();
+            let mut sources: Vec<Source> = Vec::with_capacity(f1.len());
+            for (e, v) in f1.iter().zip(all) {
+                // An F1 has scans by definition: none means the replica that answered has not
+                // applied them yet (scans acknowledged through another node a moment ago, seen
+                // by the replica that answered the overlap round). Answering without that F1's
+                // contacts would be silently wrong; the caller answers 503 and is asked again.
+                let Some(v) = v else {
+                    return Err(ClusterError::ShardUnavailable {
+                        shard: shard_of(&e.person, self.inner.shards),
+                        reason: format!(
+                            "the replica that answered has not applied the scans of F1 {} yet",
+                            e.person
+                        ),
+                    });
+                };
+                let visits = clip(&v, req.min_stay_s, e.first_contact, req.to);
+                if !visits.is_empty() {
+                    sources.push(Source {
+                        person: e.person.clone(),
+                        visits,
+                    });
+                }
+            }
             if !sources.is_empty() {
                 let mut exclude: HashSet<String> = persons.into_iter().collect();
                 exclude.insert(req.person.clone());
