@@ -158,6 +158,15 @@ pub async fn run(
         let group = format!("shard-{}", config.shard);
         async move {
             let _ = ready_rx.await;
+            // A replica rebuilt from the stream (which keeps a day past retention) holds scans
+            // the running replicas have purged: purge once before answering, not at the
+            // engine's first minute tick.
+            let engine = state.engine.clone();
+            match tokio::task::spawn_blocking(move || engine.purge_expired()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "purge before serving failed"),
+                Err(e) => tracing::warn!(error = %e, "purge before serving failed"),
+            }
             let mut sub = client
                 .queue_subscribe(subject, group)
                 .await
