@@ -619,12 +619,10 @@ fn a_change_whose_audit_entry_was_refused_is_audited_once_space_returns() {
         while f.write_all(&chunk).is_ok() {}
         while f.write_all(&[0]).is_ok() {}
     };
-    let case = |i: usize| {
-        format!(
-            r#"{{"id":"owed-{i}","person":"owed-{i}","sampled_at":{}}}"#,
-            now() - 3600
-        )
-    };
+    // one time for every request, so that a retry is the identical request
+    let sampled_at = now() - 3600;
+    let case =
+        |i: usize| format!(r#"{{"id":"owed-{i}","person":"owed-{i}","sampled_at":{sampled_at}}}"#);
     let post_case = |addr, i: usize| {
         http::request(
             addr,
