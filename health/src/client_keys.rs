@@ -10,6 +10,8 @@
 //! request silently). Keys are kept at least [`CLIENT_KEY_KEEP_S`] and dropped by the daily
 //! purge after that.
 
+use std::collections::BTreeMap;
+
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +116,19 @@ impl Keyed {
                 r.id
             ))),
         }
+    }
+
+    /// What a retry of a keyed request gets back: the record stored for its key, while `held`
+    /// still holds it; `None` without a key, for a new key, or for a record purged since.
+    pub(crate) fn replay<T: Clone>(
+        keyed: Option<&Keyed>,
+        store: &Store,
+        held: &BTreeMap<String, T>,
+    ) -> Result<Option<T>> {
+        let Some(keyed) = keyed else {
+            return Ok(None);
+        };
+        Ok(keyed.stored(store)?.and_then(|id| held.get(&id).cloned()))
     }
 
     /// The row (key, encoded value) to store beside the record `id`.

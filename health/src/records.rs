@@ -18,7 +18,7 @@ use crate::client_keys::{ClientKey, Keyed, RecordKind, CLIENT_KEYS};
 use crate::error::{Error, Result};
 use crate::exposure::Slot;
 use crate::health::{tier_slot, CaseEntry, Health};
-use crate::store::{LAST_DECLARATION, LAST_NOTICE};
+use crate::store::{Store, LAST_DECLARATION, LAST_NOTICE};
 use crate::tiers::Tier;
 
 const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("declarations");
@@ -286,6 +286,25 @@ impl RecordsState {
     }
 }
 
+/// Stores a numbered record, its counter and the client's key (if it sent one) in one
+/// transaction, so that a crash keeps all three or none.
+fn store_numbered<T: Serialize>(
+    store: &Store,
+    record: (TableDefinition<&str, &[u8]>, &str, &T),
+    counter: (&'static str, u64),
+    keyed: Option<Keyed>,
+    now: i64,
+) -> Result<()> {
+    let key_row = keyed.map(|k| k.into_row(record.1, now)).transpose()?;
+    store.put_numbered(
+        record,
+        counter,
+        key_row
+            .as_ref()
+            .map(|(row, value)| (CLIENT_KEYS, row.as_str(), value.as_slice())),
+    )
+}
+
 fn number_of(id: &str, prefix: &str) -> u64 {
     id.strip_prefix(prefix)
         .and_then(|n| n.parse::<u64>().ok())
@@ -364,14 +383,9 @@ impl Health {
         // The key first (under the lock the store takes too): a retry gets its declaration even
         // when a check that depends on the time would refuse the request by now.
         let mut st = inner.records.inner.lock();
-        if let Some(keyed) = &keyed {
-            // a declaration the purge has dropped since is stored again, as a new one
-            if let Some(d) = keyed
-                .stored(&inner.store)?
-                .and_then(|id| st.declarations.get(&id))
-            {
-                return Ok((d.clone(), false));
-            }
+        // a declaration the purge has dropped since is stored again, as a new one
+        if let Some(d) = Keyed::replay(keyed.as_ref(), &inner.store, &st.declarations)? {
+            return Ok((d, false));
         }
         if request.symptoms.len() > MAX_SYMPTOM_CODES {
             return Err(Error::Invalid(format!(
@@ -432,13 +446,12 @@ impl Health {
             exposure: request.exposure,
             travel: request.travel,
         };
-        let key_row = keyed.map(|k| k.into_row(&d.id, now)).transpose()?;
-        inner.store.put_numbered(
+        store_numbered(
+            &inner.store,
             (DECLARATIONS, &d.id, &d),
             (LAST_DECLARATION, n),
-            key_row
-                .as_ref()
-                .map(|(row, value)| (CLIENT_KEYS, row.as_str(), value.as_slice())),
+            keyed,
+            now,
         )?;
         st.next_declaration = n;
         st.insert_declaration(d.clone());
@@ -694,13 +707,8 @@ impl Health {
             )));
         }
         let mut st = inner.records.inner.lock();
-        if let Some(keyed) = &keyed {
-            if let Some(n) = keyed
-                .stored(&inner.store)?
-                .and_then(|id| st.notices.get(&id))
-            {
-                return Ok((n.clone(), false));
-            }
+        if let Some(n) = Keyed::replay(keyed.as_ref(), &inner.store, &st.notices)? {
+            return Ok((n, false));
         }
         let now = inner.now();
         let n = st.next_notice + 1;
@@ -711,13 +719,12 @@ impl Health {
             body,
             published_at: published_at.unwrap_or(now),
         };
-        let key_row = keyed.map(|k| k.into_row(&notice.id, now)).transpose()?;
-        inner.store.put_numbered(
+        store_numbered(
+            &inner.store,
             (NOTICES, &notice.id, &notice),
             (LAST_NOTICE, n),
-            key_row
-                .as_ref()
-                .map(|(row, value)| (CLIENT_KEYS, row.as_str(), value.as_slice())),
+            keyed,
+            now,
         )?;
         st.next_notice = n;
         st.notices.insert(notice.id.clone(), notice.clone());

@@ -611,18 +611,7 @@ async fn the_key_file_is_private_and_survives_a_restart() {
     let hc1 = certificate(&s, "p1").await["hc1"].clone();
     let pem = std::fs::read(&path).unwrap();
 
-    let clock = s.clock.clone();
-    let (stopped, dir) = s.stop().await;
-    stopped.unwrap();
-    let s = Server::start_in(
-        dir,
-        clock,
-        Opts {
-            tokens: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let s = s.restart_with_tokens().await;
     assert_eq!(the_key(&s).await["kid"], kid);
     assert_eq!(
         std::fs::read(&path).unwrap(),

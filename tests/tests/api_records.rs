@@ -544,18 +544,7 @@ async fn a_declaration_or_notice_sent_again_with_its_idempotency_key_is_stored_o
     assert_eq!(listed["notices"].as_array().unwrap().len(), 1, "{listed}");
 
     // The key is durable with its record: a retry after a restart still finds it.
-    let clock = s.clock.clone();
-    let (stopped, dir) = s.stop().await;
-    stopped.unwrap();
-    let s = Server::start_in(
-        dir,
-        clock,
-        Opts {
-            tokens: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let s = s.restart_with_tokens().await;
     let after = post_keyed(&s, "/v1/declarations", APP, key, &decl).await;
     assert_eq!(after.status, 200, "{}", after.text());
     assert_eq!(after.json(), stored);

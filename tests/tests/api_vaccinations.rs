@@ -406,18 +406,7 @@ async fn summary_coverage_and_the_pass_follow_the_doses_across_a_restart() {
     .await;
     assert_eq!(outcome(&r), (6, vec![]));
     check(&s).await;
-    let clock = s.clock.clone();
-    let (res, dir) = s.stop().await;
-    res.unwrap();
-    let s = Server::start_in(
-        dir,
-        clock,
-        Opts {
-            tokens: true,
-            ..Opts::default()
-        },
-    )
-    .await;
+    let s = s.restart_with_tokens().await;
     check(&s).await;
     assert_eq!(doses(&s, "a").await.as_array().unwrap().len(), 2);
 }

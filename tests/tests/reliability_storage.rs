@@ -275,6 +275,17 @@ fn get(addr: std::net::SocketAddr, path: &str) -> http::Response {
     http::request(addr, "GET", path, &[], b"").unwrap()
 }
 
+fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> http::Response {
+    http::request(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
 fn batch(prefix: &str, n: usize, t: i64) -> Vec<Scan> {
     (0..n)
         .map(|k| Scan {
@@ -297,14 +308,7 @@ fn fill_until_refused(addr: std::net::SocketAddr, prefix: &str) -> (Vec<Scan>, h
             Ok(_) => acked.extend(b),
             Err((503, _)) => {
                 let body = b.iter().map(Scan::to_json).collect::<Vec<_>>();
-                let r = http::request(
-                    addr,
-                    "POST",
-                    "/v1/scans",
-                    &[("Content-Type", "application/json")],
-                    Value::Array(body).to_string().as_bytes(),
-                )
-                .unwrap();
+                let r = post_json(addr, "/v1/scans", &Value::Array(body).to_string());
                 return (acked, r);
             }
             Err(other) => panic!("unexpected answer while filling the disk: {other:?}"),
@@ -534,16 +538,7 @@ fn a_health_database_that_failed_a_write_fails_healthz_until_a_restart() {
             now() - 3600
         )
     };
-    let post_case = |i: usize| {
-        http::request(
-            addr,
-            "POST",
-            "/v1/cases",
-            &[("content-type", "application/json")],
-            case(i).as_bytes(),
-        )
-        .unwrap()
-    };
+    let post_case = |i: usize| post_json(addr, "/v1/cases", &case(i));
     assert_eq!(post_case(0).status, 201);
     // Fill the disk, then register cases until one is refused.
     let filler = mnt.join("filler");
@@ -584,14 +579,7 @@ fn a_health_database_that_failed_a_write_fails_healthz_until_a_restart() {
     assert!(get(addr, "/metrics")
         .text()
         .contains("checkin_store_write_failed{store=\"health\"} 0"));
-    let r = http::request(
-        addr,
-        "POST",
-        "/v1/cases",
-        &[("content-type", "application/json")],
-        case(2_000).as_bytes(),
-    )
-    .unwrap();
+    let r = post_json(addr, "/v1/cases", &case(2_000));
     assert_eq!(r.status, 201, "{}", r.text());
     target.stop();
 }
@@ -623,16 +611,7 @@ fn a_change_whose_audit_entry_was_refused_is_audited_once_space_returns() {
     let sampled_at = now() - 3600;
     let case =
         |i: usize| format!(r#"{{"id":"owed-{i}","person":"owed-{i}","sampled_at":{sampled_at}}}"#);
-    let post_case = |addr, i: usize| {
-        http::request(
-            addr,
-            "POST",
-            "/v1/cases",
-            &[("content-type", "application/json")],
-            case(i).as_bytes(),
-        )
-        .unwrap()
-    };
+    let post_case = |addr, i: usize| post_json(addr, "/v1/cases", &case(i));
     let refused = |addr, i: usize| {
         let r = post_case(addr, i);
         assert_eq!(r.status, 503, "audit.log has no room: {}", r.text());

@@ -166,6 +166,23 @@ impl Server {
     }
 
     /// Signals shutdown and waits for `serve` to return; gives the data directory back.
+    /// Stops the server cleanly and starts a new one with tokens on the same directory and
+    /// clock: what a restart keeps is what it read back from disk.
+    pub async fn restart_with_tokens(self) -> Server {
+        let clock = self.clock.clone();
+        let (stopped, dir) = self.stop().await;
+        stopped.unwrap_or_else(|e| panic!("stop: {e}"));
+        Server::start_in(
+            dir,
+            clock,
+            Opts {
+                tokens: true,
+                ..Opts::default()
+            },
+        )
+        .await
+    }
+
     pub async fn stop(mut self) -> (Result<(), ServeError>, tempfile::TempDir) {
         let res = self.shutdown().await;
         (res, self.dir)
