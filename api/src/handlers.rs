@@ -596,7 +596,7 @@ async fn owe(app: &App, entry: AuditEntry) {
 
 /// Moves the owed audit entries into `audit.log` once it takes appends again (a full disk
 /// that has room again), trying every 5 s while the server runs; a restart moves them otherwise.
-async fn settle_owed(app: App) {
+pub(crate) async fn settle_owed(app: App) {
     while !app.is_shutting_down() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let engine = app.engine().clone();

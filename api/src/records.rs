@@ -148,12 +148,16 @@ pub(crate) async fn enter_result(app: &App, ctx: &Ctx, req: Req) -> Answer {
             app.inner.metrics.observe_result(result.as_str());
         }
         // Every member's entry is submitted before any is waited for: they share one write.
+        // Each is waited for to its end, so that one refused entry does not drop the others
+        // before they are kept (owed) too.
         let entries: Vec<_> = sample
             .persons
             .iter()
             .map(|person| audit_change(app, ctx, person).stored())
             .collect();
-        futures_util::future::try_join_all(entries).await?;
+        for stored in futures_util::future::join_all(entries).await {
+            stored?;
+        }
     }
     json(StatusCode::OK, &sample_out(&sample))
 }

@@ -61,6 +61,10 @@ pub async fn serve(
         .cluster()
         .is_none()
         .then(|| tokio::spawn(purge_daily(app.clone(), opts.purge_check_every)));
+    if app.engine().audit_owed_pending() {
+        // the open could not move them (audit.log's disk still full): tried again while running
+        tokio::spawn(crate::handlers::settle_owed(app.clone()));
+    }
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {

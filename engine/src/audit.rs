@@ -105,8 +105,9 @@ impl AuditLog {
                 entries = n,
                 "moved audit entries owed since a failed write into audit.log"
             ),
-            // The journal refuses appends now, so audited requests answer 503 until a restart
-            // that can move them; the file stays.
+            // The file stays: a move refused for room is tried again while the server runs
+            // (`Engine::audit_owed_pending`); one that poisoned the journal (a failed sync)
+            // waits for the next open, and audited requests answer 503 until then.
             Err(e) => {
                 tracing::error!(error = %e, "could not move the owed audit entries into audit.log")
             }
@@ -163,19 +164,43 @@ impl AuditLog {
 
     /// Durably keeps `entry`, which `audit.log` refused although its change was made, in
     /// `audit-owed.log`; the next open moves it into `audit.log`. A file of its own, opened for
-    /// this entry, so that it can succeed once space returns while `audit.log` still refuses.
+    /// this entry and written without the journal's zero-filled steps ahead of the frames, so
+    /// that it needs room for this one frame only and can succeed while `audit.log` refuses.
     pub(crate) fn owe(&self, entry: AuditEntry) -> Result<()> {
+        use std::io::Read as _;
+        use std::os::unix::fs::FileExt as _;
         let frame = encode(entry)?;
         let path = self.owed.lock();
+        let io = |what: &str, e| Error::io(format!("{what} {}", path.display()), e);
         let created = !path.exists();
-        let (journal, content) = Journal::open(&path, self.fsync)?;
-        let (end, damage) = journal::read_frames(&content, |p| decode(p).map(|_| ()));
-        journal.settle(content.len(), end, damage)?;
-        journal.append(&frame)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&*path)
+            .map_err(|e| io("opening", e))?;
         if created && self.fsync {
+            // the name first, so that a failure after the frame is durable cannot make the
+            // caller's retry write the entry twice
             if let Some(dir) = path.parent() {
                 crate::log::sync_dir(dir)?;
             }
+        }
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).map_err(|e| io("reading", e))?;
+        let mut content = rkyv::util::AlignedVec::<16>::with_capacity(raw.len());
+        content.extend_from_slice(&raw);
+        // a torn frame of a failed attempt is cut off, not written after
+        let (end, _) = journal::read_frames(&content, |p| decode(p).map(|_| ()));
+        let end = end as u64;
+        if end < raw.len() as u64 {
+            file.set_len(end).map_err(|e| io("truncating", e))?;
+        }
+        file.write_all_at(&frame, end)
+            .map_err(|e| io("appending to", e))?;
+        if self.fsync {
+            file.sync_data().map_err(|e| io("syncing", e))?;
         }
         Ok(())
     }
@@ -191,6 +216,11 @@ impl AuditLog {
             return Err(Error::Poisoned(p));
         }
         move_owed(&self.journal, &path, self.fsync, Leftovers::None)
+    }
+
+    /// Whether entries are owed: kept in `audit-owed.log`, not yet moved into `audit.log`.
+    pub(crate) fn owed_pending(&self) -> bool {
+        self.owed.lock().exists()
     }
 
     /// Sends every later entry to `forward` instead of `audit.log` (but those of
@@ -286,7 +316,17 @@ fn move_owed(journal: &Journal, owed: &Path, fsync: bool, leftovers: Leftovers) 
             journal.append(&frames)?;
         }
     }
-    std::fs::remove_file(owed).map_err(|e| Error::io(format!("removing {}", owed.display()), e))?;
+    if let Err(e) = std::fs::remove_file(owed) {
+        // Emptied instead, so that a later move does not append its entries again; the open
+        // matches them against audit.log if even that fails.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(owed)
+            .and_then(|f| f.sync_data())
+            .map_err(|_| Error::io(format!("removing {}", owed.display()), e))?;
+        return Ok(appended);
+    }
     if fsync {
         if let Some(dir) = owed.parent() {
             crate::log::sync_dir(dir)?;
@@ -383,5 +423,26 @@ mod tests {
         assert_eq!(log.settle_owed().unwrap(), 1);
         assert!(!dir.path().join(OWED_FILE).exists());
         assert_eq!(log.since(13).unwrap(), [entry(13, "d")]);
+    }
+
+    /// An owed entry needs room for its own frame only (no zero-filled step ahead of it, which a
+    /// nearly full disk may not have), and a torn frame a failed attempt left is cut off before
+    /// the next is written, so that every later entry is read back.
+    #[test]
+    fn an_owed_entry_takes_the_room_of_its_frame_and_a_torn_one_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(dir.path(), true).unwrap();
+        let owed = dir.path().join(OWED_FILE);
+        log.owe(entry(10, "a")).unwrap();
+        let one = std::fs::metadata(&owed).unwrap().len();
+        assert_eq!(one, encode(entry(10, "a")).unwrap().len() as u64);
+        // a torn second frame
+        let torn = encode(entry(11, "b")).unwrap();
+        let mut bytes = std::fs::read(&owed).unwrap();
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&owed, &bytes).unwrap();
+        log.owe(entry(12, "c")).unwrap();
+        assert_eq!(log.settle_owed().unwrap(), 2);
+        assert_eq!(log.since(0).unwrap(), [entry(10, "a"), entry(12, "c")]);
     }
 }

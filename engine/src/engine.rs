@@ -615,6 +615,13 @@ impl Engine {
         self.shared().audit.owe(entry)
     }
 
+    /// Whether audit entries are owed (kept in `audit-owed.log`, not yet in `audit.log`): after
+    /// an open whose move of them was refused, the caller tries [`Engine::audit_settle_owed`]
+    /// again while it runs.
+    pub fn audit_owed_pending(&self) -> bool {
+        self.shared().audit.owed_pending()
+    }
+
     /// Moves the entries [`Engine::audit_owe`] kept into `audit.log` now; returns how many (`0`
     /// when none is owed). Fails while `audit.log` refuses appends; the entries then stay owed
     /// (and the next open moves them).

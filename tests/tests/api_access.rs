@@ -378,6 +378,41 @@ async fn every_role_against_every_route() {
     }
 }
 
+/// The poster's QR code (`/venue/{id}/poster.svg`, contract section 13) is the venue owner's and
+/// the admins': another owner's venue, registered or not, is `403`, as on the API's venue routes.
+#[tokio::test]
+async fn the_poster_qr_code_is_for_its_owner_and_admins_only() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["V1", "V2"]).await;
+    let cases: [(&str, [u16; 11]); 3] = [
+        (
+            "V1",
+            [401, 401, 200, 403, 403, 403, 200, 403, 403, 403, 403],
+        ),
+        (
+            "V2",
+            [401, 401, 200, 403, 403, 403, 403, 403, 403, 403, 403],
+        ),
+        // not registered: only an admin learns that
+        (
+            "V9",
+            [401, 401, 404, 403, 403, 403, 403, 403, 403, 403, 403],
+        ),
+    ];
+    for (venue, want) in cases {
+        let path = format!("/venue/{venue}/poster.svg");
+        for (caller, want) in CALLERS.iter().zip(want) {
+            let r = s.send("GET", &path, *caller, &[], String::new()).await;
+            assert_eq!(r.status, want, "{path} as {caller:?}");
+            if want == 200 {
+                assert_eq!(r.header("content-type"), Some("image/svg+xml"));
+            } else {
+                r.assert_problem(want);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_authorization_headers_are_401() {
     let s = Server::start_with_tokens().await;

@@ -677,4 +677,34 @@ fn a_change_whose_audit_entry_was_refused_is_audited_once_space_returns() {
     assert_eq!(post_case(addr, 2).status, 201);
     assert_eq!(audited(addr), ["owed-0", "owed-1", "owed-2"]);
     target.stop();
+
+    // Restarted while the disk is still full (a third store): the start cannot move them, the
+    // running server does once space returns.
+    let data = dir.path().join("data-3");
+    fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(mnt.join("audit-3.log"), data.join("audit.log")).unwrap();
+    let owed_file = data.join("audit-owed.log");
+    let target = Target::start(&data);
+    let addr = target.addr();
+    fill();
+    refused(addr, 0);
+    target.stop();
+    let target = Target::start(&data);
+    let addr = target.addr();
+    assert!(
+        owed_file.exists(),
+        "the entry is not kept while the disk is full"
+    );
+    fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while audited(addr).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the entry owed at start is not in audit.log 20 s after space returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(audited(addr), ["owed-0"]);
+    assert!(!owed_file.exists());
+    target.stop();
 }

@@ -277,7 +277,7 @@ fn qr_inline(payload: &str) -> Option<String> {
 fn poster_qr(app: &App, venue: &str, req: &Req, gz: bool) -> Result<Response<Body>, ApiError> {
     let auth = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     let principal = app.inner.access.authenticate(auth)?;
-    Who::Roles(&[Role::Venue, Role::Admin]).check(&principal, Some(venue))?;
+    Who::VenueOwnerOr(&[Role::Admin]).check(&principal, Some(venue))?;
     if app.engine().venue(venue).is_none() {
         return Err(ApiError::NotFound(format!("no venue {venue}")));
     }
