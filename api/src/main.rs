@@ -132,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             offset = tail.offset,
             bytes = tail.bytes,
             reason = %tail.reason,
-            "dropped a torn or corrupt log tail (never acknowledged, never served)"
+            "dropped a damaged log tail: a torn write was never acknowledged; a corrupted record (damage on disk) loses the scans it held"
         );
     }
 

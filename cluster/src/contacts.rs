@@ -27,6 +27,14 @@ pub fn clip(visits: &[WireVisit], min_stay_s: i64, from: i64, to: i64) -> Vec<Wi
     out
 }
 
+/// Whether `visits` hold a visit through `last_contact`, the end of an overlap found in one of
+/// them (the overlap lasts at least a second, so that visit starts before it).
+pub fn holds_contact(visits: &[WireVisit], last_contact: i64) -> bool {
+    visits
+        .iter()
+        .any(|v| v.start < last_contact && v.end >= last_contact)
+}
+
 /// Contract order of contact lists: exposure descending, then person id ascending.
 pub fn sort_contacts(list: &mut [Exposure]) {
     list.sort_by(|a, b| {
@@ -127,6 +135,17 @@ mod tests {
             start,
             end,
         }
+    }
+
+    #[test]
+    fn a_contact_is_held_by_the_visit_it_was_found_in_only() {
+        let visits = [v("A", 0, 50), v("B", 100, 300)];
+        assert!(holds_contact(&visits, 300));
+        assert!(holds_contact(&visits, 101));
+        // older visits only: the one of the contact is not applied here yet
+        assert!(!holds_contact(&visits, 400));
+        assert!(!holds_contact(&visits, 100));
+        assert!(!holds_contact(&[], 10));
     }
 
     #[test]

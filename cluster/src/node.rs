@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
 
-use crate::contacts::{clip, merge_best, sort_contacts};
+use crate::contacts::{clip, holds_contact, merge_best, sort_contacts};
 use crate::error::{ClusterError, Result};
 use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
@@ -726,11 +726,12 @@ impl Node {
             let all = self.visits_many(&persons, earliest, req.to).await?;
             let mut sources: Vec<Source> = Vec::with_capacity(f1.len());
             for (e, v) in f1.iter().zip(all) {
-                // An F1 has scans by definition: none means the replica that answered has not
-                // applied them yet (scans acknowledged through another node a moment ago, seen
-                // by the replica that answered the overlap round). Answering without that F1's
+                // The overlap round found this F1 in a visit that holds its last contact. A
+                // replica without that visit (no scans of the F1 at all, or only older ones)
+                // has not applied the scans acknowledged through another node a moment ago
+                // that the replica of the overlap round had. Answering without that F1's
                 // contacts would be silently wrong; the caller answers 503 and is asked again.
-                let Some(v) = v else {
+                let Some(v) = v.filter(|v| holds_contact(v, e.last_contact)) else {
                     return Err(ClusterError::ShardUnavailable {
                         shard: shard_of(&e.person, self.inner.shards),
                         reason: format!(

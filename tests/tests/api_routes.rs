@@ -616,6 +616,28 @@ async fn group_commits_are_timed_in_fsync_mode() {
     assert!(metric(&text, "checkin_log_sync_duration_seconds_count") >= 1.0);
 }
 
+/// Contract section 7: the metrics are "listed in `docs/`": every family the server exports is
+/// in the table of docs/api.md.
+#[tokio::test]
+async fn every_metric_family_is_listed_in_the_docs() {
+    let s = Server::start().await;
+    let text = s.get("/metrics").await.text();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("checkin_"))
+        .collect();
+    assert!(families.len() >= 30, "{families:?}");
+    let missing: Vec<&&str> = families
+        .iter()
+        .filter(|name| !docs.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/api.md: {missing:?}");
+}
+
 /// Parses the text exposition: every sample line is `name{labels} value` with a declared TYPE.
 fn check_exposition(text: &str) {
     let mut typed = std::collections::HashSet::new();
