@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::contacts::{clip, holds_contact, merge_best, sort_contacts};
 use crate::error::{ClusterError, Result};
 use crate::paging::{json_len, runs, MIN_MESSAGE_BYTES};
 use crate::wire::{Exposure, Op, Query, Reply, Source, WireScan, WireVenue, WireVisit};
 use crate::{
-    query_subject, scan_subject, shard_of, HEALTH_SUBJECT, MAX_SCANS_PER_MESSAGE, REPLICAS, STREAM,
-    VENUES_SUBJECT,
+    query_subject, scan_subject, shard_of, ACKED_SUBJECT, HEALTH_SUBJECT, MAX_SCANS_PER_MESSAGE,
+    REPLICAS, STREAM, VENUES_SUBJECT,
 };
 
 /// How long a read keeps retrying a shard (no responders, timeouts) before it gives up with
@@ -40,8 +41,8 @@ struct Inner {
     /// Random per process: the first half of every `Nats-Msg-Id` this node sets.
     node_id: String,
     next_msg: AtomicU64,
-    /// Per shard, the stream sequence of this node's latest acknowledged publish to it (reads
-    /// wait for the shard to have applied it: read-your-writes through one node).
+    /// Per shard, the stream sequence of the latest publish to it acknowledged to this node or
+    /// announced by another (reads wait for the shard to have applied it).
     last_seq: Vec<AtomicU64>,
     /// The latest acknowledged venue registration (every shard consumes it).
     venue_seq: AtomicU64,
@@ -222,7 +223,12 @@ impl Node {
         let stream_created_ns = stream.cached_info().created.unix_timestamp_nanos();
         crate::audit::ensure_audit_stream(&js).await?;
         let node_id = format!("{:016x}", rand::random::<u64>());
-        Ok(Node {
+        // Subscribed before the node serves, so that no announcement made after it is missed.
+        let announced = client
+            .subscribe(ACKED_SUBJECT)
+            .await
+            .map_err(|e| ClusterError::Connect(format!("subscribing to {ACKED_SUBJECT}: {e}")))?;
+        let node = Node {
             inner: Arc::new(Inner {
                 client,
                 js,
@@ -236,7 +242,29 @@ impl Node {
                 message_bytes_cap: AtomicUsize::new(usize::MAX),
                 continued_answers: AtomicU64::new(0),
             }),
-        })
+        };
+        tokio::spawn(follow_announcements(Arc::downgrade(&node.inner), announced));
+        Ok(node)
+    }
+
+    /// Tells the other HTTP nodes that JetStream acknowledged sequence `seq` to this one on
+    /// `shard` (`None`: a venue registration, which every shard consumes). Best effort: a lost
+    /// announcement only makes a read through another node that follows at once answer as
+    /// before it (as without announcements).
+    async fn announce(&self, shard: Option<u32>, seq: u64) {
+        let payload = Announcement {
+            shard: shard.unwrap_or(u32::MAX),
+            seq,
+        }
+        .encode();
+        if let Err(e) = self
+            .inner
+            .client
+            .publish(ACKED_SUBJECT, payload.to_vec().into())
+            .await
+        {
+            tracing::debug!(error = %e, "an acknowledged sequence was not announced");
+        }
     }
 
     /// When the stream was created (unix nanoseconds): a stream deleted and created again starts
@@ -351,6 +379,7 @@ impl Node {
                 pending.push(async move {
                     let seq = node.publish(scan_subject(shard), payload.into()).await?;
                     node.inner.last_seq[shard as usize].fetch_max(seq, Ordering::AcqRel);
+                    node.announce(Some(shard), seq).await;
                     Ok::<(), ClusterError>(())
                 });
             }
@@ -387,6 +416,7 @@ impl Node {
             .publish(VENUES_SUBJECT.to_string(), payload.into())
             .await?;
         self.inner.venue_seq.fetch_max(seq, Ordering::AcqRel);
+        self.announce(None, seq).await;
         Ok(seq)
     }
 
@@ -679,10 +709,13 @@ impl Node {
         Ok(t)
     }
 
-    /// The stream sequence a read of `person` must have seen: the last scan batch this node
-    /// published to the person's shard (or the last venue registration, if later). An engine
-    /// that has applied the stream up to it answers this node's reads of the person as the
-    /// shard would (read-your-writes).
+    /// The stream sequence a read of `person` must have seen: the last scan batch acknowledged
+    /// on the person's shard to this node or announced by another ([`ACKED_SUBJECT`]), or the
+    /// last venue registration, if later. An engine that has applied the stream up to it
+    /// answers reads of the person as the shard would: read-your-writes through this node, and
+    /// through the other nodes once the announcement reached them (well under a millisecond on
+    /// one network; an acknowledgement and a read sent at once through two nodes can still
+    /// race).
     pub fn seq_to_read(&self, person: &str) -> u64 {
         self.min_seq(shard_of(person, self.inner.shards))
     }
@@ -898,5 +931,74 @@ fn unexpected(what: &'static str) -> ClusterError {
     ClusterError::Decode {
         what,
         reason: "a shard answered with another kind of reply".into(),
+    }
+}
+
+/// One acknowledged sequence, as announced on [`ACKED_SUBJECT`]: 12 bytes, the shard
+/// (`u32::MAX` for a venue registration) and the sequence, little-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Announcement {
+    shard: u32,
+    seq: u64,
+}
+
+impl Announcement {
+    fn encode(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..4].copy_from_slice(&self.shard.to_le_bytes());
+        out[4..].copy_from_slice(&self.seq.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Announcement> {
+        let shard = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+        let seq = u64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
+        (bytes.len() == 12).then_some(Announcement { shard, seq })
+    }
+}
+
+/// Takes every node's announcements (this one's too, which change nothing) into the sequences
+/// this node's reads wait for, until the node is dropped.
+async fn follow_announcements(
+    inner: std::sync::Weak<Inner>,
+    mut announced: async_nats::Subscriber,
+) {
+    while let Some(msg) = announced.next().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Some(a) = Announcement::decode(&msg.payload) else {
+            tracing::warn!(
+                bytes = msg.payload.len(),
+                "an announcement that does not decode"
+            );
+            continue;
+        };
+        if a.shard == u32::MAX {
+            inner.venue_seq.fetch_max(a.seq, Ordering::AcqRel);
+        } else if let Some(last) = inner.last_seq.get(a.shard as usize) {
+            last.fetch_max(a.seq, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Announcement;
+
+    #[test]
+    fn an_announcement_reads_back_and_a_wrong_length_is_refused() {
+        let a = Announcement {
+            shard: 3,
+            seq: 1 << 40,
+        };
+        assert_eq!(Announcement::decode(&a.encode()), Some(a));
+        let venue = Announcement {
+            shard: u32::MAX,
+            seq: 7,
+        };
+        assert_eq!(Announcement::decode(&venue.encode()), Some(venue));
+        assert_eq!(Announcement::decode(&a.encode()[..11]), None);
+        assert_eq!(Announcement::decode(&[0u8; 13]), None);
     }
 }
