@@ -320,7 +320,14 @@ impl App {
         if let (Some(node), Some(replica)) = (self.cluster(), self.inner.replica.get()) {
             match spec.id.cluster_path() {
                 ClusterPath::Node => {}
-                ClusterPath::HealthRead => crate::cluster_replica::ready(replica)?,
+                // Readiness is the replica's catch-up alone: a probe does not wait for changes.
+                ClusterPath::HealthRead if spec.id == RouteId::Readyz => {
+                    crate::cluster_replica::ready(replica)?
+                }
+                ClusterPath::HealthRead => {
+                    crate::cluster_replica::ready_to_read(replica, node.health_seq_to_read())
+                        .await?
+                }
                 ClusterPath::HealthWrite => {
                     return crate::cluster_replica::write(
                         self, node, replica, spec, &principal, req,

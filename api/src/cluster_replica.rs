@@ -77,6 +77,9 @@ const PAUSE: Duration = Duration::from_millis(2);
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 /// How long a quiet stream is waited on before the follower looks whether a checkpoint is due.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long a read of the health domain waits for this node's replica to apply a change
+/// acknowledged through another node before answering `503` (the shards' reads wait as long).
+const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// The health domain's clock in cluster mode: the system clock, except while the follower applies
 /// a command, when it shows the command's stamp.
@@ -148,6 +151,8 @@ pub(crate) struct Replica {
     clock: Arc<CommandClock>,
     /// Stream sequence of the last message applied.
     applied: AtomicU64,
+    /// Woken whenever `applied` moves (reads waiting for a sequence, [`ready_to_read`]).
+    applied_moved: tokio::sync::Notify,
     /// The stream's last sequence as the follower last heard it: the latest message received
     /// plus the messages pending after it ([`Replica::behind`]).
     stream_end: AtomicU64,
@@ -169,6 +174,7 @@ impl Replica {
         Replica {
             clock,
             applied: AtomicU64::new(applied),
+            applied_moved: tokio::sync::Notify::new(),
             stream_end: AtomicU64::new(applied),
             caught_up: AtomicBool::new(false),
             next_request: AtomicU64::new(0),
@@ -198,6 +204,30 @@ impl Replica {
         self.applied.load(Ordering::Acquire)
     }
 
+    /// Notes that the replica has applied the stream up to `seq`.
+    fn set_applied(&self, seq: u64) {
+        self.applied.store(seq, Ordering::Release);
+        self.applied_moved.notify_waiters();
+    }
+
+    /// Waits until the replica has applied the stream up to `seq`, for at most `within`;
+    /// whether it has.
+    async fn wait_applied(&self, seq: u64, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let moved = self.applied_moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check: a move between the check and the wait still wakes.
+            moved.as_mut().enable();
+            if self.applied() >= seq {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return self.applied() >= seq;
+            }
+        }
+    }
+
     /// Whether the replica has caught up with the stream as it was at start.
     pub(crate) fn is_caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)
@@ -225,6 +255,24 @@ pub(crate) fn ready(replica: &Replica) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unavailable(format!(
             "this node is still catching up with the cluster's stream (at sequence {})",
+            replica.applied()
+        )))
+    }
+}
+
+/// Refuses a read of the health domain, as [`ready`] does, and otherwise waits (up to
+/// [`READ_WAIT`], then `503`) until the replica has applied stream sequence `seq`: the last
+/// health command acknowledged to any HTTP node that this node heard of
+/// ([`Node::health_seq_to_read`]), so that a change answered through another node a moment ago
+/// is read here too.
+pub(crate) async fn ready_to_read(replica: &Replica, seq: u64) -> Result<(), ApiError> {
+    ready(replica)?;
+    if replica.wait_applied(seq, READ_WAIT).await {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "this node has not applied a change acknowledged through another node yet (at \
+             sequence {} of {seq})",
             replica.applied()
         )))
     }
@@ -550,7 +598,7 @@ async fn settle(
 }
 
 fn note_applied(node: &Node, replica: &Replica, seq: u64, last: u64) {
-    replica.applied.store(seq, Ordering::Release);
+    replica.set_applied(seq);
     node.note_replica_applied(seq);
     if seq >= last && !replica.is_caught_up() {
         mark_caught_up(replica);
@@ -869,13 +917,46 @@ mod tests {
         );
         assert_eq!(RouteId::Healthz.cluster_path(), routes::ClusterPath::Node);
         let replica = Replica::new(Arc::new(CommandClock::new()), 0);
-        replica.applied.store(17, Ordering::Release);
+        replica.set_applied(17);
         let refused = ready(&replica).expect_err("not caught up yet");
         let resp = refused.into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(resp.headers().contains_key(hyper::header::RETRY_AFTER));
         mark_caught_up(&replica);
         assert!(ready(&replica).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_waits_until_the_replica_has_applied_a_change_acknowledged_elsewhere() {
+        let replica = Arc::new(Replica::new(Arc::new(CommandClock::new()), 0));
+        replica.set_applied(40);
+        mark_caught_up(&replica);
+        // Applied already: no wait.
+        assert!(ready_to_read(&replica, 40).await.is_ok());
+        // Sequence 42 was acknowledged through another node: the read answers once the
+        // follower applies it, not before.
+        let follower = Arc::clone(&replica);
+        let apply = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            follower.set_applied(41);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            follower.set_applied(42);
+        });
+        let started = Instant::now();
+        assert!(ready_to_read(&replica, 42).await.is_ok());
+        assert!(replica.applied() >= 42, "answered at {}", replica.applied());
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        apply.await.unwrap();
+        // Never applied: `503` with `Retry-After` after the wait.
+        assert!(!replica.wait_applied(43, Duration::from_millis(50)).await);
+        let started = Instant::now();
+        let resp = ready_to_read(&replica, 43)
+            .await
+            .expect_err("sequence 43 is not applied")
+            .into_response();
+        assert!(started.elapsed() >= READ_WAIT);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(hyper::header::RETRY_AFTER));
     }
 
     #[test]

@@ -45,9 +45,10 @@ pub const HEALTH_SUBJECT: &str = "ck.health";
 /// Largest body of one health-domain command (the servers' `max_payload` is 8 MB).
 pub const MAX_COMMAND_BODY: usize = 7 << 20;
 /// The core NATS subject (not stored in any stream) on which every HTTP node announces the
-/// stream sequence of each scan batch and venue registration JetStream acknowledged to it, so
-/// that the other nodes' reads of that shard wait for it too ([`Node::seq_to_read`]): a read
-/// through one node right after an acknowledgement through another.
+/// stream sequence of each scan batch, venue registration and health command JetStream
+/// acknowledged to it, so that the other nodes' reads wait for it too ([`Node::seq_to_read`],
+/// [`Node::health_seq_to_read`]): a read through one node right after an acknowledgement
+/// through another.
 pub const ACKED_SUBJECT: &str = "ck.acked";
 /// Number of JetStream replicas of the stream.
 pub const REPLICAS: usize = 3;

@@ -46,6 +46,9 @@ struct Inner {
     last_seq: Vec<AtomicU64>,
     /// The latest acknowledged venue registration (every shard consumes it).
     venue_seq: AtomicU64,
+    /// The latest health command acknowledged to this node or announced by another (reads of
+    /// the health domain wait for this node's replica to have applied it).
+    health_seq: AtomicU64,
     /// Stream sequence up to which this node's replica (and so its venue registry) has applied
     /// the stream ([`Node::note_replica_applied`]).
     replica_applied: AtomicU64,
@@ -237,6 +240,7 @@ impl Node {
                 next_msg: AtomicU64::new(0),
                 last_seq: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
                 venue_seq: AtomicU64::new(0),
+                health_seq: AtomicU64::new(0),
                 replica_applied: AtomicU64::new(0),
                 stream_created_ns,
                 message_bytes_cap: AtomicUsize::new(usize::MAX),
@@ -247,23 +251,29 @@ impl Node {
         Ok(node)
     }
 
-    /// Tells the other HTTP nodes that JetStream acknowledged sequence `seq` to this one on
-    /// `shard` (`None`: a venue registration, which every shard consumes). Best effort: a lost
-    /// announcement only makes a read through another node that follows at once answer as
-    /// before it (as without announcements).
-    async fn announce(&self, shard: Option<u32>, seq: u64) {
+    /// Tells the other HTTP nodes that JetStream acknowledged sequence `seq` of `what` to this
+    /// one. Best effort: a lost announcement only makes a read through another node that follows
+    /// at once answer as before it (as without announcements).
+    async fn announce(&self, what: Announced, seq: u64) {
         let payload = Announcement {
-            shard: shard.unwrap_or(u32::MAX),
+            shard: what.mark(),
             seq,
+            stream: stream_tag(self.inner.stream_created_ns),
         }
         .encode();
-        if let Err(e) = self
-            .inner
-            .client
-            .publish(ACKED_SUBJECT, payload.to_vec().into())
-            .await
+        // Bounded: the client's answer (its write is durable already) does not wait for a
+        // connection to NATS that dropped after the acknowledgement to come back.
+        match tokio::time::timeout(
+            ANNOUNCE_WAIT,
+            self.inner
+                .client
+                .publish(ACKED_SUBJECT, payload.to_vec().into()),
+        )
+        .await
         {
-            tracing::debug!(error = %e, "an acknowledged sequence was not announced");
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "an acknowledged sequence was not announced"),
+            Err(_) => tracing::debug!("an acknowledged sequence was not announced in time"),
         }
     }
 
@@ -379,7 +389,7 @@ impl Node {
                 pending.push(async move {
                     let seq = node.publish(scan_subject(shard), payload.into()).await?;
                     node.inner.last_seq[shard as usize].fetch_max(seq, Ordering::AcqRel);
-                    node.announce(Some(shard), seq).await;
+                    node.announce(Announced::Scans(shard), seq).await;
                     Ok::<(), ClusterError>(())
                 });
             }
@@ -395,14 +405,29 @@ impl Node {
         &self.inner.node_id
     }
 
-    /// Publishes a health-domain command; returns its stream sequence once acknowledged.
+    /// Publishes a health-domain command; returns its stream sequence once acknowledged, and
+    /// announces it, so that reads of the health domain through every HTTP node wait for it
+    /// ([`Node::health_seq_to_read`]).
     pub async fn publish_health(&self, command: &crate::wire::HealthCommand) -> Result<u64> {
         let payload = postcard::to_stdvec(command).map_err(|e| ClusterError::Decode {
             what: "health command",
             reason: e.to_string(),
         })?;
-        self.publish(HEALTH_SUBJECT.to_string(), payload.into())
-            .await
+        let seq = self
+            .publish(HEALTH_SUBJECT.to_string(), payload.into())
+            .await?;
+        self.inner.health_seq.fetch_max(seq, Ordering::AcqRel);
+        self.announce(Announced::Health, seq).await;
+        Ok(seq)
+    }
+
+    /// The stream sequence a read of the health domain must have seen: the last health command
+    /// acknowledged to this node or announced by another ([`ACKED_SUBJECT`]). A replica that has
+    /// applied the stream up to it answers as the single server would after that change:
+    /// read-your-writes for cases, records and doses through any HTTP node once the
+    /// announcement reached it.
+    pub fn health_seq_to_read(&self) -> u64 {
+        self.inner.health_seq.load(Ordering::Acquire)
     }
 
     /// Publishes a venue registration; returns its stream sequence once acknowledged.
@@ -416,7 +441,7 @@ impl Node {
             .publish(VENUES_SUBJECT.to_string(), payload.into())
             .await?;
         self.inner.venue_seq.fetch_max(seq, Ordering::AcqRel);
-        self.announce(None, seq).await;
+        self.announce(Announced::Venues, seq).await;
         Ok(seq)
     }
 
@@ -755,8 +780,12 @@ impl Node {
         if req.depth >= 2 && !f1.is_empty() {
             let persons: Vec<String> = f1.iter().map(|e| e.person.clone()).collect();
             // Fetch from the earliest first contact; each F1's visits are clipped to its own.
+            // Up to `to` plus the linger: a contact the linger made can be with a visit that
+            // starts after `to` (contributing nothing once clipped), and that visit is the one
+            // that shows the replica has applied the F1's scans.
             let earliest = f1.iter().map(|e| e.first_contact).min().unwrap_or(req.from);
-            let all = self.visits_many(&persons, earliest, req.to).await?;
+            let fetch_to = req.to.saturating_add(req.linger_s.max(0));
+            let all = self.visits_many(&persons, earliest, fetch_to).await?;
             let mut sources: Vec<Source> = Vec::with_capacity(f1.len());
             for (e, v) in f1.iter().zip(all) {
                 // The overlap round found this F1 in a visit that holds its last contact. A
@@ -934,50 +963,150 @@ fn unexpected(what: &'static str) -> ClusterError {
     }
 }
 
-/// One acknowledged sequence, as announced on [`ACKED_SUBJECT`]: 12 bytes, the shard
-/// (`u32::MAX` for a venue registration) and the sequence, little-endian.
+/// The longest an acknowledgement's answer waits to announce it ([`Node::announce`]).
+const ANNOUNCE_WAIT: Duration = Duration::from_millis(100);
+
+/// The stream an announcement is of: its creation time in unix nanoseconds, cut to 64 bits
+/// (a stream deleted and created again starts its sequences anew, and a node still on the old
+/// one must not make the others wait for its sequences).
+fn stream_tag(created_ns: i128) -> u64 {
+    created_ns as u64
+}
+
+/// What an announced sequence is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announced {
+    /// A scan batch of this shard.
+    Scans(u32),
+    /// A venue registration (every shard consumes it).
+    Venues,
+    /// A health command (every HTTP node's replica applies it).
+    Health,
+}
+
+/// The shard field of a venue registration's announcement.
+const VENUES_MARK: u32 = u32::MAX;
+/// The shard field of a health command's announcement.
+const HEALTH_MARK: u32 = u32::MAX - 1;
+
+impl Announced {
+    fn mark(self) -> u32 {
+        match self {
+            Announced::Scans(shard) => shard,
+            Announced::Venues => VENUES_MARK,
+            Announced::Health => HEALTH_MARK,
+        }
+    }
+
+    fn of_mark(mark: u32) -> Announced {
+        match mark {
+            VENUES_MARK => Announced::Venues,
+            HEALTH_MARK => Announced::Health,
+            shard => Announced::Scans(shard),
+        }
+    }
+}
+
+/// One acknowledged sequence, as announced on [`ACKED_SUBJECT`]: 20 bytes, little-endian: the
+/// shard ([`VENUES_MARK`] for a venue registration, [`HEALTH_MARK`] for a health command), the
+/// sequence, and the stream's [`stream_tag`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Announcement {
     shard: u32,
     seq: u64,
+    stream: u64,
 }
 
 impl Announcement {
-    fn encode(self) -> [u8; 12] {
-        let mut out = [0u8; 12];
+    const LEN: usize = 20;
+
+    fn encode(self) -> [u8; Announcement::LEN] {
+        let mut out = [0u8; Announcement::LEN];
         out[..4].copy_from_slice(&self.shard.to_le_bytes());
-        out[4..].copy_from_slice(&self.seq.to_le_bytes());
+        out[4..12].copy_from_slice(&self.seq.to_le_bytes());
+        out[12..].copy_from_slice(&self.stream.to_le_bytes());
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<Announcement> {
+        if bytes.len() != Announcement::LEN {
+            return None;
+        }
         let shard = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
         let seq = u64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
-        (bytes.len() == 12).then_some(Announcement { shard, seq })
+        let stream = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
+        Some(Announcement { shard, seq, stream })
     }
 }
 
-/// Takes every node's announcements (this one's too, which change nothing) into the sequences
-/// this node's reads wait for, until the node is dropped.
+/// Takes every node's announcements of this node's stream (this one's too, which change
+/// nothing) into the sequences this node's reads wait for, until the node is dropped; subscribes
+/// again if the subscription ends while it lives.
 async fn follow_announcements(
     inner: std::sync::Weak<Inner>,
     mut announced: async_nats::Subscriber,
 ) {
-    while let Some(msg) = announced.next().await {
-        let Some(inner) = inner.upgrade() else {
-            return;
+    loop {
+        while let Some(msg) = announced.next().await {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            take_announcement(&inner, &msg.payload);
+        }
+        // The client resubscribes by itself after a reconnection; an end is unexpected.
+        let client = match inner.upgrade() {
+            Some(inner) => inner.client.clone(),
+            None => return,
         };
-        let Some(a) = Announcement::decode(&msg.payload) else {
-            tracing::warn!(
-                bytes = msg.payload.len(),
-                "an announcement that does not decode"
-            );
-            continue;
-        };
-        if a.shard == u32::MAX {
+        tracing::warn!(
+            "the subscription to {ACKED_SUBJECT} ended: reads through this node may miss \
+             writes acknowledged through another until it is back; subscribing again"
+        );
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if inner.strong_count() == 0 {
+                return;
+            }
+            match client.subscribe(ACKED_SUBJECT).await {
+                Ok(s) => {
+                    announced = s;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "subscribing to {ACKED_SUBJECT} again"),
+            }
+        }
+    }
+}
+
+/// Takes one announcement into the sequences this node's reads wait for, if it is of this
+/// node's stream.
+fn take_announcement(inner: &Inner, payload: &[u8]) {
+    let Some(a) = Announcement::decode(payload) else {
+        // (debug: a node of another version during an upgrade would fill the log)
+        tracing::debug!(
+            bytes = payload.len(),
+            "an announcement that does not decode"
+        );
+        return;
+    };
+    if a.stream != stream_tag(inner.stream_created_ns) {
+        tracing::debug!(
+            stream = a.stream,
+            "an announcement of another stream (one deleted and created again)"
+        );
+        return;
+    }
+    match Announced::of_mark(a.shard) {
+        Announced::Venues => {
             inner.venue_seq.fetch_max(a.seq, Ordering::AcqRel);
-        } else if let Some(last) = inner.last_seq.get(a.shard as usize) {
-            last.fetch_max(a.seq, Ordering::AcqRel);
+        }
+        Announced::Health => {
+            inner.health_seq.fetch_max(a.seq, Ordering::AcqRel);
+        }
+        Announced::Scans(shard) => {
+            if let Some(last) = inner.last_seq.get(shard as usize) {
+                last.fetch_max(a.seq, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -991,14 +1120,25 @@ mod tests {
         let a = Announcement {
             shard: 3,
             seq: 1 << 40,
+            stream: super::stream_tag(1_796_000_000_123_456_789),
         };
         assert_eq!(Announcement::decode(&a.encode()), Some(a));
         let venue = Announcement {
             shard: u32::MAX,
             seq: 7,
+            stream: 1,
         };
         assert_eq!(Announcement::decode(&venue.encode()), Some(venue));
-        assert_eq!(Announcement::decode(&a.encode()[..11]), None);
-        assert_eq!(Announcement::decode(&[0u8; 13]), None);
+        for what in [
+            super::Announced::Scans(0),
+            super::Announced::Scans(7),
+            super::Announced::Venues,
+            super::Announced::Health,
+        ] {
+            assert_eq!(super::Announced::of_mark(what.mark()), what);
+        }
+        assert_eq!(Announcement::decode(&a.encode()[..19]), None);
+        assert_eq!(Announcement::decode(&a.encode()[..12]), None);
+        assert_eq!(Announcement::decode(&[0u8; 21]), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Read-your-writes across HTTP nodes: a scan batch or venue registration acknowledged to one
-//! node raises the sequence every other node's reads of that shard wait for
-//! ([`cluster::ACKED_SUBJECT`]), so a read through node B right after an acknowledgement through
-//! node A sees the write. Runs three real NATS servers through `deploy/local-cluster.sh nats`
+//! node raises the sequence every other node's reads of that shard wait for, and a health
+//! command the sequence its reads of the health domain wait for ([`cluster::ACKED_SUBJECT`]),
+//! so a read through node B right after an acknowledgement through node A sees the write. Runs three real NATS servers through `deploy/local-cluster.sh nats`
 //! (fails, not skips, without `nats-server`).
 
 use std::time::{Duration, Instant};
@@ -90,4 +90,63 @@ async fn a_write_acknowledged_to_one_node_is_waited_for_by_the_others_reads() {
     .expect("scan through b");
     reaches(&a, &other, b.seq_to_read(&other)).await;
     assert!(a.seq_to_read(&other) > venue_seq);
+
+    // A health command through a: b's reads of the health domain wait for it, its scan reads
+    // do not.
+    assert_eq!(b.health_seq_to_read(), 0);
+    let before = b.seq_to_read(&other);
+    let command = cluster::wire::HealthCommand {
+        origin: a.node_id().to_string(),
+        request: 1,
+        now,
+        method: "POST".into(),
+        target: "/v1/cases".into(),
+        principal: "test".into(),
+        role: None,
+        venues: Vec::new(),
+        headers: Vec::new(),
+        body: b"{}".to_vec(),
+    };
+    let health_seq = a.publish_health(&command).await.expect("health command");
+    assert_eq!(a.health_seq_to_read(), health_seq);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.health_seq_to_read() < health_seq {
+        assert!(
+            Instant::now() < deadline,
+            "b's health reads wait for {}, not {health_seq}, 5 s on",
+            b.health_seq_to_read()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(b.seq_to_read(&other), before);
+
+    // An announcement of another stream (one deleted and created again under a running node)
+    // moves nothing; one of this stream, as the nodes send it, does.
+    let raw = async_nats::connect(urls.split(',').next().expect("a url"))
+        .await
+        .expect("raw client");
+    let announcement = |shard: u32, seq: u64, stream: u64| {
+        let mut out = Vec::with_capacity(20);
+        out.extend_from_slice(&shard.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&stream.to_le_bytes());
+        bytes::Bytes::from(out)
+    };
+    let tag = b.stream_created_ns() as u64;
+    let shard = shard_of(&other, SHARDS);
+    let far = 1u64 << 40;
+    raw.publish(cluster::ACKED_SUBJECT, announcement(shard, far, tag ^ 1))
+        .await
+        .expect("publish");
+    raw.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.seq_to_read(&other) < far,
+        "another stream's sequence taken"
+    );
+    raw.publish(cluster::ACKED_SUBJECT, announcement(shard, far, tag))
+        .await
+        .expect("publish");
+    raw.flush().await.expect("flush");
+    reaches(&b, &other, far).await;
 }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -72,6 +73,10 @@ pub(crate) struct AuditLog {
     forward: OnceLock<Arc<dyn AuditForward>>,
     /// `audit-owed.log`, written by one [`AuditLog::owe`] at a time.
     owed: Mutex<PathBuf>,
+    /// Whether `audit-owed.log` may hold entries that are in `audit.log` already: a move at open
+    /// that failed part way, or one whose append succeeded and whose removal did not. The next
+    /// move then matches them ([`Leftovers::Matched`]) instead of appending them again.
+    owed_may_be_moved: AtomicBool,
     fsync: bool,
 }
 
@@ -99,6 +104,7 @@ impl AuditLog {
         let dropped = journal.settle(content.len(), end, damage)?;
         drop(content);
         let owed = dir.join(OWED_FILE);
+        let mut owed_may_be_moved = false;
         match move_owed(&journal, &owed, fsync, Leftovers::Matched) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -109,6 +115,7 @@ impl AuditLog {
             // (`Engine::audit_owed_pending`); one that poisoned the journal (a failed sync)
             // waits for the next open, and audited requests answer 503 until then.
             Err(e) => {
+                owed_may_be_moved = true;
                 tracing::error!(error = %e, "could not move the owed audit entries into audit.log")
             }
         }
@@ -126,6 +133,7 @@ impl AuditLog {
                 writer: Mutex::new(Some(writer)),
                 forward: OnceLock::new(),
                 owed: Mutex::new(owed),
+                owed_may_be_moved: AtomicBool::new(owed_may_be_moved),
                 fsync,
             },
             dropped,
@@ -200,22 +208,37 @@ impl AuditLog {
         file.write_all_at(&frame, end)
             .map_err(|e| io("appending to", e))?;
         if self.fsync {
-            file.sync_data().map_err(|e| io("syncing", e))?;
+            if let Err(e) = file.sync_data() {
+                // Not durable, so not owed: cut off, or the caller's retry would find it in the
+                // page cache and write it a second time.
+                let _ = file.set_len(end);
+                return Err(io("syncing", e));
+            }
         }
         Ok(())
     }
 
     /// Moves the owed entries into `audit.log` now (while the server runs, once `audit.log`
-    /// takes appends again); returns how many. A refused append left nothing that counts in
-    /// `audit.log` (its logical end did not move, and the next append overwrote whatever reached
-    /// the file), so every owed entry is appended; one refused by a failed sync poisons the
-    /// journal, and its entries wait for the next open.
+    /// takes appends again); returns how many. A refused append of this process left nothing
+    /// that counts in `audit.log` (its logical end did not move, and the next append overwrote
+    /// whatever reached the file), so every owed entry is appended, unless an earlier move may
+    /// have appended some already (`owed_may_be_moved`: they are matched then); one refused by a
+    /// failed sync poisons the journal, and its entries wait for the next open.
     pub(crate) fn settle_owed(&self) -> Result<usize> {
         let path = self.owed.lock();
         if let Some(p) = self.journal.poisoned() {
             return Err(Error::Poisoned(p));
         }
-        move_owed(&self.journal, &path, self.fsync, Leftovers::None)
+        let leftovers = if self.owed_may_be_moved.load(Ordering::Acquire) {
+            Leftovers::Matched
+        } else {
+            Leftovers::None
+        };
+        let moved = move_owed(&self.journal, &path, self.fsync, leftovers);
+        // After an error the append may have been made (its removal failing after it).
+        self.owed_may_be_moved
+            .store(moved.is_err(), Ordering::Release);
+        moved
     }
 
     /// Whether entries are owed: kept in `audit-owed.log`, not yet moved into `audit.log`.
@@ -451,6 +474,31 @@ mod tests {
         assert_eq!(
             log.since(0).unwrap(),
             [entry(10, "a"), entry(12, "c"), entry(30, "z")]
+        );
+    }
+
+    /// A move that may have appended some owed entries already (one at open that failed part
+    /// way, or one whose removal of the file failed after its append) is followed by one that
+    /// matches them against `audit.log`, so that the running retries do not append them again.
+    #[test]
+    fn after_a_move_that_may_have_appended_the_next_matches_the_owed_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(dir.path(), true).unwrap();
+        // "a" is in audit.log and still in the owed file (the file's removal failed), "b" only
+        // owed
+        log.append(entry(10, "a")).unwrap();
+        log.owe(entry(10, "a")).unwrap();
+        log.owe(entry(11, "b")).unwrap();
+        log.owed_may_be_moved.store(true, Ordering::Release);
+        assert_eq!(log.settle_owed().unwrap(), 1);
+        assert_eq!(log.since(0).unwrap(), [entry(10, "a"), entry(11, "b")]);
+        assert!(!log.owed_may_be_moved.load(Ordering::Acquire));
+        // a later move of this process's own refusals appends every entry again
+        log.owe(entry(11, "b")).unwrap();
+        assert_eq!(log.settle_owed().unwrap(), 1);
+        assert_eq!(
+            log.since(0).unwrap(),
+            [entry(10, "a"), entry(11, "b"), entry(11, "b")]
         );
     }
 }
