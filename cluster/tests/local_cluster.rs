@@ -723,6 +723,24 @@ fn cluster_survives_kill9_and_equals_a_single_server() {
         assert_eq!(s["accepted"], r["accepted"]);
     }
     assert_eq!(acked, batches * 250);
+    // A batch with every kind of refusal, through each node: the same answer as the single
+    // server's (accepted counts, and each refused scan's index and reason).
+    for (i, url) in urls.iter().enumerate() {
+        let t = now - 200 + i as i64;
+        let mixed = json!([
+            {"person": "p1", "venue": "V1", "ts": t, "action": "in"},
+            {"person": "p1", "venue": "V-NOT-REGISTERED", "ts": t, "action": "in"},
+            {"person": "not a person", "venue": "V1", "ts": t, "action": "in"},
+            {"person": "p2", "venue": "a/b", "ts": t, "action": "in"},
+            {"person": "p2", "venue": "V2", "ts": now - 40 * 86_400, "action": "in"},
+            {"person": "p2", "venue": "V2", "ts": now + 3_600, "action": "in"},
+            {"person": "p2", "venue": "V2", "ts": t, "action": "out"},
+        ]);
+        let want = until_ok(&single_base, "POST", "/v1/scans", Some(&mixed), 30).json();
+        let got = until_ok(url, "POST", "/v1/scans", Some(&mixed), 60).json();
+        assert_eq!(got, want, "a mixed batch through {url}");
+        assert_eq!(want["rejected"].as_array().map(Vec::len), Some(5), "{want}");
+    }
     eprintln!("ingested {acked} scans in {:?}", started.elapsed());
 
     eprintln!("slowest batch acknowledged in {slowest_batch:?}");
