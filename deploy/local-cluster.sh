@@ -23,8 +23,34 @@ dir="${2:-}"
   exit 2
 }
 
+# A port that is free now, below Linux's ephemeral range (32768-60999), so that the programs
+# that bind port 0 meanwhile (tests, clients) cannot be given it before our process binds it,
+# and not one this script gave out already (DIR/conf/ports).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  mkdir -p "$dir/conf"
+  python3 - "$dir/conf/ports" <<'PY'
+import os, random, socket, sys
+taken = set()
+if os.path.exists(sys.argv[1]):
+    taken = {int(l) for l in open(sys.argv[1]) if l.strip()}
+for _ in range(1000):
+    port = random.randint(20000, 32000)
+    if port in taken:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{port}\n")
+    print(port)
+    break
+else:
+    sys.exit("no free port found in 20000-32000")
+PY
 }
 
 # launch NAME: runs DIR/cmd/NAME in the background, output to DIR/logs/NAME.log, pid file.
@@ -44,13 +70,19 @@ alive() {
   ! grep -q '^[0-9]* (.*) Z' "/proc/$p/stat" 2>/dev/null
 }
 
-wait_http() { # URL SECONDS
-  local url="$1" deadline=$((SECONDS + $2))
+wait_http() { # URL SECONDS [NAME: fail at once, with its log, if that process has died]
+  local url="$1" deadline=$((SECONDS + $2)) name="${3:-}"
   while [ $SECONDS -lt $deadline ]; do
     if curl -fsS -m 2 "$url" >/dev/null 2>&1; then return 0; fi
+    if [ -n "$name" ] && ! alive "$name"; then
+      echo "$name exited before it was ready; the end of $dir/logs/$name.log:" >&2
+      tail -n 20 "$dir/logs/$name.log" >&2 || true
+      return 1
+    fi
     sleep 0.2
   done
   echo "timed out waiting for $url" >&2
+  [ -z "$name" ] || tail -n 20 "$dir/logs/$name.log" >&2 || true
   return 1
 }
 
@@ -105,7 +137,7 @@ CONF
   local urls="nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]},nats://127.0.0.1:${client[3]}"
   echo "$urls" >"$dir/conf/nats-urls"
   for i in 1 2 3; do
-    wait_http "$(cat "$dir/conf/nats-$i.monitor")/healthz?js-enabled-only=true" 60
+    wait_http "$(cat "$dir/conf/nats-$i.monitor")/healthz?js-enabled-only=true" 60 "nats-$i"
   done
 }
 
@@ -147,7 +179,7 @@ start() {
   done
   for i in 1 2; do
     # healthz: the node is up; top occupancy: every shard answers through it.
-    wait_http "http://127.0.0.1:${hport[$i]}/healthz" 120
+    wait_http "http://127.0.0.1:${hport[$i]}/healthz" 120 "http-$i"
     wait_http "http://127.0.0.1:${hport[$i]}/v1/occupancy?top=1" 120
     # readyz: its replica of the health domain has caught up with the stream.
     wait_http "http://127.0.0.1:${hport[$i]}/readyz" 600

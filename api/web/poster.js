@@ -10,6 +10,12 @@
   if (C.OPEN) { return; }
   C.requireToken(function () {
     C.api('/v1/venues/' + encodeURIComponent(venue)).then(function (r) {
+      if (r.status === 404) {
+        status.textContent = M.venue_not_found;
+        document.getElementById('poster').hidden = true;
+        document.getElementById('print').hidden = true;
+        return;
+      }
       if (r.status !== 200) { status.textContent = r.status === 403 ? M.token_forbidden : M.error_generic; return; }
       document.getElementById('venue-name').textContent = r.body.name;
       var h = {};

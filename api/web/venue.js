@@ -50,6 +50,7 @@
     status.textContent = M.loading;
     C.api(base).then(function (r) {
       if (r.status === 401 || r.status === 403) { status.textContent = r.status === 403 ? M.token_forbidden : M.token_rejected; return; }
+      if (r.status === 404) { status.textContent = M.venue_not_found; return; }
       if (r.status !== 200) { status.textContent = M.error_generic; return; }
       document.getElementById('venue-name').textContent = r.body.name || venue;
       present.textContent = String(r.body.present);

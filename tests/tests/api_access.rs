@@ -413,6 +413,27 @@ async fn the_poster_qr_code_is_for_its_owner_and_admins_only() {
     }
 }
 
+/// With tokens, the venue page and the poster page are shells whose scripts ask the API with
+/// the caller's token: the page itself answers alike for a registered venue and an unknown one,
+/// so that it does not tell anyone which venue ids exist (the API tells the roles that may know).
+#[tokio::test]
+async fn with_tokens_the_venue_pages_do_not_tell_whether_a_venue_exists() {
+    let s = Server::start_with_tokens().await;
+    s.venues(&["V1"]).await;
+    for page in ["", "/poster"] {
+        let known = s.get(&format!("/venue/V1{page}")).await;
+        let unknown = s.get(&format!("/venue/V9{page}")).await;
+        assert_eq!(known.status, 200, "/venue/V1{page}");
+        assert_eq!(unknown.status, 200, "/venue/V9{page}");
+        // the same page but for the id itself
+        assert_eq!(
+            known.text().replace("V1", "V9"),
+            unknown.text(),
+            "/venue/V1{page} and /venue/V9{page}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_authorization_headers_are_401() {
     let s = Server::start_with_tokens().await;

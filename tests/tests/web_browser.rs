@@ -1129,6 +1129,39 @@ async fn with_tokens_the_pages_ask_for_one_and_show_only_what_it_may_read() {
         shots: false,
     };
     checks.page(&c, "console-tokens").await;
+    // An unknown venue's pages are shells like any other (the page does not tell who may ask);
+    // the API tells the epidemiologist, and the page says so.
+    for page in ["/venue/V9", "/venue/V9/poster"] {
+        c.goto(&format!("{origin}{page}")).await.unwrap();
+        assert!(
+            until(Duration::from_secs(5), || async {
+                text(&c, "#status").await == "Không tìm thấy địa điểm này."
+            })
+            .await,
+            "{page}: {:?}",
+            text(&c, "#status").await
+        );
+        if page.ends_with("/poster") {
+            // no poster to print for it
+            assert_eq!(
+                js(
+                    &c,
+                    "return [document.getElementById('poster').hidden, \
+                     document.getElementById('print').hidden];"
+                )
+                .await,
+                json!([true, true])
+            );
+        }
+        for width in [390, 1280] {
+            screenshot(
+                &c,
+                &format!("tokens-unknown{}", page.replace('/', "-")),
+                width,
+            )
+            .await;
+        }
+    }
     // The token lives in sessionStorage, never in a cookie.
     assert_eq!(js(&c, "return document.cookie;").await, json!(""));
     c.close().await.unwrap();

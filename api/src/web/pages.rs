@@ -135,7 +135,9 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Req) -> Response<Bo
             }
         }
         PageRoute::Venue(id) => {
-            if app.engine().venue(&id).is_none() {
+            // With tokens the page is a shell whose script asks the API with the caller's
+            // token: whether a venue exists is the API's to tell, to the roles that may know.
+            if app.is_open() && app.engine().venue(&id).is_none() {
                 return not_found(app, lang, &path, gz);
             }
             render(
@@ -148,14 +150,14 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Req) -> Response<Bo
             )
         }
         PageRoute::Poster(id) => {
-            let Some(info) = app.engine().venue(&id) else {
-                return not_found(app, lang, &path, gz);
-            };
             // Without tokens the poster is whole in the HTML; with tokens the script fetches
-            // the name and the QR code with the owner's token.
-            let open = app.is_open();
+            // the name and the QR code with the owner's token (and learns from the API, as the
+            // venue page does, whether the venue exists).
             let (payload, kid) = poster_payload(app, &id);
-            let (name, qr_svg, payload) = if open {
+            let (name, qr_svg, payload) = if app.is_open() {
+                let Some(info) = app.engine().venue(&id) else {
+                    return not_found(app, lang, &path, gz);
+                };
                 let svg = qr_inline(&payload);
                 (info.name.clone(), svg, payload)
             } else {
