@@ -137,7 +137,7 @@ CONF
   local urls="nats://127.0.0.1:${client[1]},nats://127.0.0.1:${client[2]},nats://127.0.0.1:${client[3]}"
   echo "$urls" >"$dir/conf/nats-urls"
   for i in 1 2 3; do
-    wait_http "$(cat "$dir/conf/nats-$i.monitor")/healthz?js-enabled-only=true" 60 "nats-$i"
+    wait_http "$(cat "$dir/conf/nats-$i.monitor")/healthz?js-enabled-only=true" 120 "nats-$i"
   done
 }
 
