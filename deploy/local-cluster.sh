@@ -13,7 +13,8 @@
 # Environment: CHECKIN_BIN_DIR (where checkin-server and checkin-shard are; default
 # target/release, built if missing), NATS_SERVER (default: nats-server on PATH),
 # CHECKIN_SHARDS (default 2), CHECKIN_CLUSTER_EXTRA (extra flags for the HTTP nodes).
-set -euo pipefail
+# -E: the ERR trap that stops a failed start reaches into the functions too.
+set -Eeuo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:-}"
@@ -180,9 +181,9 @@ start() {
   for i in 1 2; do
     # healthz: the node is up; top occupancy: every shard answers through it.
     wait_http "http://127.0.0.1:${hport[$i]}/healthz" 120 "http-$i"
-    wait_http "http://127.0.0.1:${hport[$i]}/v1/occupancy?top=1" 120
+    wait_http "http://127.0.0.1:${hport[$i]}/v1/occupancy?top=1" 120 "http-$i"
     # readyz: its replica of the health domain has caught up with the stream.
-    wait_http "http://127.0.0.1:${hport[$i]}/readyz" 600
+    wait_http "http://127.0.0.1:${hport[$i]}/readyz" 600 "http-$i"
   done
   : >"$dir/conf/http-urls"
   for i in 1 2; do

@@ -131,11 +131,10 @@ pub(crate) async fn submit(
             }
             Err(e) => return Err(cluster_err(e)),
         }
+        // One clock for the whole batch, as on the single server: every scan checked again.
         now = engine.now();
         for (verdict, item) in verdicts.iter_mut().zip(&items) {
-            if *verdict == Err(RejectReason::UnknownVenue) {
-                *verdict = check(engine, item, now, now - retention_s);
-            }
+            *verdict = check(engine, item, now, now - retention_s);
         }
     }
     let mut outcome = IngestOutcome::default();

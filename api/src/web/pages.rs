@@ -153,15 +153,17 @@ pub(crate) async fn serve(app: &App, route: PageRoute, req: &Req) -> Response<Bo
             // Without tokens the poster is whole in the HTML; with tokens the script fetches
             // the name and the QR code with the owner's token (and learns from the API, as the
             // venue page does, whether the venue exists).
-            let (payload, kid) = poster_payload(app, &id);
-            let (name, qr_svg, payload) = if app.is_open() {
+            let (name, qr_svg, payload, kid) = if app.is_open() {
                 let Some(info) = app.engine().venue(&id) else {
                     return not_found(app, lang, &path, gz);
                 };
+                let (payload, kid) = poster_payload(app, &id);
                 let svg = qr_inline(&payload);
-                (info.name.clone(), svg, payload)
+                (info.name.clone(), svg, payload, kid)
             } else {
-                (String::new(), None, String::new())
+                // nothing signed for a shell (the script fetches the signed QR code)
+                let kid = app.signing_kid().map(str::to_owned);
+                (String::new(), None, String::new(), kid)
             };
             render(
                 StatusCode::OK,
