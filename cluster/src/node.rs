@@ -256,7 +256,7 @@ impl Node {
     /// at once answer as before it (as without announcements).
     async fn announce(&self, what: Announced, seq: u64) {
         let payload = Announcement {
-            shard: what.mark(),
+            what,
             seq,
             stream: stream_tag(self.inner.stream_created_ns),
         }
@@ -387,10 +387,9 @@ impl Node {
                 })?;
                 let node = self.clone();
                 pending.push(async move {
-                    let seq = node.publish(scan_subject(shard), payload.into()).await?;
-                    node.inner.last_seq[shard as usize].fetch_max(seq, Ordering::AcqRel);
-                    node.announce(Announced::Scans(shard), seq).await;
-                    Ok::<(), ClusterError>(())
+                    node.publish_acked(scan_subject(shard), Announced::Scans(shard), payload)
+                        .await
+                        .map(|_| ())
                 });
             }
         }
@@ -413,12 +412,8 @@ impl Node {
             what: "health command",
             reason: e.to_string(),
         })?;
-        let seq = self
-            .publish(HEALTH_SUBJECT.to_string(), payload.into())
-            .await?;
-        self.inner.health_seq.fetch_max(seq, Ordering::AcqRel);
-        self.announce(Announced::Health, seq).await;
-        Ok(seq)
+        self.publish_acked(HEALTH_SUBJECT.to_string(), Announced::Health, payload)
+            .await
     }
 
     /// The stream sequence a read of the health domain must have seen: the last health command
@@ -437,11 +432,21 @@ impl Node {
             what: "venue batch",
             reason: e.to_string(),
         })?;
-        let seq = self
-            .publish(VENUES_SUBJECT.to_string(), payload.into())
-            .await?;
-        self.inner.venue_seq.fetch_max(seq, Ordering::AcqRel);
-        self.announce(Announced::Venues, seq).await;
+        self.publish_acked(VENUES_SUBJECT.to_string(), Announced::Venues, payload)
+            .await
+    }
+
+    /// Publishes `payload`, and once JetStream acknowledged it takes its sequence into the ones
+    /// this node's reads wait for and announces it to the other nodes; returns the sequence.
+    async fn publish_acked(
+        &self,
+        subject: String,
+        what: Announced,
+        payload: Vec<u8>,
+    ) -> Result<u64> {
+        let seq = self.publish(subject, payload.into()).await?;
+        self.inner.note_acked(what, seq);
+        self.announce(what, seq).await;
         Ok(seq)
     }
 
@@ -1012,7 +1017,7 @@ impl Announced {
 /// sequence, and the stream's [`stream_tag`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Announcement {
-    shard: u32,
+    what: Announced,
     seq: u64,
     stream: u64,
 }
@@ -1022,7 +1027,7 @@ impl Announcement {
 
     fn encode(self) -> [u8; Announcement::LEN] {
         let mut out = [0u8; Announcement::LEN];
-        out[..4].copy_from_slice(&self.shard.to_le_bytes());
+        out[..4].copy_from_slice(&self.what.mark().to_le_bytes());
         out[4..12].copy_from_slice(&self.seq.to_le_bytes());
         out[12..].copy_from_slice(&self.stream.to_le_bytes());
         out
@@ -1032,10 +1037,14 @@ impl Announcement {
         if bytes.len() != Announcement::LEN {
             return None;
         }
-        let shard = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+        let mark = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
         let seq = u64::from_le_bytes(bytes.get(4..12)?.try_into().ok()?);
         let stream = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?);
-        Some(Announcement { shard, seq, stream })
+        Some(Announcement {
+            what: Announced::of_mark(mark),
+            seq,
+            stream,
+        })
     }
 }
 
@@ -1096,17 +1105,20 @@ fn take_announcement(inner: &Inner, payload: &[u8]) {
         );
         return;
     }
-    match Announced::of_mark(a.shard) {
-        Announced::Venues => {
-            inner.venue_seq.fetch_max(a.seq, Ordering::AcqRel);
-        }
-        Announced::Health => {
-            inner.health_seq.fetch_max(a.seq, Ordering::AcqRel);
-        }
-        Announced::Scans(shard) => {
-            if let Some(last) = inner.last_seq.get(shard as usize) {
-                last.fetch_max(a.seq, Ordering::AcqRel);
-            }
+    inner.note_acked(a.what, a.seq);
+}
+
+impl Inner {
+    /// Takes sequence `seq` of `what`, acknowledged to this node or announced by another, into
+    /// the sequences this node's reads wait for.
+    fn note_acked(&self, what: Announced, seq: u64) {
+        let slot = match what {
+            Announced::Venues => Some(&self.venue_seq),
+            Announced::Health => Some(&self.health_seq),
+            Announced::Scans(shard) => self.last_seq.get(shard as usize),
+        };
+        if let Some(slot) = slot {
+            slot.fetch_max(seq, Ordering::AcqRel);
         }
     }
 }
@@ -1118,13 +1130,13 @@ mod tests {
     #[test]
     fn an_announcement_reads_back_and_a_wrong_length_is_refused() {
         let a = Announcement {
-            shard: 3,
+            what: super::Announced::Scans(3),
             seq: 1 << 40,
             stream: super::stream_tag(1_796_000_000_123_456_789),
         };
         assert_eq!(Announcement::decode(&a.encode()), Some(a));
         let venue = Announcement {
-            shard: u32::MAX,
+            what: super::Announced::Venues,
             seq: 7,
             stream: 1,
         };
